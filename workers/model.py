@@ -1,0 +1,218 @@
+"""A Llama-style decoder: RMSNorm, RoPE, SwiGLU, no biases, untied embedding and head.
+
+This is the model every trial trains. It follows the paper's setup (PAPER.md section 2: the Marin/Levanter
+Llama) in the plain one-file style of nanoGPT's model.py.
+
+Parameter names are a contract: the optimizers route parameters by role (see `param_role`), so renaming a
+module here changes which rule each optimizer applies to it.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    d_model: int
+    n_layers: int
+    n_heads: int
+    d_ff: int
+    seq_len: int
+    vocab_size: int = 256
+    # "paper" scales use the paper's grids; "tiny" scales the CPU grids (see workers/optimizers/base.py).
+    family: str = "tiny"
+    rope_theta: float = 10000.0  # Llama's RoPE base
+    norm_eps: float = 1e-5  # Llama's RMSNorm epsilon
+
+    def __post_init__(self) -> None:
+        if self.d_model % self.n_heads != 0:
+            raise ValueError(f"d_model {self.d_model} is not divisible by n_heads {self.n_heads}")
+        if (self.d_model // self.n_heads) % 2 != 0:
+            raise ValueError("RoPE needs an even head dimension")
+
+    @property
+    def head_dim(self) -> int:
+        return self.d_model // self.n_heads
+
+
+# PAPER.md section 2: 32 layers, sequence 4096, d_ff = 4d, Llama-3 tokenizer (128,256 tokens).
+LLAMA3_VOCAB = 128256
+
+SCALES: dict[str, ModelConfig] = {
+    "130m": ModelConfig(512, 32, 8, 2048, 4096, LLAMA3_VOCAB, "paper"),
+    "300m": ModelConfig(768, 32, 12, 3072, 4096, LLAMA3_VOCAB, "paper"),
+    "520m": ModelConfig(1024, 32, 16, 4096, 4096, LLAMA3_VOCAB, "paper"),
+    "1.2b": ModelConfig(1536, 32, 24, 6144, 4096, LLAMA3_VOCAB, "paper"),
+    # The tiny ladder: same family (d_ff = 4d, head dim 32), byte vocabulary, 2 layers, sequence 128. Widths
+    # 64/96/128/192 mirror the paper's 512/768/1024/1536, so counts are the paper's / 1024 (131k .. 1.18M,
+    # a 9x span). tiny-130k reaches 1x Chinchilla (2.6M tokens) in about a minute on 2 CPU cores
+    # (DESIGN.md calibration: ~54k tokens/s).
+    "tiny-130k": ModelConfig(64, 2, 2, 256, 128, 256, "tiny"),
+    "tiny-300k": ModelConfig(96, 2, 3, 384, 128, 256, "tiny"),
+    "tiny-520k": ModelConfig(128, 2, 4, 512, 128, 256, "tiny"),
+    "tiny-1.2m": ModelConfig(192, 2, 6, 768, 128, 256, "tiny"),
+}
+
+
+def get_scale(name: str) -> ModelConfig:
+    """The preset called `name`; an unknown name raises a ValueError that lists the valid ones."""
+    try:
+        return SCALES[name]
+    except KeyError:
+        raise ValueError(f"unknown scale {name!r}; valid scales: {', '.join(SCALES)}") from None
+
+
+def non_embedding_params(config: ModelConfig) -> int:
+    """Non-embedding parameters as the paper counts them: N = layers x (3 d d_ff + 4 d^2).
+
+    The attention (4 d^2) and SwiGLU (3 d d_ff) matrices of every block; the embedding, the head and the
+    norm gains are not counted (PAPER.md section 2). Chinchilla tokens = multiple x 20 x N.
+    """
+    d = config.d_model
+    return config.n_layers * (3 * d * config.d_ff + 4 * d * d)
+
+
+def chinchilla_tokens(config: ModelConfig, multiple: float) -> int:
+    return int(multiple * 20 * non_embedding_params(config))
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, dim: int, eps: float) -> None:
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x32 = x.float()
+        normed = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)
+        return normed.type_as(x) * self.weight
+
+
+def rope_tables(config: ModelConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos and sin of the rotary angles, each (T, hs/2)."""
+    hs = config.head_dim
+    inv_freq = 1.0 / (config.rope_theta ** (torch.arange(0, hs, 2, dtype=torch.float32) / hs))
+    t = torch.arange(config.seq_len, dtype=torch.float32)
+    angles = torch.outer(t, inv_freq)  # (T, hs/2)
+    return angles.cos(), angles.sin()
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    # x: (B, nh, T, hs); rotate the two halves of each head (the "rotate_half" convention of Llama/HF)
+    T = x.size(-2)
+    c, s = cos[:T].to(x.dtype), sin[:T].to(x.dtype)  # (T, hs/2)
+    x1, x2 = x.chunk(2, dim=-1)  # (B, nh, T, hs/2) each
+    return torch.cat((x1 * c - x2 * s, x1 * s + x2 * c), dim=-1)
+
+
+class Attention(nn.Module):
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        d = config.d_model
+        self.n_heads = config.n_heads
+        self.wq = nn.Linear(d, d, bias=False)
+        self.wk = nn.Linear(d, d, bias=False)
+        self.wv = nn.Linear(d, d, bias=False)
+        self.wo = nn.Linear(d, d, bias=False)
+
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+        B, T, C = x.shape
+        nh, hs = self.n_heads, C // self.n_heads
+        q = self.wq(x).view(B, T, nh, hs).transpose(1, 2)  # (B, nh, T, hs)
+        k = self.wk(x).view(B, T, nh, hs).transpose(1, 2)  # (B, nh, T, hs)
+        v = self.wv(x).view(B, T, nh, hs).transpose(1, 2)  # (B, nh, T, hs)
+        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=True)  # (B, nh, T, hs)
+        y = y.transpose(1, 2).contiguous().view(B, T, C)  # (B, T, C)
+        return self.wo(y)
+
+
+class SwiGLU(nn.Module):
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.w1 = nn.Linear(config.d_model, config.d_ff, bias=False)  # gate
+        self.w3 = nn.Linear(config.d_model, config.d_ff, bias=False)  # up
+        self.w2 = nn.Linear(config.d_ff, config.d_model, bias=False)  # down
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.w2(F.silu(self.w1(x)) * self.w3(x))
+
+
+class Block(nn.Module):
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.attn_norm = RMSNorm(config.d_model, config.norm_eps)
+        self.attn = Attention(config)
+        self.mlp_norm = RMSNorm(config.d_model, config.norm_eps)
+        self.mlp = SwiGLU(config)
+
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+        x = x + self.attn(self.attn_norm(x), cos, sin)
+        return x + self.mlp(self.mlp_norm(x))
+
+
+class Transformer(nn.Module):
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.tok_emb = nn.Embedding(config.vocab_size, config.d_model)
+        self.blocks = nn.ModuleList(Block(config) for _ in range(config.n_layers))
+        self.norm_f = RMSNorm(config.d_model, config.norm_eps)
+        self.lm_head = nn.Linear(config.d_model, config.vocab_size, bias=False)  # untied (Llama)
+        cos, sin = rope_tables(config)
+        self.register_buffer("rope_cos", cos, persistent=False)
+        self.register_buffer("rope_sin", sin, persistent=False)
+        self.reset_parameters()
+
+    @torch.no_grad()
+    def reset_parameters(self) -> None:
+        # GPT-2/nanoGPT init: N(0, 0.02) everywhere, residual output projections scaled by 1/sqrt(2 L).
+        std = 0.02
+        for name, p in self.named_parameters():
+            if p.ndim == 1:
+                p.fill_(1.0)  # RMSNorm gains
+            elif name.endswith(("attn.wo.weight", "mlp.w2.weight")):
+                p.normal_(0.0, std / math.sqrt(2 * self.config.n_layers))
+            else:
+                p.normal_(0.0, std)
+
+    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits (B, T, V) when targets is None, else the mean cross-entropy loss (a scalar)."""
+        x = self.tok_emb(idx)  # (B, T, C)
+        for block in self.blocks:
+            x = block(x, self.rope_cos, self.rope_sin)
+        logits = self.lm_head(self.norm_f(x))  # (B, T, V)
+        if targets is None:
+            return logits
+        return F.cross_entropy(logits.float().view(-1, logits.size(-1)), targets.view(-1))
+
+
+def build_model(config: ModelConfig, device: torch.device | str | None = None) -> Transformer:
+    """A freshly initialised model (seed it with torch.manual_seed before calling for reproducibility)."""
+    if device is None:
+        return Transformer(config)
+    with torch.device(device):
+        return Transformer(config)
+
+
+# The roles every optimizer routes by (OPTIMIZERS.md section 1: Levanter's decay mask and matrix routing).
+ROLES = ("embedding", "head", "matrix", "norm")
+
+
+def param_role(name: str) -> str:
+    """The role of a parameter of `Transformer` by name: embedding, head, matrix (a 2-D hidden weight) or norm."""
+    if name.startswith("tok_emb."):
+        return "embedding"
+    if name.startswith("lm_head."):
+        return "head"
+    if name.endswith("norm.weight") or name == "norm_f.weight":
+        return "norm"
+    if name.startswith("blocks.") and name.endswith(".weight"):
+        return "matrix"
+    raise ValueError(f"parameter {name!r} has no known role; update workers.model.param_role")
