@@ -190,7 +190,7 @@ class Transformer(nn.Module):
         logits = self.lm_head(self.norm_f(x))  # (B, T, V)
         if targets is None:
             return logits
-        return F.cross_entropy(logits.float().view(-1, logits.size(-1)), targets.view(-1))
+        return F.cross_entropy(logits.float().view(-1, logits.size(-1)), targets.reshape(-1))
 
 
 def build_model(config: ModelConfig, device: torch.device | str | None = None) -> Transformer:

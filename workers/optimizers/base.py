@@ -111,8 +111,7 @@ def resolve_hparams(spec: OptimizerSpec, family: str, overrides: HParams | None 
     for name, value in (overrides or {}).items():
         if name not in resolved:
             raise ValueError(
-                f"unknown hyperparameter {name!r} for optimizer {spec.name!r}; "
-                f"valid: {', '.join(sorted(resolved))}"
+                f"unknown hyperparameter {name!r} for optimizer {spec.name!r}; valid: {', '.join(sorted(resolved))}"
             )
         resolved[name] = value
     return resolved

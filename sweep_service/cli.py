@@ -1,0 +1,190 @@
+"""The `sweep-service` command line.
+
+Errors in what the user typed (an unknown scale, optimizer or hyperparameter, a malformed value) end in one
+line on stderr and exit status 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from workers.optimizers.base import HParam
+
+
+class UsageError(Exception):
+    """A mistake in the command line: printed as one line, exit status 2."""
+
+
+def parse_value(text: str) -> HParam:
+    """A --set value: int, then float, then true/false, else the string itself."""
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            pass
+    lowered = text.lower()
+    if lowered in ("true", "false"):
+        return lowered == "true"
+    return text
+
+
+def parse_assignments(items: Sequence[str]) -> dict[str, HParam]:
+    out: dict[str, HParam] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip() or not value.strip():
+            raise UsageError(f"--set expects key=value, got {item!r}")
+        out[key.strip()] = parse_value(value.strip())
+    return out
+
+
+def _json_safe(value: Any) -> Any:
+    """JSON has no infinity: a diverged run's loss is written as the string "inf"."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+class Progress:
+    """Training progress on stderr: a tqdm bar (step, loss, tokens/s, ETA) on a terminal, else one line per eval."""
+
+    def __init__(self, label: str, enabled: bool = True) -> None:
+        self.label, self.enabled = label, enabled
+        self.tty = sys.stderr.isatty()
+        self.bar: Any = None
+        self.last: dict[str, Any] = {}
+
+    def __call__(self, event: dict[str, Any]) -> None:
+        if not self.enabled:
+            return
+        if event["kind"] == "train":
+            self.last = event
+        if self.tty:
+            self._bar(event)
+        elif event["kind"] == "eval":
+            self._line(event)
+
+    def _bar(self, event: dict[str, Any]) -> None:
+        from tqdm import tqdm
+
+        if self.bar is None:
+            self.bar = tqdm(total=event["total_steps"], unit="step", desc=self.label, file=sys.stderr)
+        if event["kind"] == "train":
+            self.bar.update(event["step"] - self.bar.n)
+            self.bar.set_postfix(loss=f"{event['train_loss']:.3f}", tok_s=f"{event['tokens_per_second']:,.0f}")
+        elif event["step"] > 0:
+            self.bar.write(f"step {event['step']:>6}  eval loss {event['eval_loss']:.4f}")
+
+    def _line(self, event: dict[str, Any]) -> None:
+        step, total = event["step"], event["total_steps"]
+        tps = self.last.get("tokens_per_second", 0.0)
+        tokens_left = (total - step) * (self.last["tokens"] / step) if step else 0.0
+        eta = f"{tokens_left / tps:,.0f}s" if tps > 0 else "?"
+        print(
+            f"{self.label}: step {step}/{total}  eval loss {event['eval_loss']:.4f}  {tps:,.0f} tok/s  ETA {eta}",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    # Imported here so that `sweep-service --help` does not pay for importing torch.
+    from workers.trainer import DivergenceRule, RunConfig, train
+
+    config = RunConfig(
+        scale=args.scale,
+        optimizer=args.optimizer,
+        chinchilla=args.chinchilla,
+        hparams=parse_assignments(args.set),
+        seed=args.seed,
+        data=args.data,
+        vocab_size=args.vocab_size,
+        eval_every=args.eval_every,
+        micro_batch_size=args.micro_batch_size,
+        checkpoint_dir=args.checkpoint_dir,
+        checkpoint_every=args.checkpoint_every,
+        divergence=DivergenceRule(max_loss=args.max_loss),
+        device=args.device,
+        compile=args.compile,
+        threads=args.threads,
+        max_steps=args.max_steps,
+    )
+    progress = Progress(f"{args.optimizer} {args.scale}", enabled=not args.quiet)
+    try:
+        result = train(config, report=progress)
+    finally:
+        progress.close()
+    if args.json:
+        payload = result.to_dict()
+        print(json.dumps(_json_safe(payload), sort_keys=True))
+    else:
+        print(f"status            {result.status}" + (f" ({result.reason})" if result.reason else ""))
+        print(f"eval loss         {result.initial_eval_loss:.4f} -> {result.final_eval_loss:.4f}")
+        print(f"steps             {result.steps} of {result.total_steps}")
+        print(f"tokens            {result.tokens:,}")
+        print(f"tokens/s          {result.tokens_per_second:,.0f}")
+        if result.mfu is not None:
+            print(f"MFU               {result.mfu:.1%}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="sweep-service",
+        description="Fair optimizer benchmarking for language-model pretraining.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("train", help="run one training run and print its result")
+    p.add_argument("--scale", required=True, help="model scale preset, e.g. tiny-130k or 130m")
+    p.add_argument("--optimizer", default="adamw", help="optimizer name (default adamw)")
+    p.add_argument("--chinchilla", type=float, default=1.0, help="tokens = X x 20 x non-embedding params")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="hyperparameter (repeatable)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--data", default=None, help="token files (dir with train.bin/val.bin, or a .bin); default builtin")
+    p.add_argument("--vocab-size", type=int, default=None, help="vocabulary of token files without meta.json")
+    p.add_argument("--eval-every", type=int, default=0, help="steps between evaluations (0: ~10 per run)")
+    p.add_argument("--micro-batch-size", type=int, default=None, help="accumulate gradients over micro-batches")
+    p.add_argument("--checkpoint-dir", default=None, help="save checkpoints here and resume from one")
+    p.add_argument("--checkpoint-every", type=int, default=0, help="steps between checkpoints (0: none)")
+    p.add_argument("--max-loss", type=float, default=1e4, help="a loss above this is divergence (paper: 1e4)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
+    p.add_argument("--compile", action="store_true", help="torch.compile the model")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--max-steps", type=int, default=None, help="stop after this many steps (schedule unchanged)")
+    p.add_argument("--json", action="store_true", help="print the result as one JSON object")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_train)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args))
+    except (UsageError, ValueError) as exc:
+        print(f"sweep-service: error: {exc}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:  # e.g. piped into `head`
+        return 0
+    except KeyboardInterrupt:
+        print("sweep-service: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

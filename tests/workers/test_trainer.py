@@ -1,0 +1,78 @@
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+
+from workers.trainer import DivergenceRule, RunConfig, train
+
+# A short run: 0.1x Chinchilla of tiny-130k is 64 steps; warmup must fit inside it.
+SHORT = {"warmup": 8}
+
+
+def test_same_seed_is_bitwise_reproducible() -> None:
+    cfg = RunConfig(scale="tiny-130k", chinchilla=0.1, hparams=SHORT, seed=3, max_steps=20, eval_every=5)
+    a, b = train(cfg), train(cfg)
+    assert a.curve == b.curve  # exact float equality, every evaluation
+    other = train(RunConfig(scale="tiny-130k", chinchilla=0.1, hparams=SHORT, seed=4, max_steps=20, eval_every=5))
+    assert other.curve[-1] != a.curve[-1]
+
+
+def test_resume_from_checkpoint_ends_at_the_same_loss(tmp_path: Path) -> None:
+    base = {"scale": "tiny-130k", "chinchilla": 0.1, "hparams": SHORT, "seed": 1, "eval_every": 16}
+    uninterrupted = train(RunConfig(**base))  # type: ignore[arg-type]
+    # Interrupt after 24 steps (the checkpoint at step 20 stays), then resume to the end.
+    ckpt = str(tmp_path)
+    first = train(RunConfig(**base, checkpoint_dir=ckpt, checkpoint_every=10, max_steps=24))  # type: ignore[arg-type]
+    assert first.steps == 24 and (tmp_path / "checkpoint.pt").exists()
+    resumed = train(RunConfig(**base, checkpoint_dir=ckpt, checkpoint_every=10))  # type: ignore[arg-type]
+    assert resumed.steps == uninterrupted.steps == 64
+    assert resumed.final_eval_loss == uninterrupted.final_eval_loss
+    assert resumed.curve == uninterrupted.curve
+
+
+def test_absurd_learning_rate_diverges_quickly_with_the_result_recorded() -> None:
+    result = train(RunConfig(scale="tiny-130k", chinchilla=1.0, hparams={"lr": 1e3, "warmup": 0}))
+    assert result.status == "diverged"
+    assert result.final_eval_loss == math.inf
+    assert result.diverged_step is not None and result.diverged_step < 50
+    assert result.reason and "step" in result.reason
+    assert math.isfinite(result.initial_eval_loss) and result.total_steps == 640
+
+
+def test_late_divergence_rule() -> None:
+    rule = DivergenceRule(max_loss=1e4, late_loss=6.0, late_step=2000)  # the paper's rule
+    assert rule.check(1999, 7.0) is None
+    assert rule.check(2000, 6.0) is not None
+    assert rule.check(5, float("nan")) is not None
+    assert rule.check(5, 2e4) is not None
+
+
+def test_gradient_accumulation_matches_the_full_batch() -> None:
+    full = train(RunConfig(scale="tiny-130k", chinchilla=0.1, hparams=SHORT, max_steps=10, eval_every=10))
+    accum = train(
+        RunConfig(scale="tiny-130k", chinchilla=0.1, hparams=SHORT, max_steps=10, eval_every=10, micro_batch_size=8)
+    )
+    # Same batch, summed in a different order: equal up to float rounding.
+    assert accum.final_eval_loss == pytest.approx(full.final_eval_loss, abs=2e-3)
+
+
+def test_configuration_errors_raise_before_training() -> None:
+    with pytest.raises(ValueError, match="warmup 100 is not less"):
+        train(RunConfig(scale="tiny-130k", chinchilla=0.01, hparams={"warmup": 100}))
+    with pytest.raises(ValueError, match="micro_batch_size"):
+        train(RunConfig(scale="tiny-130k", chinchilla=0.1, hparams=SHORT, micro_batch_size=5))
+    with pytest.raises(ValueError, match="unknown hyperparameter 'momentum'"):
+        train(RunConfig(scale="tiny-130k", hparams={"momentum": 0.9}))
+
+
+@pytest.mark.slow
+def test_real_run_at_1x_chinchilla_lowers_eval_loss_by_40_percent() -> None:
+    result = train(RunConfig(scale="tiny-130k", chinchilla=1.0))
+    assert result.status == "completed"
+    assert result.steps == result.total_steps == 640
+    assert result.tokens == 640 * 32 * 128
+    assert result.final_eval_loss <= 0.6 * result.initial_eval_loss
+    assert result.tokens_per_second > 0
+    assert result.info["data"]["sha256"] and result.info["torch"]

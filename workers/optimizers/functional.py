@@ -1,0 +1,69 @@
+"""Update-rule pieces shared by several optimizers (the Adam part of Muon/Scion/Adam-mini, NAdamW, ...).
+
+Functions act on one parameter and its state dict so that a composite optimizer can mix rules per param
+group. State is kept in float32 whatever the parameter dtype (bf16 params with fp32 state, issue 3 point 4);
+the update is applied in the parameter's dtype at the end.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def state_zeros(p: torch.Tensor) -> torch.Tensor:
+    """A zero state tensor like `p`, in float32 unless `p` is float64 (reference tests run in float64)."""
+    dtype = torch.float64 if p.dtype == torch.float64 else torch.float32
+    return torch.zeros_like(p, dtype=dtype, memory_format=torch.preserve_format)
+
+
+def state_dtype_grad(p: torch.Tensor) -> torch.Tensor:
+    """p.grad in the state dtype (float32, or float64 for float64 params)."""
+    assert p.grad is not None
+    dtype = torch.float64 if p.dtype == torch.float64 else torch.float32
+    return p.grad.to(dtype)
+
+
+@torch.no_grad()
+def clip_by_global_norm_(grads: list[torch.Tensor], max_norm: float) -> torch.Tensor:
+    """Scale `grads` in place so their joint L2 norm is at most `max_norm` (0 or less = off); returns the norm.
+
+    optax.clip_by_global_norm semantics: g <- g * max_norm / norm when norm > max_norm. Used by optimizers
+    that clip only a subset of their parameters (Levanter's Muon, Scion, Adam-mini: OPTIMIZERS.md section 1).
+    """
+    if not grads:
+        return torch.zeros(())
+    norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g.float()) for g in grads]))
+    if max_norm > 0:
+        scale = torch.clamp(max_norm / (norm + 1e-6), max=1.0)  # 1e-6 as torch.nn.utils.clip_grad_norm_
+        torch._foreach_mul_(grads, scale)
+    return norm
+
+
+@torch.no_grad()
+def adam_moments_(
+    state: dict[str, torch.Tensor], grad: torch.Tensor, beta1: float, beta2: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Advance Adam's moments in `state` ("exp_avg", "exp_avg_sq", created on first use); returns them."""
+    if "exp_avg" not in state:
+        state["exp_avg"] = state_zeros(grad)
+        state["exp_avg_sq"] = state_zeros(grad)
+    m, v = state["exp_avg"], state["exp_avg_sq"]
+    m.lerp_(grad, 1 - beta1)
+    v.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+    return m, v
+
+
+@torch.no_grad()
+def adam_direction(m: torch.Tensor, v: torch.Tensor, step: int, beta1: float, beta2: float, eps: float) -> torch.Tensor:
+    """m_hat / (sqrt(v_hat) + eps) with bias corrections for 1-based `step` (optax scale_by_adam)."""
+    m_hat = m / (1 - beta1**step)
+    v_hat = v / (1 - beta2**step)
+    return m_hat / (v_hat.sqrt() + eps)
+
+
+@torch.no_grad()
+def apply_update_(p: torch.Tensor, update: torch.Tensor, lr: float, wd: float) -> None:
+    """theta <- theta - lr (update + wd theta): optax add_decayed_weights(wd) then scale(-lr) (Levanter)."""
+    if wd != 0:
+        p.mul_(1 - lr * wd)
+    p.add_(update.to(p.dtype), alpha=-lr)
