@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from workers.optimizers.base import HParams, OptimizerSpec, SearchSpace, decay_param_groups
+from workers.optimizers.functional import adam_direction, adam_moments_, apply_update_, state_dtype_grad
 
 
 def fused_available(model: nn.Module) -> bool:
@@ -18,7 +19,38 @@ def fused_available(model: nn.Module) -> bool:
     return all(p.device.type in ("cpu", "cuda") and p.is_floating_point() for p in model.parameters())
 
 
+class AdamW32(torch.optim.Optimizer):
+    """The same AdamW with float32 moments for low-precision (bf16) parameters.
+
+    torch.optim.AdamW keeps its moments in the parameter's dtype; with bf16 parameters that loses the
+    small second moments the paper's eps of 1e-20..1e-25 is tuned against, so state stays fp32 here.
+    """
+
+    def __init__(self, params: list[dict[str, object]], lr: float, betas: tuple[float, float], eps: float) -> None:
+        super().__init__(params, {"lr": lr, "betas": betas, "eps": eps, "weight_decay": 0.0})
+
+    @torch.no_grad()
+    def step(self, closure: None = None) -> None:  # type: ignore[override]
+        for group in self.param_groups:
+            beta1, beta2 = group["betas"]
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                state = self.state[p]
+                state["step"] = state.get("step", 0) + 1
+                m, v = adam_moments_(state, state_dtype_grad(p), beta1, beta2)
+                update = adam_direction(m, v, state["step"], beta1, beta2, group["eps"])
+                apply_update_(p, update, group["lr"], group["weight_decay"])
+
+
 def build(model: nn.Module, hp: HParams) -> torch.optim.Optimizer:
+    if any(p.dtype not in (torch.float32, torch.float64) for p in model.parameters()):
+        return AdamW32(
+            decay_param_groups(model, float(hp["wd"])),
+            lr=float(hp["lr"]),
+            betas=(float(hp["beta1"]), float(hp["beta2"])),
+            eps=float(hp["eps"]),
+        )
     return torch.optim.AdamW(
         decay_param_groups(model, float(hp["wd"])),
         lr=float(hp["lr"]),

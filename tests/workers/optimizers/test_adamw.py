@@ -53,3 +53,21 @@ def test_paper_space_baseline_is_the_papers_130m_best() -> None:
     expected = {"lr": 8e-3, "wd": 0.1, "beta1": 0.9, "beta2": 0.98, "eps": 1e-20}
     assert {k: hp[k] for k in expected} == expected
     assert (hp["max_grad_norm"], hp["batch_size"], hp["warmup"]) == (1.0, 128, 2000)
+
+
+def test_fp32_state_path_matches_the_oracle() -> None:
+    # The bf16 path (AdamW32) runs the same rule; check its math in float64 against the oracle.
+    from workers.optimizers.adamw import AdamW32
+
+    torch.manual_seed(1)
+    p = torch.nn.Parameter(torch.randn(5, 7, dtype=torch.float64))
+    start = p.detach().clone()
+    opt = AdamW32([{"params": [p], "weight_decay": 0.1}], lr=3e-3, betas=(0.9, 0.95), eps=1e-8)
+    grads = []
+    for _ in range(10):
+        g = torch.randn_like(p)
+        p.grad = g
+        grads.append(g)
+        opt.step()
+    expected = _oracle_adamw(start, grads, 3e-3, 0.9, 0.95, 1e-8, 0.1)
+    torch.testing.assert_close(p.detach(), expected, rtol=1e-10, atol=1e-12)
