@@ -1,0 +1,120 @@
+"""SQLAlchemy 2 typed models: sweeps, cells, trials and their curve points.
+
+The database is the source of truth (DESIGN.md): a proposer is a function of a cell's recorded trials,
+so a driver that dies recomputes its next step from these rows. Status changes are compare-and-set
+updates in db.repository, never read-modify-write in Python.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any, ClassVar
+
+from sqlalchemy import JSON, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+# Trial lifecycle: pending -> running -> completed | diverged | failed | cancelled; a running trial whose
+# driver died goes back to pending. Diverged is a result (loss +inf for ranking), never dropped.
+TRIAL_STATUSES = ("pending", "running", "completed", "diverged", "failed", "cancelled")
+TRIAL_FINISHED = ("completed", "diverged")  # results the proposers learn from
+TRIAL_TERMINAL = ("completed", "diverged", "failed", "cancelled")
+SWEEP_STATUSES = ("queued", "running", "completed", "failed", "cancelled")
+CELL_STATUSES = ("pending", "running", "converged", "exhausted", "failed", "cancelled")
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC).replace(tzinfo=None)  # naive UTC: SQLite has no time zones
+
+
+class Base(DeclarativeBase):
+    type_annotation_map: ClassVar[dict[Any, Any]] = {dict[str, Any]: JSON, list[Any]: JSON}
+
+
+class Sweep(Base):
+    __tablename__ = "sweeps"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    status: Mapped[str] = mapped_column(String(16), default="queued", index=True)
+    spec: Mapped[dict[str, Any]] = mapped_column(JSON)
+    idempotency_key: Mapped[str | None] = mapped_column(String(200), unique=True)
+    imported: Mapped[bool] = mapped_column(default=False)
+    error: Mapped[str | None] = mapped_column(Text)
+    # Dispatcher lease: who runs it and until when the claim holds without a heartbeat.
+    claimed_by: Mapped[str | None] = mapped_column(String(200))
+    lease_expires_at: Mapped[datetime | None]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    started_at: Mapped[datetime | None]
+    finished_at: Mapped[datetime | None]
+
+    cells: Mapped[list[Cell]] = relationship(back_populates="sweep", order_by="Cell.id")
+
+
+class Cell(Base):
+    """One (optimizer, scale, chinchilla multiple) to tune; a sweep is a set of cells."""
+
+    __tablename__ = "cells"
+    __table_args__ = (UniqueConstraint("sweep_id", "key"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    sweep_id: Mapped[int] = mapped_column(ForeignKey("sweeps.id", ondelete="CASCADE"), index=True)
+    key: Mapped[str] = mapped_column(String(200))  # "optimizer/scale/chinchilla", unique in its sweep
+    optimizer: Mapped[str] = mapped_column(String(64), index=True)
+    scale: Mapped[str] = mapped_column(String(64), index=True)
+    chinchilla: Mapped[float] = mapped_column(Float, index=True)
+    strategy: Mapped[str] = mapped_column(String(32))
+    space: Mapped[dict[str, Any]] = mapped_column(JSON)  # grid, baseline, fixed
+    settings: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)  # tolerance, budget, seeds, phase
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    round: Mapped[int] = mapped_column(Integer, default=0)
+    best_trial_id: Mapped[int | None] = mapped_column(Integer)
+    best_loss: Mapped[float | None] = mapped_column(Float)
+    best_config: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    near_ties: Mapped[list[Any] | None] = mapped_column(JSON)
+
+    sweep: Mapped[Sweep] = relationship(back_populates="cells")
+    trials: Mapped[list[Trial]] = relationship(back_populates="cell", order_by="Trial.id")
+
+
+class Trial(Base):
+    """One training run of one config in one cell."""
+
+    __tablename__ = "trials"
+    __table_args__ = (
+        UniqueConstraint("cell_id", "config_key", "seed"),  # nothing runs twice
+        Index("ix_trials_sweep_status", "sweep_id", "status"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    sweep_id: Mapped[int] = mapped_column(ForeignKey("sweeps.id", ondelete="CASCADE"))
+    cell_id: Mapped[int] = mapped_column(ForeignKey("cells.id", ondelete="CASCADE"), index=True)
+    config_key: Mapped[str] = mapped_column(String(1000))  # canonical JSON of the searched config
+    config: Mapped[dict[str, Any]] = mapped_column(JSON)  # the fully resolved hyperparameters
+    seed: Mapped[int] = mapped_column(Integer, default=0)
+    round: Mapped[int] = mapped_column(Integer, default=0)
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    final_loss: Mapped[float | None] = mapped_column(Float)  # NULL unless completed (diverged ranks as +inf)
+    initial_loss: Mapped[float | None] = mapped_column(Float)
+    reason: Mapped[str | None] = mapped_column(Text)  # why it diverged, failed or was cancelled
+    steps: Mapped[int | None] = mapped_column(Integer)
+    total_steps: Mapped[int | None] = mapped_column(Integer)
+    tokens: Mapped[int | None] = mapped_column(Integer)
+    tokens_per_second: Mapped[float | None] = mapped_column(Float)
+    device_seconds: Mapped[float | None] = mapped_column(Float)  # compute used (wall x devices)
+    repro: Mapped[dict[str, Any] | None] = mapped_column(JSON)  # versions, device, corpus hash, code version
+    worker: Mapped[str | None] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    started_at: Mapped[datetime | None]
+    finished_at: Mapped[datetime | None]
+
+    cell: Mapped[Cell] = relationship(back_populates="trials")
+
+
+class CurvePoint(Base):
+    __tablename__ = "curve_points"
+
+    trial_id: Mapped[int] = mapped_column(ForeignKey("trials.id", ondelete="CASCADE"), primary_key=True)
+    step: Mapped[int] = mapped_column(Integer, primary_key=True)
+    eval_loss: Mapped[float | None] = mapped_column(Float)
+    train_loss: Mapped[float | None] = mapped_column(Float)

@@ -1,0 +1,267 @@
+"""All SQL lives here. Functions take a Session and return ORM rows or plain values.
+
+State transitions are compare-and-set: one UPDATE ... WHERE status IN (...) whose row count says whether
+this caller won (Optuna's storages do the same, STYLE.md). Two drivers can race on a row and exactly one
+wins, on SQLite and on PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable, Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import CursorResult, and_, delete, func, or_, select, update
+from sqlalchemy.orm import Session
+
+from db.models import TRIAL_FINISHED, TRIAL_TERMINAL, Cell, CurvePoint, Sweep, Trial, utcnow
+
+
+def config_key(config: dict[str, Any]) -> str:
+    """Canonical JSON of a config: sorted keys; 0.1 and 1e-1 and ints that are floats compare equal."""
+
+    def norm(v: Any) -> Any:
+        if isinstance(v, bool) or not isinstance(v, int | float):
+            return v
+        f = float(v)
+        return int(f) if f.is_integer() and abs(f) < 2**53 else float(repr(f))
+
+    return json.dumps({k: norm(v) for k, v in sorted(config.items())}, sort_keys=True)
+
+
+# ---- sweeps -------------------------------------------------------------------------------------------
+
+
+def create_sweep(
+    s: Session, name: str, spec: dict[str, Any], idempotency_key: str | None = None, imported: bool = False
+) -> Sweep:
+    sweep = Sweep(name=name, spec=spec, idempotency_key=idempotency_key, imported=imported)
+    s.add(sweep)
+    s.flush()
+    return sweep
+
+
+def get_sweep(s: Session, sweep_id: int) -> Sweep | None:
+    return s.get(Sweep, sweep_id)
+
+
+def sweep_by_idempotency_key(s: Session, key: str) -> Sweep | None:
+    return s.scalars(select(Sweep).where(Sweep.idempotency_key == key)).first()
+
+
+def list_sweeps(s: Session, status: str | None = None, limit: int = 50, offset: int = 0) -> list[Sweep]:
+    q = select(Sweep).order_by(Sweep.id.desc()).limit(limit).offset(offset)
+    if status:
+        q = q.where(Sweep.status == status)
+    return list(s.scalars(q))
+
+
+def set_sweep_status(s: Session, sweep_id: int, from_statuses: Sequence[str], to: str, **fields: Any) -> bool:
+    """Compare-and-set the sweep's status; True when this call made the change."""
+    values: dict[str, Any] = {"status": to, **fields}
+    if to == "running":
+        values.setdefault("started_at", utcnow())
+    if to in ("completed", "failed", "cancelled"):
+        values.setdefault("finished_at", utcnow())
+    res = s.execute(
+        update(Sweep).where(Sweep.id == sweep_id, Sweep.status.in_(from_statuses)).values(**values),
+        execution_options={"synchronize_session": False},
+    )
+    return _rowcount(res) == 1
+
+
+def claim_sweep(s: Session, sweep_id: int, owner: str, lease_seconds: float) -> bool:
+    """Claim a queued sweep, or a running one whose lease expired (its dispatcher died). Compare-and-set."""
+    now = utcnow()
+    res = s.execute(
+        update(Sweep)
+        .where(
+            Sweep.id == sweep_id,
+            or_(
+                Sweep.status == "queued",
+                and_(Sweep.status == "running", or_(Sweep.lease_expires_at.is_(None), Sweep.lease_expires_at < now)),
+            ),
+        )
+        .values(
+            status="running",
+            claimed_by=owner,
+            lease_expires_at=now + timedelta(seconds=lease_seconds),
+            started_at=func.coalesce(Sweep.started_at, now),
+        ),
+        execution_options={"synchronize_session": False},
+    )
+    return _rowcount(res) == 1
+
+
+def claimable_sweep_ids(s: Session, limit: int = 10) -> list[int]:
+    now = utcnow()
+    q = (
+        select(Sweep.id)
+        .where(
+            or_(
+                Sweep.status == "queued",
+                and_(Sweep.status == "running", or_(Sweep.lease_expires_at.is_(None), Sweep.lease_expires_at < now)),
+            ),
+            Sweep.imported.is_(False),
+        )
+        .order_by(Sweep.id)
+        .limit(limit)
+    )
+    return list(s.scalars(q))
+
+
+def heartbeat(s: Session, sweep_id: int, owner: str, lease_seconds: float) -> bool:
+    """Extend the lease; False when another dispatcher holds the sweep now (stop working on it)."""
+    res = s.execute(
+        update(Sweep)
+        .where(Sweep.id == sweep_id, Sweep.claimed_by == owner, Sweep.status == "running")
+        .values(lease_expires_at=utcnow() + timedelta(seconds=lease_seconds)),
+        execution_options={"synchronize_session": False},
+    )
+    return _rowcount(res) == 1
+
+
+# ---- cells --------------------------------------------------------------------------------------------
+
+
+def add_cell(s: Session, sweep_id: int, **fields: Any) -> Cell:
+    cell = Cell(sweep_id=sweep_id, **fields)
+    s.add(cell)
+    s.flush()
+    return cell
+
+
+def cells_of(s: Session, sweep_id: int) -> list[Cell]:
+    return list(s.scalars(select(Cell).where(Cell.sweep_id == sweep_id).order_by(Cell.id)))
+
+
+def update_cell(s: Session, cell_id: int, **fields: Any) -> None:
+    s.execute(update(Cell).where(Cell.id == cell_id).values(**fields), execution_options={"synchronize_session": False})
+
+
+def find_cells(
+    s: Session, optimizer: str | None = None, scale: str | None = None, chinchilla: float | None = None
+) -> list[Cell]:
+    q = select(Cell)
+    if optimizer is not None:
+        q = q.where(Cell.optimizer == optimizer)
+    if scale is not None:
+        q = q.where(Cell.scale == scale)
+    if chinchilla is not None:
+        q = q.where(Cell.chinchilla == chinchilla)
+    return list(s.scalars(q.order_by(Cell.id)))
+
+
+# ---- trials -------------------------------------------------------------------------------------------
+
+
+def add_trial(
+    s: Session, cell: Cell, searched: dict[str, Any], config: dict[str, Any], seed: int, round_: int
+) -> Trial | None:
+    """Insert a pending trial unless this (cell, config, seed) exists already (then None: nothing runs twice)."""
+    key = config_key(searched)
+    exists = s.scalars(
+        select(Trial.id).where(Trial.cell_id == cell.id, Trial.config_key == key, Trial.seed == seed)
+    ).first()
+    if exists is not None:
+        return None
+    trial = Trial(sweep_id=cell.sweep_id, cell_id=cell.id, config_key=key, config=config, seed=seed, round=round_)
+    s.add(trial)
+    s.flush()
+    return trial
+
+
+def get_trial(s: Session, trial_id: int) -> Trial | None:
+    return s.get(Trial, trial_id)
+
+
+def trials_of_cell(s: Session, cell_id: int, statuses: Iterable[str] | None = None) -> list[Trial]:
+    q = select(Trial).where(Trial.cell_id == cell_id).order_by(Trial.id)
+    if statuses is not None:
+        q = q.where(Trial.status.in_(list(statuses)))
+    return list(s.scalars(q))
+
+
+def trials_of_sweep(s: Session, sweep_id: int, statuses: Iterable[str] | None = None) -> list[Trial]:
+    q = select(Trial).where(Trial.sweep_id == sweep_id).order_by(Trial.id)
+    if statuses is not None:
+        q = q.where(Trial.status.in_(list(statuses)))
+    return list(s.scalars(q))
+
+
+def transition_trial(s: Session, trial_id: int, from_statuses: Sequence[str], to: str, **fields: Any) -> bool:
+    """Compare-and-set a trial's status; True when this call made the change."""
+    values: dict[str, Any] = {"status": to, **fields}
+    if to == "running":
+        values.setdefault("started_at", utcnow())
+        values["attempts"] = Trial.attempts + 1
+    if to in TRIAL_TERMINAL:
+        values.setdefault("finished_at", utcnow())
+    res = s.execute(
+        update(Trial).where(Trial.id == trial_id, Trial.status.in_(from_statuses)).values(**values),
+        execution_options={"synchronize_session": False},
+    )
+    return _rowcount(res) == 1
+
+
+def requeue_running(s: Session, sweep_id: int) -> int:
+    """Trials left running by a dead driver go back to pending (they re-run; finished ones are kept)."""
+    running = [t.id for t in trials_of_sweep(s, sweep_id, ["running"])]
+    if running:
+        s.execute(delete(CurvePoint).where(CurvePoint.trial_id.in_(running)))
+    res = s.execute(
+        update(Trial)
+        .where(Trial.sweep_id == sweep_id, Trial.status == "running")
+        .values(status="pending", started_at=None, worker=None),
+        execution_options={"synchronize_session": False},
+    )
+    return _rowcount(res)
+
+
+def history(s: Session, cell_id: int) -> list[tuple[dict[str, Any], float, int]]:
+    """Finished results of a cell as (config, loss, seed); a diverged run's loss is +inf."""
+    rows = s.execute(
+        select(Trial.config, Trial.final_loss, Trial.status, Trial.seed)
+        .where(Trial.cell_id == cell_id, Trial.status.in_(TRIAL_FINISHED))
+        .order_by(Trial.id)
+    )
+    out = []
+    for config, loss, status, seed in rows:
+        value = loss if status == "completed" and loss is not None else math.inf
+        out.append((config, value, seed))
+    return out
+
+
+def add_curve_points(s: Session, trial_id: int, points: Iterable[tuple[int, float | None, float | None]]) -> None:
+    """(step, eval_loss, train_loss) rows; a step already stored is replaced (a retried trial reports again)."""
+    for step, eval_loss, train_loss in points:
+        s.merge(CurvePoint(trial_id=trial_id, step=step, eval_loss=eval_loss, train_loss=train_loss))
+
+
+def curve(s: Session, trial_id: int) -> list[CurvePoint]:
+    return list(s.scalars(select(CurvePoint).where(CurvePoint.trial_id == trial_id).order_by(CurvePoint.step)))
+
+
+def count_trials_by_status(s: Session, sweep_id: int) -> dict[str, int]:
+    rows = s.execute(select(Trial.status, func.count()).where(Trial.sweep_id == sweep_id).group_by(Trial.status)).all()
+    return {status: int(n) for status, n in rows}
+
+
+def cancel_unfinished(s: Session, sweep_id: int, reason: str) -> int:
+    res = s.execute(
+        update(Trial)
+        .where(Trial.sweep_id == sweep_id, Trial.status.in_(["pending", "running"]))
+        .values(status="cancelled", reason=reason, finished_at=utcnow()),
+        execution_options={"synchronize_session": False},
+    )
+    return _rowcount(res)
+
+
+def _rowcount(result: Any) -> int:
+    return int(result.rowcount) if isinstance(result, CursorResult) else 0
+
+
+def now() -> datetime:
+    return utcnow()

@@ -1,0 +1,1038 @@
+"""Analysis of sweep results: best configs, sensitivity, stable hyperparameters, speedups, hyperparameter laws.
+
+Pure functions on pandas DataFrames (no database, no torch): the API and the CLI read trials out of `db/`,
+build a trials frame and call these. PAPER.md sections 4-6 hold the protocol they implement.
+
+The trials frame (one row per trial)
+------------------------------------
+| column | type | meaning |
+| --- | --- | --- |
+| optimizer | str | registry name (`adamw`, `muon`, `soap`, ...) |
+| scale | str | model scale preset (`130m`, `tiny-130k`, ...) |
+| chinchilla | float | data-to-model multiple: tokens = chinchilla x 20 x N |
+| config | dict[str, float or int or bool or str] | the resolved hyperparameters of the run |
+| loss | float | final validation loss; +inf for a diverged run; NaN while unknown |
+| status | str | `completed`, `diverged`, `failed`, `cancelled` (or `queued`/`running`) |
+| seed | int | training seed; the same config under several seeds gives repeated measurements |
+| trial_id | str or int | the trial's id |
+| non_embedding_params | int | N, the non-embedding parameter count of the scale |
+| tokens | int | training tokens of the run |
+| device_seconds | float | compute used by the run; NaN when unknown |
+
+The first six columns are required; the others may be missing (then treated as unknown). Extra columns are
+ignored. There are no step-level rows: curves live elsewhere. A cell is the key (optimizer, scale,
+chinchilla), `CELL_KEY`.
+
+Ranking rules (PAPER.md section 4, Phase I step 2): only `completed` and `diverged` trials are results. A
+diverged trial, and a completed one whose loss is NaN, infinite or above 1e4, ranks as +inf; it is never
+dropped. A config run under several seeds is ranked by the mean of its seeds' losses (one diverged seed
+makes the mean +inf). `failed`/`cancelled` trials count as trials and as compute used, but not as results.
+
+Uncertainty: where a config has repeated seeds, intervals are percentile bootstraps over its seeds (the
+choice of the best config is taken as given, not re-made inside the bootstrap). A fit with as few points
+as parameters is flagged `underdetermined` and reports no error estimate; with fewer it is not fitted.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+import numpy.typing as npt
+import pandas as pd
+from scipy.optimize import OptimizeWarning, curve_fit
+
+__all__ = [
+    "CELL_KEY",
+    "NEAR_TIE_TOLERANCE",
+    "PAPER_FIT_MULTIPLES",
+    "TRIAL_COLUMNS",
+    "HparamFit",
+    "LossFit",
+    "best_per_cell",
+    "check_trials",
+    "config_key",
+    "estimate_speedup",
+    "fit_hparam_scaling",
+    "fit_loss_vs_data",
+    "hparam_fits_frame",
+    "predict_hparams",
+    "sensitivity",
+    "snap_to_grid",
+    "speedups",
+    "stable_hparams",
+]
+
+HParamValue = float | int | bool | str
+Cell = tuple[str, str, float]
+
+CELL_KEY: tuple[str, str, str] = ("optimizer", "scale", "chinchilla")
+REQUIRED_COLUMNS: tuple[str, ...] = ("optimizer", "scale", "chinchilla", "config", "loss", "status")
+OPTIONAL_COLUMNS: tuple[str, ...] = ("seed", "trial_id", "non_embedding_params", "tokens", "device_seconds")
+TRIAL_COLUMNS: tuple[str, ...] = REQUIRED_COLUMNS + OPTIONAL_COLUMNS
+
+# Statuses whose loss is a result (DESIGN.md "trial": diverged is a result, never dropped).
+FINISHED_STATUSES = frozenset({"completed", "diverged"})
+# A finished run with loss above this ranks as diverged (PAPER.md section 4, Phase I step 2).
+DIVERGED_LOSS_ABOVE = 1e4
+# Near-tie tolerance on the final loss (PAPER.md section 4, Phase I step 3).
+NEAR_TIE_TOLERANCE = 3e-3
+# AdamW's data multiples fitted for the speedup (PAPER.md section 5).
+PAPER_FIT_MULTIPLES: tuple[float, ...] = (1.0, 2.0, 4.0, 8.0)
+# Bootstrap defaults: 1000 resamples, central 95% interval (common practice; the paper ran one seed).
+N_BOOT = 1000
+CI_LEVEL = 0.95
+
+LOSS_FIT_PARAMS = 3  # alpha, B, beta (PAPER.md section 5)
+HPARAM_FIT_PARAMS = 4  # A, B, C', D (PAPER.md section 4, Phase III)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Trials: validation, config identity, per-cell summaries
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def check_trials(trials: pd.DataFrame) -> None:
+    """Raise a ValueError naming the missing columns if `trials` lacks a required column."""
+    missing = [c for c in REQUIRED_COLUMNS if c not in trials.columns]
+    if missing:
+        raise ValueError(f"trials frame lacks column(s) {missing}; required: {list(REQUIRED_COLUMNS)}")
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float | np.integer | np.floating) and not isinstance(value, bool | np.bool_)
+
+
+def _value_key(value: object) -> tuple[str, object]:
+    """A hashable, type-tagged identity for one hyperparameter value.
+
+    Numbers compare by value to 12 significant digits (so 1 == 1.0 and float noise from a JSON or database
+    round trip does not split a config); booleans never equal numbers (True is not 1 here).
+    """
+    if isinstance(value, bool | np.bool_):
+        return ("bool", bool(value))
+    if _is_number(value):
+        return ("num", float(f"{float(value):.12g}"))  # type: ignore[arg-type]
+    if isinstance(value, str):
+        return ("str", value)
+    if value is None:
+        return ("none", None)
+    return ("repr", repr(value))
+
+
+def config_key(config: Mapping[str, object]) -> tuple[tuple[str, tuple[str, object]], ...]:
+    """A hashable identity of a config: equal for configs with the same names and values."""
+    return tuple(sorted((name, _value_key(value)) for name, value in config.items()))
+
+
+def _ranking_loss(loss: object, status: str) -> float:
+    """The loss a finished trial ranks by: +inf when diverged (PAPER.md section 4, Phase I step 2)."""
+    if status == "diverged":
+        return math.inf
+    value = float(loss) if _is_number(loss) else math.nan  # type: ignore[arg-type]
+    if math.isnan(value) or value > DIVERGED_LOSS_ABOVE:
+        return math.inf
+    return value
+
+
+def _records(frame: pd.DataFrame) -> list[dict[str, Any]]:
+    """The rows as plain dicts keyed by column name."""
+    return [{str(k): v for k, v in row.items()} for row in frame.to_dict("records")]
+
+
+def _float_or_nan(value: object) -> float:
+    if _is_number(value):
+        return float(value)  # type: ignore[arg-type]
+    return math.nan
+
+
+@dataclass(frozen=True)
+class _ConfigResult:
+    config: dict[str, Any]
+    losses: tuple[float, ...]  # ranking loss of each finished trial (one per seed)
+
+    @property
+    def loss(self) -> float:
+        return float(np.mean(self.losses))
+
+
+@dataclass(frozen=True)
+class _CellSummary:
+    key: Cell
+    configs: tuple[_ConfigResult, ...]  # finished configs, best first
+    n_trials: int
+    n_finished: int
+    n_diverged: int
+    device_seconds: float
+    tokens: float
+    non_embedding_params: float
+
+    @property
+    def best(self) -> _ConfigResult | None:
+        """The best config, or None when no config reached a finite loss."""
+        if self.configs and math.isfinite(self.configs[0].loss):
+            return self.configs[0]
+        return None
+
+    def near_ties(self, tolerance: float) -> list[_ConfigResult]:
+        best = self.best
+        if best is None:
+            return []
+        return [c for c in self.configs if c.loss <= best.loss + tolerance]
+
+
+def _nan_sum(values: Iterable[float]) -> float:
+    """Sum of the known values; NaN when none is known."""
+    known = [v for v in values if math.isfinite(v)]
+    return math.fsum(known) if known else math.nan
+
+
+def _summarize(trials: pd.DataFrame) -> list[_CellSummary]:
+    """One summary per cell, ordered by optimizer, then N, then scale name, then multiple."""
+    check_trials(trials)
+    groups: dict[Cell, list[dict[str, Any]]] = {}
+    for record in _records(trials):
+        key: Cell = (str(record["optimizer"]), str(record["scale"]), float(record["chinchilla"]))
+        groups.setdefault(key, []).append(record)
+    summaries: list[_CellSummary] = []
+    for key, records in groups.items():
+        by_config: dict[tuple[Any, ...], tuple[dict[str, Any], list[float]]] = {}
+        n_finished = 0
+        n_diverged = 0
+        for record in records:
+            status = str(record["status"])
+            if status not in FINISHED_STATUSES:
+                continue
+            n_finished += 1
+            loss = _ranking_loss(record["loss"], status)
+            n_diverged += int(math.isinf(loss))
+            config = dict(record["config"])
+            entry = by_config.setdefault(config_key(config), (config, []))
+            entry[1].append(loss)
+        configs = sorted(
+            (_ConfigResult(config=cfg, losses=tuple(losses)) for cfg, losses in by_config.values()),
+            key=lambda c: c.loss,
+        )
+        params = [_float_or_nan(r.get("non_embedding_params")) for r in records]
+        summaries.append(
+            _CellSummary(
+                key=key,
+                configs=tuple(configs),
+                n_trials=len(records),
+                n_finished=n_finished,
+                n_diverged=n_diverged,
+                device_seconds=_nan_sum(_float_or_nan(r.get("device_seconds")) for r in records),
+                tokens=_nan_sum(_float_or_nan(r.get("tokens")) for r in records),
+                non_embedding_params=next((p for p in params if math.isfinite(p)), math.nan),
+            )
+        )
+    summaries.sort(key=_summary_order)
+    return summaries
+
+
+def _summary_order(s: _CellSummary) -> tuple[str, float, str, float]:
+    n = s.non_embedding_params if math.isfinite(s.non_embedding_params) else math.inf
+    return (s.key[0], n, s.key[1], s.key[2])
+
+
+def _quantiles(draws: np.ndarray, ci: float) -> tuple[float, float]:
+    """Central `ci` percentile interval; 'inverted_cdf' never interpolates, so +inf draws stay +inf."""
+    finite_or_inf = draws[~np.isnan(draws)]
+    if finite_or_inf.size == 0:
+        return (math.nan, math.nan)
+    tail = (1.0 - ci) / 2.0
+    low, high = np.quantile(finite_or_inf, [tail, 1.0 - tail], method="inverted_cdf")
+    return (float(low), float(high))
+
+
+def _resample_means(losses: Sequence[float], rng: np.random.Generator, n_boot: int) -> np.ndarray:
+    """Means of `n_boot` resamples (with replacement) of the per-seed losses; shape (n_boot,)."""
+    values = np.asarray(losses, dtype=np.float64)
+    picks = rng.integers(0, values.size, size=(n_boot, values.size))  # (n_boot, n_seeds)
+    return values[picks].mean(axis=1)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# best_per_cell, sensitivity, stable_hparams (PAPER.md section 4, Phases I and II)
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def best_per_cell(
+    trials: pd.DataFrame,
+    tolerance: float = NEAR_TIE_TOLERANCE,
+    n_boot: int = N_BOOT,
+    ci: float = CI_LEVEL,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """Per cell: best config and loss, near-tie configs, trial counts and compute used.
+
+    Columns: optimizer, scale, chinchilla, non_embedding_params, best_config (dict; None when no finished
+    config has a finite loss), best_loss (mean over the best config's seeds; +inf if every result diverged,
+    NaN if none finished), best_n_seeds, best_seed_losses (list), best_loss_std (NaN with one seed),
+    best_loss_ci_low/high (bootstrap over seeds; NaN with one seed), near_ties (list of configs within
+    `tolerance` of the best, best first), n_near_ties, n_trials (all statuses), n_finished, n_diverged,
+    device_seconds (sum of known values: compute used; NaN if none known), tokens (sum over trials).
+    """
+    rng = np.random.default_rng(seed)
+    rows: list[dict[str, Any]] = []
+    for s in _summarize(trials):
+        best = s.best
+        ties = s.near_ties(tolerance)
+        if best is not None:
+            best_loss = best.loss
+        elif s.n_finished > 0:
+            best_loss = math.inf
+        else:
+            best_loss = math.nan
+        std = ci_low = ci_high = math.nan
+        if best is not None and len(best.losses) >= 2:
+            std = float(np.std(best.losses, ddof=1))
+            if n_boot > 0:
+                ci_low, ci_high = _quantiles(_resample_means(best.losses, rng, n_boot), ci)
+        rows.append(
+            {
+                "optimizer": s.key[0],
+                "scale": s.key[1],
+                "chinchilla": s.key[2],
+                "non_embedding_params": s.non_embedding_params,
+                "best_config": dict(best.config) if best is not None else None,
+                "best_loss": best_loss,
+                "best_n_seeds": len(best.losses) if best is not None else 0,
+                "best_seed_losses": list(best.losses) if best is not None else [],
+                "best_loss_std": std,
+                "best_loss_ci_low": ci_low,
+                "best_loss_ci_high": ci_high,
+                "near_ties": [dict(c.config) for c in ties],
+                "n_near_ties": len(ties),
+                "n_trials": s.n_trials,
+                "n_finished": s.n_finished,
+                "n_diverged": s.n_diverged,
+                "device_seconds": s.device_seconds,
+                "tokens": s.tokens,
+            }
+        )
+    return pd.DataFrame(rows, columns=_BEST_COLUMNS)
+
+
+_BEST_COLUMNS = [
+    "optimizer",
+    "scale",
+    "chinchilla",
+    "non_embedding_params",
+    "best_config",
+    "best_loss",
+    "best_n_seeds",
+    "best_seed_losses",
+    "best_loss_std",
+    "best_loss_ci_low",
+    "best_loss_ci_high",
+    "near_ties",
+    "n_near_ties",
+    "n_trials",
+    "n_finished",
+    "n_diverged",
+    "device_seconds",
+    "tokens",
+]
+
+_MISSING = object()
+
+
+def _changed_names(config: Mapping[str, object], reference: Mapping[str, object]) -> list[str]:
+    """Names whose value differs between two configs (a name present in only one differs)."""
+    names = sorted(set(config) | set(reference))
+    return [
+        n
+        for n in names
+        if _value_key(config.get(n, _MISSING)) != _value_key(reference.get(n, _MISSING))
+        or (n in config) != (n in reference)
+    ]
+
+
+def _sortable(value: object) -> tuple[int, float, str]:
+    """Order mixed hyperparameter values: numbers by value, then everything else by text."""
+    if _is_number(value):
+        return (0, float(value), "")  # type: ignore[arg-type]
+    return (1, 0.0, str(value))
+
+
+def sensitivity(trials: pd.DataFrame) -> pd.DataFrame:
+    """Per cell, the loss of every one-at-a-time change from the best config (the paper's sensitivity tables).
+
+    One row per finished config that differs from the cell's best in exactly one hyperparameter. Columns:
+    optimizer, scale, chinchilla, hparam, value, best_value, loss (mean over seeds; +inf if diverged),
+    best_loss, delta (loss - best_loss), diverged (bool), n_seeds. Cells without a finite best are skipped.
+    Rows are ordered by cell, hyperparameter name, then value.
+    """
+    rows: list[dict[str, Any]] = []
+    for s in _summarize(trials):
+        best = s.best
+        if best is None:
+            continue
+        cell_rows: list[dict[str, Any]] = []
+        for result in s.configs[1:]:
+            changed = _changed_names(result.config, best.config)
+            if len(changed) != 1:
+                continue
+            name = changed[0]
+            cell_rows.append(
+                {
+                    "optimizer": s.key[0],
+                    "scale": s.key[1],
+                    "chinchilla": s.key[2],
+                    "hparam": name,
+                    "value": result.config.get(name),
+                    "best_value": best.config.get(name),
+                    "loss": result.loss,
+                    "best_loss": best.loss,
+                    "delta": result.loss - best.loss,
+                    "diverged": math.isinf(result.loss),
+                    "n_seeds": len(result.losses),
+                }
+            )
+        cell_rows.sort(key=lambda r: (r["hparam"], _sortable(r["value"])))
+        rows.extend(cell_rows)
+    return pd.DataFrame(rows, columns=_SENSITIVITY_COLUMNS)
+
+
+_SENSITIVITY_COLUMNS = [
+    "optimizer",
+    "scale",
+    "chinchilla",
+    "hparam",
+    "value",
+    "best_value",
+    "loss",
+    "best_loss",
+    "delta",
+    "diverged",
+    "n_seeds",
+]
+
+
+def stable_hparams(
+    trials: pd.DataFrame,
+    cells: Iterable[tuple[str, str, float]] | None = None,
+    tolerance: float = NEAR_TIE_TOLERANCE,
+) -> pd.DataFrame:
+    """The Phase II rule: a hyperparameter is stable if one value lies in the near-best set of every cell.
+
+    `cells` are the Phase I cells to judge over (keys (optimizer, scale, chinchilla)); by default every cell
+    of the frame (a cell named here but absent raises). A cell with no finite loss has no near-best set and
+    is skipped. Judged per optimizer over its cells (PAPER.md section 4, Phase II).
+    Columns: optimizer, hparam, stable (bool), common_values (the values in the near-best set of every cell,
+    sorted), n_cells. A name missing from a config counts as the value None.
+    """
+    wanted = {(str(o), str(sc), float(c)) for o, sc, c in cells} if cells is not None else None
+    summaries = _summarize(trials)
+    if wanted is not None:
+        absent = wanted - {s.key for s in summaries}
+        if absent:
+            raise ValueError(f"cells not in the trials frame: {sorted(absent)}")
+    per_optimizer: dict[str, list[list[_ConfigResult]]] = {}
+    for s in summaries:
+        if wanted is not None and s.key not in wanted:
+            continue
+        ties = s.near_ties(tolerance)
+        if ties:
+            per_optimizer.setdefault(s.key[0], []).append(ties)
+    rows: list[dict[str, Any]] = []
+    for optimizer, cell_ties in per_optimizer.items():
+        names = sorted({name for ties in cell_ties for result in ties for name in result.config})
+        for name in names:
+            common: dict[tuple[str, object], object] | None = None
+            for ties in cell_ties:
+                values = {_value_key(r.config.get(name)): r.config.get(name) for r in ties}
+                common = values if common is None else {k: v for k, v in common.items() if k in values}
+            common_values = sorted((common or {}).values(), key=_sortable)
+            rows.append(
+                {
+                    "optimizer": optimizer,
+                    "hparam": name,
+                    "stable": bool(common_values),
+                    "common_values": common_values,
+                    "n_cells": len(cell_ties),
+                }
+            )
+    return pd.DataFrame(rows, columns=["optimizer", "hparam", "stable", "common_values", "n_cells"])
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Loss vs data and speedup over AdamW (PAPER.md section 5)
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def _loss_curve(d: npt.ArrayLike, alpha: float, b: float, beta: float) -> np.ndarray:
+    """L(D) = alpha x D^(-B) + beta (PAPER.md section 5)."""
+    return np.asarray(alpha * np.power(np.asarray(d, np.float64), -b) + beta)
+
+
+def _effective_data(alpha: npt.ArrayLike, b: npt.ArrayLike, beta: npt.ArrayLike, loss: npt.ArrayLike) -> np.ndarray:
+    """D_eff = ((L - beta) / alpha)^(-1/B), elementwise over broadcast arrays.
+
+    +inf where L <= beta (no amount of AdamW data reaches it), 0 where L = +inf, NaN where a parameter or L
+    is NaN or the curve is not decreasing (alpha <= 0 or B <= 0).
+    """
+    alpha, b, beta, loss = np.broadcast_arrays(
+        np.asarray(alpha, np.float64), np.asarray(b, np.float64), np.asarray(beta, np.float64),
+        np.asarray(loss, np.float64),
+    )  # fmt: skip
+    out = np.full(loss.shape, np.nan)
+    valid = np.isfinite(alpha) & np.isfinite(b) & np.isfinite(beta) & (alpha > 0) & (b > 0) & ~np.isnan(loss)
+    below = valid & (loss <= beta)
+    above = valid & (loss > beta)
+    out[below] = np.inf
+    with np.errstate(divide="ignore", over="ignore", invalid="ignore"):
+        out[above] = np.power((loss[above] - beta[above]) / alpha[above], -1.0 / b[above])
+    return out
+
+
+@dataclass(frozen=True)
+class LossFit:
+    """A fit of L(D) = alpha x D^(-B) + beta to best losses at data multiples D.
+
+    `underdetermined` is True when there are no more distinct multiples than the 3 parameters: the curve
+    then passes through the points and there is no error estimate (`*_se` are NaN). With fewer than 3 the
+    fit is not attempted (`converged` False, parameters NaN).
+    """
+
+    alpha: float
+    B: float
+    beta: float
+    n_points: int
+    underdetermined: bool
+    residual_rms: float
+    alpha_se: float
+    B_se: float
+    beta_se: float
+    converged: bool
+    note: str = ""
+
+    def loss_at(self, multiple: float) -> float:
+        return float(_loss_curve(np.float64(multiple), self.alpha, self.B, self.beta))
+
+    def effective_data(self, loss: float) -> float:
+        """The AdamW data multiple that reaches `loss` on this curve (+inf below beta)."""
+        if not self.converged:
+            return math.nan
+        return float(_effective_data(np.float64(self.alpha), np.float64(self.B), np.float64(self.beta), loss))
+
+    def describe(self) -> str:
+        """One line; no error bars when they would be false precision."""
+        if not self.converged:
+            return f"no fit ({self.note})"
+        text = f"L(D) = {self.alpha:.4g} x D^-{self.B:.4g} + {self.beta:.4g} from {self.n_points} points"
+        if self.underdetermined:
+            return text + " (underdetermined: as few points as parameters, no error estimate)"
+        return text + (
+            f" (se alpha {self.alpha_se:.2g}, B {self.B_se:.2g}, beta {self.beta_se:.2g}; "
+            f"rms residual {self.residual_rms:.2g})"
+        )
+
+
+def _nan_loss_fit(n_points: int, note: str) -> LossFit:
+    nan = math.nan
+    return LossFit(nan, nan, nan, n_points, True, nan, nan, nan, nan, converged=False, note=note)
+
+
+def _curve_fit_quiet(func: Any, x: Any, y: np.ndarray, p0: Sequence[float], maxfev: int) -> np.ndarray | None:
+    """curve_fit's parameters and covariance, or None when it fails; its warnings are ours to report."""
+    try:
+        with warnings.catch_warnings(), np.errstate(all="ignore"):
+            warnings.simplefilter("ignore", OptimizeWarning)
+            popt, pcov = curve_fit(func, x, y, p0=list(p0), maxfev=maxfev)
+    except (RuntimeError, ValueError, TypeError, FloatingPointError):
+        return None
+    result: np.ndarray = np.concatenate([np.asarray(popt, np.float64), np.sqrt(np.abs(np.diag(pcov)))])
+    return result if np.all(np.isfinite(result[: len(p0)])) else None
+
+
+def fit_loss_vs_data(multiples: Sequence[float], losses: Sequence[float], p0: Sequence[float] | None = None) -> LossFit:
+    """Fit L(D) = alpha x D^(-B) + beta (PAPER.md section 5) with scipy's curve_fit.
+
+    `p0` defaults to the paper's [L(D_min) - L(D_max), 0.5, L(D_max)]. Non-finite losses (diverged) and
+    non-positive multiples are left out and said so in `note`. Repeated multiples (several seeds) are
+    fitted as separate points; `n_points` counts them, underdetermination counts distinct multiples.
+    """
+    d = np.asarray(multiples, dtype=np.float64)
+    y = np.asarray(losses, dtype=np.float64)
+    if d.shape != y.shape or d.ndim != 1:
+        raise ValueError(f"multiples and losses must be 1-D and of one length, got {d.shape} and {y.shape}")
+    keep = np.isfinite(d) & (d > 0) & np.isfinite(y)
+    notes = [f"{int((~keep).sum())} non-finite or non-positive point(s) left out"] if not keep.all() else []
+    d, y = d[keep], y[keep]
+    order = np.argsort(d, kind="stable")
+    d, y = d[order], y[order]
+    n_distinct = len(np.unique(d))
+    if n_distinct < LOSS_FIT_PARAMS:
+        notes.append(f"{n_distinct} distinct multiple(s) for {LOSS_FIT_PARAMS} parameters: not fitted")
+        return _nan_loss_fit(len(d), "; ".join(notes))
+    underdetermined = n_distinct <= LOSS_FIT_PARAMS
+    if p0 is None:
+        first, last = float(y[d == d[0]].mean()), float(y[d == d[-1]].mean())
+        p0 = [first - last, 0.5, last]
+    result = _curve_fit_quiet(_loss_curve, d, y, p0, maxfev=10000)
+    if result is None:
+        notes.append("curve_fit did not converge")
+        return _nan_loss_fit(len(d), "; ".join(notes))
+    alpha, b, beta = (float(v) for v in result[:3])
+    residuals = y - _loss_curve(d, alpha, b, beta)
+    se = [math.nan] * 3 if underdetermined else [float(v) for v in result[3:]]
+    if underdetermined:
+        notes.append(f"underdetermined: {n_distinct} distinct multiples for {LOSS_FIT_PARAMS} parameters")
+    return LossFit(
+        alpha=alpha,
+        B=b,
+        beta=beta,
+        n_points=len(d),
+        underdetermined=underdetermined,
+        residual_rms=float(np.sqrt(np.mean(residuals**2))),
+        alpha_se=se[0],
+        B_se=se[1],
+        beta_se=se[2],
+        converged=True,
+        note="; ".join(notes),
+    )
+
+
+def estimate_speedup(fit: LossFit, multiple: float, loss: float) -> float:
+    """D_eff / D: how much more data AdamW needs to match `loss` reached with `multiple` (PAPER.md section 5).
+
+    +inf when `loss` is at or below the fit's beta (AdamW never reaches it); NaN when the fit failed.
+    """
+    if multiple <= 0:
+        raise ValueError(f"multiple must be positive, got {multiple}")
+    return fit.effective_data(loss) / multiple
+
+
+def _scale_order(summaries: Iterable[_CellSummary]) -> list[str]:
+    params: dict[str, float] = {}
+    for s in summaries:
+        n = s.non_embedding_params
+        params.setdefault(s.key[1], n if math.isfinite(n) else math.inf)
+    return sorted(params, key=lambda scale: (params[scale], scale))
+
+
+_SPEEDUP_COLUMNS = [
+    "scale",
+    "optimizer",
+    "chinchilla",
+    "non_embedding_params",
+    "loss",
+    "n_seeds",
+    "d_eff",
+    "speedup",
+    "speedup_ci_low",
+    "speedup_ci_high",
+    "loss_ci_low",
+    "loss_ci_high",
+    "beyond_asymptote",
+    "fit_alpha",
+    "fit_B",
+    "fit_beta",
+    "fit_n_points",
+    "fit_underdetermined",
+    "note",
+]
+
+
+def speedups(
+    trials: pd.DataFrame,
+    baseline: str = "adamw",
+    fit_multiples: Sequence[float] | None = PAPER_FIT_MULTIPLES,
+    n_boot: int = N_BOOT,
+    ci: float = CI_LEVEL,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """Speedup over `baseline` of every cell's best loss, per (scale, optimizer, chinchilla).
+
+    Per scale, the baseline's best losses at `fit_multiples` (None: every multiple it has) are fitted with
+    `fit_loss_vs_data`; each cell's point (D, L) then gets D_eff and speedup = D_eff / D. Where seeds repeat
+    (the cell's best config, or the baseline's fitted points), a percentile bootstrap resamples seeds (and
+    refits the baseline curve) for `speedup_ci_*` and `loss_ci_*`; otherwise they are NaN.
+
+    Columns: scale, optimizer, chinchilla, non_embedding_params, loss, n_seeds, d_eff, speedup,
+    speedup_ci_low/high, loss_ci_low/high, beyond_asymptote (loss <= the baseline's beta: speedup +inf),
+    fit_alpha, fit_B, fit_beta, fit_n_points, fit_underdetermined, note.
+    """
+    rng = np.random.default_rng(seed)
+    summaries = _summarize(trials)
+    wanted = None if fit_multiples is None else {float(m) for m in fit_multiples}
+    rows: list[dict[str, Any]] = []
+    for scale in _scale_order(summaries):
+        at_scale = sorted((s for s in summaries if s.key[1] == scale), key=lambda s: (s.key[0], s.key[2]))
+        base_points = [
+            s
+            for s in at_scale
+            if s.key[0] == baseline and s.best is not None and (wanted is None or s.key[2] in wanted)
+        ]
+        base_d = [s.key[2] for s in base_points]
+        base_seed_losses = [s.best.losses for s in base_points if s.best is not None]
+        fit = fit_loss_vs_data(base_d, [float(np.mean(ls)) for ls in base_seed_losses])
+        scale_note = ""
+        if not base_points:
+            scale_note = f"no {baseline} results at this scale"
+        elif not fit.converged or fit.underdetermined:
+            scale_note = f"{baseline} fit: {fit.note}"
+
+        # Bootstrap of the baseline curve: resample each fitted point's seeds, refit. Shapes (n_boot,).
+        boot_means: dict[Cell, np.ndarray] = {}
+        boot_fit: np.ndarray | None = None  # (n_boot, 3)
+        if n_boot > 0 and fit.converged and any(len(ls) >= 2 for ls in base_seed_losses):
+            for s, ls in zip(base_points, base_seed_losses, strict=True):
+                boot_means[s.key] = _resample_means(ls, rng, n_boot)
+            draws = np.stack([boot_means[s.key] for s in base_points], axis=1)  # (n_boot, n_points)
+            boot_fit = np.full((n_boot, 3), np.nan)
+            x = np.asarray(base_d, np.float64)
+            for i in range(n_boot):
+                refit = _curve_fit_quiet(_loss_curve, x, draws[i], (fit.alpha, fit.B, fit.beta), maxfev=10000)
+                if refit is not None:
+                    boot_fit[i] = refit[:3]
+            failed = int(np.isnan(boot_fit[:, 0]).sum())
+            if failed:
+                scale_note = "; ".join(filter(None, [scale_note, f"{failed}/{n_boot} bootstrap refits failed"]))
+
+        for s in at_scale:
+            rows.append(_speedup_row(s, fit, boot_fit, boot_means, rng, n_boot, ci, scale_note))
+    return pd.DataFrame(rows, columns=_SPEEDUP_COLUMNS)
+
+
+def _speedup_row(
+    s: _CellSummary,
+    fit: LossFit,
+    boot_fit: np.ndarray | None,
+    boot_means: Mapping[Cell, np.ndarray],
+    rng: np.random.Generator,
+    n_boot: int,
+    ci: float,
+    scale_note: str,
+) -> dict[str, Any]:
+    best = s.best
+    loss = best.loss if best is not None else (math.inf if s.n_finished else math.nan)
+    n_seeds = len(best.losses) if best is not None else 0
+    d_eff = fit.effective_data(loss)
+    speedup = d_eff / s.key[2]
+    notes = [scale_note] if scale_note else []
+    beyond = bool(fit.converged and math.isfinite(loss) and loss <= fit.beta)
+    if beyond:
+        notes.append("loss below the baseline's asymptote beta: D_eff is infinite")
+    if best is None:
+        notes.append("no finished config with a finite loss")
+
+    sp_low = sp_high = loss_low = loss_high = math.nan
+    if best is not None and n_boot > 0 and fit.converged and (boot_fit is not None or n_seeds >= 2):
+        # This cell's loss draws: shared with the baseline refit when it is one of the fitted points.
+        if s.key in boot_means:
+            loss_draws = boot_means[s.key]
+        elif n_seeds >= 2:
+            loss_draws = _resample_means(best.losses, rng, n_boot)
+        else:
+            loss_draws = np.full(n_boot, loss)
+        params = boot_fit if boot_fit is not None else np.tile([fit.alpha, fit.B, fit.beta], (n_boot, 1))
+        d_eff_draws = _effective_data(params[:, 0], params[:, 1], params[:, 2], loss_draws)
+        sp_low, sp_high = _quantiles(d_eff_draws / s.key[2], ci)
+        if n_seeds >= 2:
+            loss_low, loss_high = _quantiles(loss_draws, ci)
+    return {
+        "scale": s.key[1],
+        "optimizer": s.key[0],
+        "chinchilla": s.key[2],
+        "non_embedding_params": s.non_embedding_params,
+        "loss": loss,
+        "n_seeds": n_seeds,
+        "d_eff": d_eff,
+        "speedup": speedup,
+        "speedup_ci_low": sp_low,
+        "speedup_ci_high": sp_high,
+        "loss_ci_low": loss_low,
+        "loss_ci_high": loss_high,
+        "beyond_asymptote": beyond,
+        "fit_alpha": fit.alpha,
+        "fit_B": fit.B,
+        "fit_beta": fit.beta,
+        "fit_n_points": fit.n_points,
+        "fit_underdetermined": fit.underdetermined,
+        "note": "; ".join(notes),
+    }
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Hyperparameter scaling laws (PAPER.md section 4, Phase III)
+# ---------------------------------------------------------------------------------------------------------------
+
+HparamMethod = Literal["power_law", "constant", "majority_vote"]
+
+
+@dataclass(frozen=True)
+class HparamFit:
+    """h(N, C) = A x N^B x C^C' + D for one hyperparameter (PAPER.md section 4, Phase III).
+
+    `method` says how it predicts: "power_law" (the fit above), "constant" (every cell had the same value),
+    or "majority_vote" (non-numeric or boolean values, or too few cells to fit 4 parameters: the most common
+    value, ties going to the larger model). A, B, C_prime (the paper's C') and D are NaN unless power_law.
+    `holdout_*` describe the held-out cell: its value, the prediction of a fit made without it, and the
+    relative error |predicted - actual| / |actual| (NaN for a non-numeric value or when no cell was held out).
+    """
+
+    name: str
+    method: HparamMethod
+    A: float
+    B: float
+    C_prime: float
+    D: float
+    value: HParamValue | None
+    integer: bool
+    n_points: int
+    underdetermined: bool
+    holdout: tuple[str, float] | None
+    holdout_actual: HParamValue | None
+    holdout_predicted: HParamValue | None
+    holdout_rel_error: float
+    note: str = ""
+
+    def predict(self, n_params: float, chinchilla: float) -> HParamValue:
+        """The hyperparameter at N non-embedding parameters and Chinchilla multiple C (not snapped)."""
+        if self.method != "power_law":
+            if self.value is None:
+                raise ValueError(f"hyperparameter {self.name!r}: no value to predict")
+            return self.value
+        raw = self.A * float(n_params) ** self.B * float(chinchilla) ** self.C_prime + self.D
+        return round(raw) if self.integer else float(raw)
+
+
+def _power_law(x: np.ndarray, a: float, b: float, c: float, d: float) -> np.ndarray:
+    """A x N^B x C^C' + D with x = (N, C) stacked on axis 0; shape (2, n) -> (n,)."""
+    return a * np.power(x[0], b) * np.power(x[1], c) + d
+
+
+def _fit_power_law(n_params: np.ndarray, chinchilla: np.ndarray, y: np.ndarray) -> np.ndarray | None:
+    """(A, B, C', D) by least squares, or None when no start converges.
+
+    Starts from the paper's p0 = [0, -0.5, -0.5, mean] (PAPER.md section 4, as Marin's hyper_scaling.py),
+    in units of N / N_ref (N_ref the geometric mean of N) so that A is of the order of h rather than
+    ~1e4 x h; A is converted back to raw N: A = A' x N_ref^(-B). Only if that start fails are a few others
+    tried (first to converge wins): a lowest-error search over many starts picks wild extrapolations when
+    the best values are steps on a grid, as they are here.
+    """
+    n_ref = float(np.exp(np.mean(np.log(n_params))))
+    x = np.stack([n_params / n_ref, chinchilla])  # (2, n)
+    mean, spread = float(np.mean(y)), float(np.std(y)) or 1.0
+    starts: list[tuple[float, float, float, float]] = [(0.0, -0.5, -0.5, mean)]
+    for b0, c0 in ((-0.5, 0.5), (0.5, -0.5), (0.5, 0.5)):
+        for sign in (1.0, -1.0):
+            starts.append((sign * spread, b0, c0, mean))
+    for p0 in starts:
+        result = _curve_fit_quiet(_power_law, x, y, p0, maxfev=20000)
+        if result is not None:
+            a, b, c, d = (float(v) for v in result[:4])
+            return np.array([a * n_ref ** (-b), b, c, d])
+    return None
+
+
+def _majority(values: Sequence[HParamValue]) -> HParamValue:
+    """The most common value; ties go to the one seen first (callers order the largest model first)."""
+    counts: Counter[tuple[str, object]] = Counter(_value_key(v) for v in values)
+    firsts: dict[tuple[str, object], HParamValue] = {}
+    for v in values:
+        firsts.setdefault(_value_key(v), v)
+    top = max(counts.values())
+    return next(firsts[k] for k in firsts if counts[k] == top)
+
+
+def _relative_error(predicted: float, actual: float) -> float:
+    if actual == 0:
+        return 0.0 if predicted == 0 else math.inf
+    return abs(predicted - actual) / abs(actual)
+
+
+def _fit_one_hparam(
+    name: str, points: list[tuple[str, float, float, HParamValue]], holdout: tuple[str, float] | None
+) -> HparamFit:
+    """Fit one hyperparameter over (scale, C, N, value) points, largest model first."""
+    values = [p[3] for p in points]
+    numeric = all(_is_number(v) for v in values)
+    integer = numeric and all(isinstance(v, int | np.integer) for v in values)
+    held = next((p for p in points if holdout is not None and (p[0], p[1]) == holdout), None)
+    rest = [p for p in points if p is not held]
+    nan = math.nan
+    n = len(points)
+    base: dict[str, Any] = {
+        "name": name,
+        "integer": integer,
+        "n_points": n,
+        "holdout": (held[0], held[1]) if held is not None else None,
+        "holdout_actual": held[3] if held is not None else None,
+    }
+
+    if not numeric or len({_value_key(v) for v in values}) == 1 or n < HPARAM_FIT_PARAMS:
+        if not numeric:
+            method: HparamMethod = "majority_vote"
+            note = "not numeric: predicted by majority vote over the cells"
+        elif len({_value_key(v) for v in values}) == 1:
+            method, note = "constant", "the same value in every cell"
+        else:
+            method = "majority_vote"
+            note = f"{n} cells for {HPARAM_FIT_PARAMS} parameters: not fitted, predicted by majority vote"
+        voted = _majority([p[3] for p in rest]) if held is not None and rest else None
+        rel = nan
+        if held is not None and voted is not None and numeric:
+            rel = _relative_error(float(voted), float(held[3]))
+        return HparamFit(
+            method=method, A=nan, B=nan, C_prime=nan, D=nan, value=_majority(values),
+            underdetermined=method == "majority_vote" and numeric, holdout_predicted=voted,
+            holdout_rel_error=rel, note=note, **base,
+        )  # fmt: skip
+
+    def arrays(pts: list[tuple[str, float, float, HParamValue]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        return (
+            np.array([p[2] for p in pts], np.float64),
+            np.array([p[1] for p in pts], np.float64),
+            np.array([float(p[3]) for p in pts], np.float64),
+        )
+
+    params = _fit_power_law(*arrays(points))
+    notes: list[str] = []
+    if params is None:
+        return HparamFit(
+            method="majority_vote", A=nan, B=nan, C_prime=nan, D=nan, value=_majority(values),
+            underdetermined=False, holdout_predicted=None, holdout_rel_error=nan,
+            note="power-law fit failed: predicted by majority vote", **base,
+        )  # fmt: skip
+    underdetermined = n <= HPARAM_FIT_PARAMS
+    if underdetermined:
+        notes.append(f"underdetermined: {n} cells for {HPARAM_FIT_PARAMS} parameters")
+    held_pred: HParamValue | None = None
+    rel = nan
+    if held is not None:
+        if len(rest) >= HPARAM_FIT_PARAMS:
+            held_params = _fit_power_law(*arrays(rest))
+            if held_params is not None:
+                a, b, c, d = (float(v) for v in held_params)
+                raw = a * held[2] ** b * held[1] ** c + d
+                held_pred = round(raw) if integer else raw
+                rel = _relative_error(raw, float(held[3]))
+            else:
+                notes.append("fit without the held-out cell failed")
+        else:
+            notes.append(f"{len(rest)} cells left after holding one out: no held-out error")
+    a, b, c, d = (float(v) for v in params)
+    return HparamFit(
+        method="power_law", A=a, B=b, C_prime=c, D=d, value=None, underdetermined=underdetermined,
+        holdout_predicted=held_pred, holdout_rel_error=rel, note="; ".join(notes), **base,
+    )  # fmt: skip
+
+
+def fit_hparam_scaling(
+    cells: pd.DataFrame,
+    optimizer: str | None = None,
+    hparams: Sequence[str] | None = None,
+    holdout: Literal["largest"] | tuple[str, float] | None = "largest",
+    tolerance: float = NEAR_TIE_TOLERANCE,
+) -> dict[str, HparamFit]:
+    """Fit h(N, C) = A x N^B x C^C' + D per hyperparameter over the best configs of cells (Phase III).
+
+    `cells` is `best_per_cell`'s frame, or a trials frame (reduced with `best_per_cell` first). N is
+    `non_embedding_params`, C the Chinchilla multiple. With several optimizers in the frame, `optimizer`
+    picks one. `hparams` defaults to every name in the best configs. `holdout` is the cell (scale,
+    chinchilla) whose relative error is reported from a fit made without it ("largest": the largest N, then
+    the largest C, as the paper's fit script does); the returned parameters are fitted on every cell.
+    """
+    if "best_config" not in cells.columns:
+        cells = best_per_cell(cells, tolerance=tolerance, n_boot=0)
+    if optimizer is not None:
+        cells = cells[cells["optimizer"] == optimizer]
+    optimizers = sorted(set(cells["optimizer"]))
+    if len(optimizers) > 1:
+        raise ValueError(f"cells of several optimizers {optimizers}: pass optimizer=")
+    records = [r for r in _records(cells) if isinstance(r["best_config"], dict)]
+    if not records:
+        raise ValueError("no cell with a best config to fit")
+    points_all: list[tuple[str, float, float, dict[str, Any]]] = []
+    for r in records:
+        n = _float_or_nan(r["non_embedding_params"])
+        if not (math.isfinite(n) and n > 0):
+            raise ValueError(f"cell {r['scale']} x{r['chinchilla']} has no positive non_embedding_params")
+        points_all.append((str(r["scale"]), float(r["chinchilla"]), n, r["best_config"]))
+    # Largest model (then largest multiple) first: majority-vote ties go to the cell nearest the target.
+    points_all.sort(key=lambda p: (p[2], p[1]), reverse=True)
+    if holdout == "largest":
+        held: tuple[str, float] | None = (points_all[0][0], points_all[0][1])
+    elif holdout is None:
+        held = None
+    else:
+        held = (str(holdout[0]), float(holdout[1]))
+    names = list(hparams) if hparams is not None else list(dict.fromkeys(k for p in points_all for k in p[3]))
+    fits: dict[str, HparamFit] = {}
+    for name in names:
+        points = [(scale, c, n, cfg[name]) for scale, c, n, cfg in points_all if name in cfg]
+        if not points:
+            raise ValueError(f"hyperparameter {name!r} is in no best config")
+        fits[name] = _fit_one_hparam(name, points, held)
+    return fits
+
+
+def snap_to_grid(value: HParamValue, grid: Sequence[HParamValue]) -> HParamValue:
+    """The grid value nearest `value`: in log space when the value and every grid value are positive numbers
+    (learning rates, epsilons, batch sizes), linearly otherwise (a grid holding 0, like weight decay).
+    A non-numeric value is returned unchanged (it is already one of the observed values)."""
+    if not grid:
+        raise ValueError("empty grid")
+    numbers = [g for g in grid if _is_number(g)]
+    if not _is_number(value) or len(numbers) != len(grid):
+        return value
+    v = float(value)
+    if v > 0 and all(float(g) > 0 for g in numbers):
+        return min(numbers, key=lambda g: abs(math.log(float(g)) - math.log(v)))
+    return min(numbers, key=lambda g: abs(float(g) - v))
+
+
+def predict_hparams(
+    fits: Mapping[str, HparamFit],
+    n_params: float,
+    chinchilla: float,
+    grid: Mapping[str, Sequence[HParamValue]] | None = None,
+) -> dict[str, HParamValue]:
+    """Every fitted hyperparameter at (N, C); snapped to `grid` (nearest value, log space) where it has one.
+
+    Each fit's `method` and `note` say how its value was obtained (e.g. majority vote for booleans).
+    """
+    predicted: dict[str, HParamValue] = {}
+    for name, fit in fits.items():
+        value = fit.predict(n_params, chinchilla)
+        if grid is not None and name in grid:
+            if fit.method == "power_law":
+                # Snap the unrounded value so an integer hparam is not rounded twice.
+                value = fit.A * float(n_params) ** fit.B * float(chinchilla) ** fit.C_prime + fit.D
+            value = snap_to_grid(value, grid[name])
+        predicted[name] = value
+    return predicted
+
+
+def hparam_fits_frame(fits: Mapping[str, HparamFit]) -> pd.DataFrame:
+    """The fits as a table: name, method, A, B, C_prime, D, value, n_points, underdetermined, holdout, ..."""
+    return pd.DataFrame(
+        [
+            {
+                "hparam": f.name,
+                "method": f.method,
+                "A": f.A,
+                "B": f.B,
+                "C_prime": f.C_prime,
+                "D": f.D,
+                "value": f.value,
+                "n_points": f.n_points,
+                "underdetermined": f.underdetermined,
+                "holdout": f.holdout,
+                "holdout_actual": f.holdout_actual,
+                "holdout_predicted": f.holdout_predicted,
+                "holdout_rel_error": f.holdout_rel_error,
+                "note": f.note,
+            }
+            for f in fits.values()
+        ]
+    )
