@@ -29,6 +29,7 @@ def current(url: str) -> str | None:
     engine = make_engine(url)
     try:
         with engine.connect() as connection:
-            return MigrationContext.configure(connection).get_current_revision()
+            opts = {"version_table": "sweep_alembic_version"}
+            return MigrationContext.configure(connection, opts=opts).get_current_revision()
     finally:
         engine.dispose()

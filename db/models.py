@@ -1,5 +1,9 @@
 """SQLAlchemy 2 typed models: sweeps, cells, trials and their curve points.
 
+Optuna keeps its studies in the same database (DESIGN.md) and owns the table names `studies`, `trials`,
+`trial_*` and `alembic_version`; ours are `sweeps`, `cells`, `sweep_trials`, `curve_points`, and our Alembic
+history lives in `sweep_alembic_version` (db/migrations/env.py).
+
 The database is the source of truth (DESIGN.md): a proposer is a function of a cell's recorded trials,
 so a driver that dies recomputes its next step from these rows. Status changes are compare-and-set
 updates in db.repository, never read-modify-write in Python.
@@ -79,10 +83,10 @@ class Cell(Base):
 class Trial(Base):
     """One training run of one config in one cell."""
 
-    __tablename__ = "trials"
+    __tablename__ = "sweep_trials"
     __table_args__ = (
         UniqueConstraint("cell_id", "config_key", "seed"),  # nothing runs twice
-        Index("ix_trials_sweep_status", "sweep_id", "status"),
+        Index("ix_sweep_trials_sweep_status", "sweep_id", "status"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -104,6 +108,7 @@ class Trial(Base):
     device_seconds: Mapped[float | None] = mapped_column(Float)  # compute used (wall x devices)
     repro: Mapped[dict[str, Any] | None] = mapped_column(JSON)  # versions, device, corpus hash, code version
     worker: Mapped[str | None] = mapped_column(String(200))
+    optuna_trial: Mapped[int | None] = mapped_column(Integer)  # the trial's number in its cell's Optuna study
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     started_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]
@@ -114,7 +119,7 @@ class Trial(Base):
 class CurvePoint(Base):
     __tablename__ = "curve_points"
 
-    trial_id: Mapped[int] = mapped_column(ForeignKey("trials.id", ondelete="CASCADE"), primary_key=True)
+    trial_id: Mapped[int] = mapped_column(ForeignKey("sweep_trials.id", ondelete="CASCADE"), primary_key=True)
     step: Mapped[int] = mapped_column(Integer, primary_key=True)
     eval_loss: Mapped[float | None] = mapped_column(Float)
     train_loss: Mapped[float | None] = mapped_column(Float)

@@ -1,8 +1,8 @@
-"""initial schema: sweeps, cells, trials, curve points
+"""initial schema: sweeps, cells, sweep_trials, curve_points
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-23 12:17:49.325879
+Create Date: 2026-11-23 12:19:48.171598
 """
 
 from __future__ import annotations
@@ -65,7 +65,7 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f("ix_cells_sweep_id"), ["sweep_id"], unique=False)
 
     op.create_table(
-        "trials",
+        "sweep_trials",
         sa.Column("id", sa.Integer(), nullable=False),
         sa.Column("sweep_id", sa.Integer(), nullable=False),
         sa.Column("cell_id", sa.Integer(), nullable=False),
@@ -85,6 +85,7 @@ def upgrade() -> None:
         sa.Column("device_seconds", sa.Float(), nullable=True),
         sa.Column("repro", sa.JSON(), nullable=True),
         sa.Column("worker", sa.String(length=200), nullable=True),
+        sa.Column("optuna_trial", sa.Integer(), nullable=True),
         sa.Column("created_at", sa.DateTime(), nullable=False),
         sa.Column("started_at", sa.DateTime(), nullable=True),
         sa.Column("finished_at", sa.DateTime(), nullable=True),
@@ -93,9 +94,9 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id"),
         sa.UniqueConstraint("cell_id", "config_key", "seed"),
     )
-    with op.batch_alter_table("trials", schema=None) as batch_op:
-        batch_op.create_index(batch_op.f("ix_trials_cell_id"), ["cell_id"], unique=False)
-        batch_op.create_index("ix_trials_sweep_status", ["sweep_id", "status"], unique=False)
+    with op.batch_alter_table("sweep_trials", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_sweep_trials_cell_id"), ["cell_id"], unique=False)
+        batch_op.create_index("ix_sweep_trials_sweep_status", ["sweep_id", "status"], unique=False)
 
     op.create_table(
         "curve_points",
@@ -103,18 +104,18 @@ def upgrade() -> None:
         sa.Column("step", sa.Integer(), nullable=False),
         sa.Column("eval_loss", sa.Float(), nullable=True),
         sa.Column("train_loss", sa.Float(), nullable=True),
-        sa.ForeignKeyConstraint(["trial_id"], ["trials.id"], ondelete="CASCADE"),
+        sa.ForeignKeyConstraint(["trial_id"], ["sweep_trials.id"], ondelete="CASCADE"),
         sa.PrimaryKeyConstraint("trial_id", "step"),
     )
 
 
 def downgrade() -> None:
     op.drop_table("curve_points")
-    with op.batch_alter_table("trials", schema=None) as batch_op:
-        batch_op.drop_index("ix_trials_sweep_status")
-        batch_op.drop_index(batch_op.f("ix_trials_cell_id"))
+    with op.batch_alter_table("sweep_trials", schema=None) as batch_op:
+        batch_op.drop_index("ix_sweep_trials_sweep_status")
+        batch_op.drop_index(batch_op.f("ix_sweep_trials_cell_id"))
 
-    op.drop_table("trials")
+    op.drop_table("sweep_trials")
     with op.batch_alter_table("cells", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_cells_sweep_id"))
         batch_op.drop_index(batch_op.f("ix_cells_scale"))

@@ -1,0 +1,36 @@
+"""Settings from the environment, read once (STYLE.md rule 8: nothing else reads the environment)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="", case_sensitive=False, extra="ignore")
+
+    # Where the embedded default keeps its SQLite database and Ray Tune's files.
+    sweep_home: Path = Field(default=Path("runs"), alias="SWEEP_HOME")
+    # SQLAlchemy URL; default: a SQLite file under SWEEP_HOME. PostgreSQL: postgresql+psycopg2://user@host/db
+    database_url: str | None = Field(default=None, alias="DATABASE_URL")
+    # A Ray cluster to join (ray.init(address=...)); unset: start a local Ray.
+    ray_address: str | None = Field(default=None, alias="RAY_ADDRESS")
+    # CPUs a local Ray may use (unset: all).
+    ray_num_cpus: int | None = Field(default=None, alias="SWEEP_RAY_NUM_CPUS")
+    # Dispatcher lease: a sweep whose dispatcher sent no heartbeat for this long is reclaimed.
+    lease_seconds: float = Field(default=60.0, alias="SWEEP_LEASE_SECONDS")
+    # Directories a sweep submitted over REST may read token files from (comma-separated).
+    data_roots: str = Field(default="", alias="SWEEP_DATA_ROOTS")
+
+    def db_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.sweep_home / 'sweep-service.db').resolve()}"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

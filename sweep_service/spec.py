@@ -1,0 +1,299 @@
+"""The sweep spec: one document (YAML or JSON) for `sweep-service run SPEC` and for `POST /sweeps`.
+
+    name: quickstart
+    optimizers: [adamw, muon]            # cells = optimizers x scales x chinchilla ...
+    scales: [tiny-130k]
+    chinchilla: [1]
+    cells:                               # ... or/and explicit cells
+      - {optimizer: adamw, scale: tiny-300k, chinchilla: 1,
+         baseline_from: adamw/tiny-130k/1, tune: [lr]}      # Phase II: start from another cell's best
+    search:                              # per optimizer; default: the registry's space for the scale's family
+      adamw:
+        tune: [lr, wd, warmup, beta2]    # search only these; the others stay at their baseline
+        grid: {lr: [3e-3, 6e-3, 1.2e-2]}
+        baseline: {lr: 6e-3}
+        fixed: {eps: 1e-15}
+    strategy: coordinate_descent         # or tpe, random, cmaes, grid (Optuna samplers)
+    tolerance: 3e-3                      # near-tie tolerance (PAPER.md section 4)
+    budget: 60                           # most trials per cell
+    seeds: [0]
+    resources: {cpu: 1, gpu: 0}          # per trial (fractions allowed)
+    max_concurrent: 2
+    divergence: {max_loss: 1e4, late_loss: null, late_step: 0}
+    data: builtin
+
+Validation (pydantic, at this edge) gives errors that name the field; `plan()` turns a valid spec into
+plain frozen dataclasses that the engine runs.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from sweep_service.coordinate_descent import TOLERANCE
+
+STRATEGIES = ("coordinate_descent", "tpe", "random", "cmaes", "grid")
+Value = float | int | bool | str
+
+
+class SpecError(ValueError):
+    """An invalid sweep spec; `errors` lists (field path, message)."""
+
+    def __init__(self, errors: list[tuple[str, str]]) -> None:
+        self.errors = errors
+        super().__init__("; ".join(f"{loc}: {msg}" for loc, msg in errors))
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class SearchOverride(_Model):
+    tune: list[str] | None = None
+    grid: dict[str, list[Value]] = Field(default_factory=dict)
+    baseline: dict[str, Value] = Field(default_factory=dict)
+    fixed: dict[str, Value] = Field(default_factory=dict)
+
+
+class CellSpec(_Model):
+    optimizer: str
+    scale: str
+    chinchilla: float = Field(gt=0)
+    baseline_from: str | None = None  # "optimizer/scale/chinchilla" of a cell in the same sweep
+    tune: list[str] | None = None
+    baseline: dict[str, Value] = Field(default_factory=dict)
+
+
+class Resources(_Model):
+    cpu: float = Field(default=1, gt=0)
+    gpu: float = Field(default=0, ge=0)
+
+
+class Divergence(_Model):
+    max_loss: float = Field(default=1e4, gt=0)
+    late_loss: float | None = None
+    late_step: int = Field(default=0, ge=0)
+
+
+class SweepSpec(_Model):
+    name: str = Field(min_length=1, max_length=200)
+    optimizers: list[str] = Field(default_factory=list)
+    scales: list[str] = Field(default_factory=list)
+    chinchilla: list[float] = Field(default_factory=lambda: [1.0])
+    cells: list[CellSpec] = Field(default_factory=list)
+    search: dict[str, SearchOverride] = Field(default_factory=dict)
+    strategy: Literal["coordinate_descent", "tpe", "random", "cmaes", "grid"] = "coordinate_descent"
+    tolerance: float = Field(default=TOLERANCE, ge=0)
+    budget: int = Field(default=100, ge=1, le=100_000)
+    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
+    resources: Resources = Field(default_factory=Resources)
+    max_concurrent: int = Field(default=2, ge=1, le=10_000)
+    divergence: Divergence = Field(default_factory=Divergence)
+    data: str = "builtin"
+    eval_every: int = Field(default=0, ge=0)
+
+    @field_validator("chinchilla")
+    @classmethod
+    def _positive(cls, values: list[float]) -> list[float]:
+        if any(v <= 0 for v in values):
+            raise ValueError("multiples must be positive")
+        return values
+
+    @model_validator(mode="after")
+    def _has_cells(self) -> SweepSpec:
+        if not self.cells and not (self.optimizers and self.scales):
+            raise ValueError("give `optimizers` and `scales` (with `chinchilla`), or a `cells` list")
+        return self
+
+
+@dataclass(frozen=True)
+class Space:
+    grid: dict[str, tuple[Value, ...]]
+    baseline: dict[str, Value]
+    fixed: dict[str, Value] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"grid": {k: list(v) for k, v in self.grid.items()}, "baseline": self.baseline, "fixed": self.fixed}
+
+    @staticmethod
+    def from_dict(d: dict[str, Any]) -> Space:
+        return Space({k: tuple(v) for k, v in d["grid"].items()}, dict(d["baseline"]), dict(d.get("fixed", {})))
+
+
+@dataclass(frozen=True)
+class CellPlan:
+    key: str
+    optimizer: str
+    scale: str
+    chinchilla: float
+    space: Space
+    baseline_from: str | None = None
+
+
+@dataclass(frozen=True)
+class SweepPlan:
+    name: str
+    cells: tuple[CellPlan, ...]
+    strategy: str
+    tolerance: float
+    budget: int
+    seeds: tuple[int, ...]
+    cpu: float
+    gpu: float
+    max_concurrent: int
+    max_loss: float
+    late_loss: float | None
+    late_step: int
+    data: str
+    eval_every: int
+
+
+def cell_key(optimizer: str, scale: str, chinchilla: float) -> str:
+    return f"{optimizer}/{scale}/{chinchilla:g}"
+
+
+def load_spec_file(path: str | Path) -> dict[str, Any]:
+    """Read a YAML or JSON spec file into a dict (errors name the file)."""
+    p = Path(path)
+    if not p.exists():
+        raise SpecError([(str(p), "file not found")])
+    try:
+        text = p.read_text()
+        doc = json.loads(text) if p.suffix == ".json" else yaml.safe_load(text)
+    except (yaml.YAMLError, json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise SpecError([(str(p), f"not valid YAML/JSON: {exc}")]) from None
+    if not isinstance(doc, dict):
+        raise SpecError([(str(p), "a sweep spec is a mapping (name, optimizers, scales, ...)")])
+    return doc
+
+
+def parse_spec(doc: dict[str, Any]) -> SweepSpec:
+    try:
+        return SweepSpec.model_validate(doc)
+    except ValidationError as exc:
+        raise SpecError([(".".join(str(p) for p in e["loc"]) or "spec", e["msg"]) for e in exc.errors()]) from None
+
+
+def _space_for(optimizer: str, scale: str, override: SearchOverride | None, cell: CellSpec | None) -> Space:
+    # Catalog imports (torch) happen here, not at module import, so the API can validate cheaply.
+    from workers.model import SCALES
+    from workers.optimizers import REGISTRY, resolve_hparams
+
+    spec = REGISTRY[optimizer]
+    family = SCALES[scale].family
+    default = spec.spaces[family]
+    resolved = resolve_hparams(spec, family)
+    grid: dict[str, tuple[Value, ...]] = {k: tuple(v) for k, v in default.grid.items()}
+    baseline: dict[str, Value] = dict(default.baseline)
+    fixed: dict[str, Value] = dict(default.fixed)
+    names = set(resolved)
+    tune: list[str] | None = None
+    where = f"search.{optimizer}"
+    if override is not None:
+        for section in (override.grid, override.baseline, override.fixed):
+            unknown = sorted(set(section) - names)
+            if unknown:
+                raise SpecError([(where, f"unknown hyperparameters {unknown} for {optimizer}; valid: {sorted(names)}")])
+        for k, values in override.grid.items():
+            if not values:
+                raise SpecError([(f"{where}.grid.{k}", "a grid needs at least one value")])
+            grid[k] = tuple(values)
+            fixed.pop(k, None)
+        baseline.update(override.baseline)
+        for k, v in override.fixed.items():
+            fixed[k] = v
+            grid.pop(k, None)
+            baseline.pop(k, None)
+        tune = override.tune
+    if cell is not None:
+        baseline.update(cell.baseline)
+        if cell.tune is not None:
+            tune = cell.tune
+    if tune is not None:
+        unknown = sorted(set(tune) - set(grid))
+        if unknown:
+            raise SpecError([(f"{where}.tune", f"{unknown} have no grid; searchable: {sorted(grid)}")])
+        for k in list(grid):
+            if k not in tune:
+                # Not tuned: held at its baseline value.
+                fixed[k] = baseline.get(k, resolved[k])
+                del grid[k]
+    for k in grid:
+        if k not in baseline:
+            baseline[k] = resolved[k]
+        if baseline[k] not in grid[k]:
+            raise SpecError([(f"{where}.baseline.{k}", f"baseline {baseline[k]!r} is not in the grid {list(grid[k])}")])
+    baseline = {k: v for k, v in baseline.items() if k in grid}
+    return Space(grid, baseline, fixed)
+
+
+def plan(spec: SweepSpec) -> SweepPlan:
+    """Expand a valid spec into cells with resolved search spaces; unknown names list the valid ones."""
+    from workers.model import SCALES
+    from workers.optimizers import REGISTRY
+
+    errors: list[tuple[str, str]] = []
+    for i, name in enumerate(spec.optimizers):
+        if name not in REGISTRY:
+            errors.append((f"optimizers.{i}", f"unknown optimizer {name!r}; valid: {', '.join(REGISTRY)}"))
+    for i, name in enumerate(spec.scales):
+        if name not in SCALES:
+            errors.append((f"scales.{i}", f"unknown scale {name!r}; valid: {', '.join(SCALES)}"))
+    for i, c in enumerate(spec.cells):
+        if c.optimizer not in REGISTRY:
+            errors.append((f"cells.{i}.optimizer", f"unknown optimizer {c.optimizer!r}; valid: {', '.join(REGISTRY)}"))
+        if c.scale not in SCALES:
+            errors.append((f"cells.{i}.scale", f"unknown scale {c.scale!r}; valid: {', '.join(SCALES)}"))
+    for name in spec.search:
+        if name not in REGISTRY:
+            errors.append((f"search.{name}", f"unknown optimizer {name!r}; valid: {', '.join(REGISTRY)}"))
+    if errors:
+        raise SpecError(errors)
+
+    cells: dict[str, CellPlan] = {}
+    for optimizer in spec.optimizers:
+        for scale in spec.scales:
+            for multiple in spec.chinchilla:
+                key = cell_key(optimizer, scale, multiple)
+                space = _space_for(optimizer, scale, spec.search.get(optimizer), None)
+                cells[key] = CellPlan(key, optimizer, scale, multiple, space)
+    for i, c in enumerate(spec.cells):
+        key = cell_key(c.optimizer, c.scale, c.chinchilla)
+        try:
+            space = _space_for(c.optimizer, c.scale, spec.search.get(c.optimizer), c)
+        except SpecError as exc:
+            raise SpecError([(f"cells.{i}.{loc}", msg) for loc, msg in exc.errors]) from None
+        cells[key] = CellPlan(key, c.optimizer, c.scale, c.chinchilla, space, c.baseline_from)
+    for i, c in enumerate(spec.cells):
+        if c.baseline_from is not None and c.baseline_from not in cells:
+            errors.append((f"cells.{i}.baseline_from", f"no cell {c.baseline_from!r}; cells: {sorted(cells)}"))
+        if c.baseline_from == cell_key(c.optimizer, c.scale, c.chinchilla):
+            errors.append((f"cells.{i}.baseline_from", "a cell cannot start from its own best"))
+    if errors:
+        raise SpecError(errors)
+    return SweepPlan(
+        name=spec.name,
+        cells=tuple(cells.values()),
+        strategy=spec.strategy,
+        tolerance=spec.tolerance,
+        budget=spec.budget,
+        seeds=tuple(spec.seeds),
+        cpu=spec.resources.cpu,
+        gpu=spec.resources.gpu,
+        max_concurrent=spec.max_concurrent,
+        max_loss=spec.divergence.max_loss,
+        late_loss=spec.divergence.late_loss,
+        late_step=spec.divergence.late_step,
+        data=spec.data,
+        eval_every=spec.eval_every,
+    )
+
+
+def plan_document(doc: dict[str, Any]) -> SweepPlan:
+    return plan(parse_spec(doc))
