@@ -141,6 +141,150 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _database() -> Any:
+    from db.migrate import upgrade
+    from db.session import Database
+    from sweep_service.settings import get_settings
+
+    url = get_settings().db_url()
+    upgrade(url)
+    return Database(url)
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def print_best_table(rows: list[dict[str, Any]]) -> None:
+    """One row per cell: key, status, trials, best loss, best config."""
+    print(f"{'cell':<28} {'status':<10} {'trials':>6} {'best loss':>10}  best config")
+    for r in rows:
+        loss = f"{r['best_loss']:.4f}" if r["best_loss"] is not None else "-"
+        config = ", ".join(f"{k}={_fmt(v)}" for k, v in sorted((r["best_config"] or {}).items()))
+        print(f"{r['key']:<28} {r['status']:<10} {r['trials']:>6} {loss:>10}  {config}")
+
+
+def _cell_rows(db: Any, sweep_id: int) -> list[dict[str, Any]]:
+    from db import repository as repo
+
+    with db.session() as s:
+        return [
+            {
+                "key": c.key,
+                "status": c.status,
+                "trials": len(c.trials),
+                "best_loss": c.best_loss,
+                "best_config": c.best_config,
+            }
+            for c in repo.cells_of(s, sweep_id)
+        ]
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    import hashlib
+
+    from db import repository as repo
+    from sweep_service.engine import run_sweep
+    from sweep_service.settings import get_settings
+    from sweep_service.spec import SpecError, load_spec_file, plan_document
+
+    doc = load_spec_file(args.spec)
+    try:
+        plan = plan_document(doc)
+    except SpecError as exc:
+        raise UsageError(f"{args.spec}: {exc}") from None
+    settings = get_settings()
+    db = _database()
+    key = None if args.new else "spec:" + hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
+    with db.session() as s:
+        sweep = repo.sweep_by_idempotency_key(s, key) if key else None
+        if sweep is None:
+            sweep = repo.create_sweep(s, plan.name, doc, idempotency_key=key)
+            print(f"sweep {sweep.id} '{plan.name}': {len(plan.cells)} cells, strategy {plan.strategy}", file=sys.stderr)
+        elif sweep.status in ("completed", "failed", "cancelled"):
+            print(
+                f"sweep {sweep.id} with this spec already {sweep.status} (use --new to run it again)", file=sys.stderr
+            )
+        else:
+            print(f"resuming sweep {sweep.id} '{plan.name}'", file=sys.stderr)
+        sweep_id, status = sweep.id, sweep.status
+    print(f"database: {db.url}", file=sys.stderr)
+    if status in ("queued", "running"):
+        run_sweep(
+            db,
+            sweep_id,
+            settings.sweep_home / "ray_results",
+            progress=lambda line: print(line, file=sys.stderr, flush=True),
+            ray_address=settings.ray_address,
+            ray_num_cpus=settings.ray_num_cpus,
+        )
+    print()
+    print_best_table(_cell_rows(db, sweep_id))
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from db import repository as repo
+
+    db = _database()
+    with db.session() as s:
+        sweeps = [repo.get_sweep(s, args.sweep_id)] if args.sweep_id else repo.list_sweeps(s, limit=20)
+        rows = [
+            (sw.id, sw.name, sw.status, repo.count_trials_by_status(s, sw.id), len(sw.cells))
+            for sw in sweeps
+            if sw is not None
+        ]
+    if not rows:
+        print("no sweeps yet" if not args.sweep_id else f"no sweep {args.sweep_id}")
+        return 0 if not args.sweep_id else 2
+    for sweep_id, name, status, counts, n_cells in rows:
+        trials = ", ".join(f"{k} {v}" for k, v in sorted(counts.items())) or "no trials"
+        print(f"sweep {sweep_id:<4} {name:<24} {status:<10} {n_cells} cells; trials: {trials}")
+    if args.sweep_id:
+        print()
+        print_best_table(_cell_rows(db, args.sweep_id))
+    return 0
+
+
+def cmd_best(args: argparse.Namespace) -> int:
+    from db import repository as repo
+
+    db = _database()
+    with db.session() as s:
+        cells = [c for c in repo.find_cells(s, args.optimizer, args.scale, args.chinchilla) if c.best_loss is not None]
+        if not cells:
+            print("no finished cell matches", file=sys.stderr)
+            return 1
+        best = min(cells, key=lambda c: c.best_loss if c.best_loss is not None else math.inf)
+        out: dict[str, Any] = {
+            "optimizer": best.optimizer,
+            "scale": best.scale,
+            "chinchilla": best.chinchilla,
+            "loss": best.best_loss,
+            "config": best.best_config,
+            "near_ties": best.near_ties or [],
+            "sweep_id": best.sweep_id,
+            "trial_id": best.best_trial_id,
+            "cells_considered": len(cells),
+        }
+    if args.json:
+        print(json.dumps(_json_safe(out), sort_keys=True))
+        return 0
+    print(f"{out['optimizer']} at {out['scale']}, {out['chinchilla']:g}x Chinchilla: loss {out['loss']:.4f}")
+    print(f"  from sweep {out['sweep_id']}, trial {out['trial_id']} ({len(out['near_ties'])} near-tie configs)")
+    for k, v in sorted((out["config"] or {}).items()):
+        print(f"  {k:<20} {_fmt(v)}")
+    return 0
+
+
+def cmd_db_upgrade(args: argparse.Namespace) -> int:
+    db = _database()
+    print(f"database at the latest schema: {db.url}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="sweep-service",
@@ -168,6 +312,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the result as one JSON object")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("run", help="run a sweep spec (YAML/JSON) embedded: SQLite + local Ray + CPU")
+    p.add_argument("spec", help="sweep spec file, e.g. examples/quickstart.yaml")
+    p.add_argument("--new", action="store_true", help="start a new sweep even if this spec ran before")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("status", help="list sweeps, or one sweep's cells")
+    p.add_argument("sweep_id", nargs="?", type=int, default=None)
+    p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser("best", help="best hyperparameters and loss across all finished work")
+    p.add_argument("--optimizer", default=None)
+    p.add_argument("--scale", default=None)
+    p.add_argument("--chinchilla", type=float, default=None)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_best)
+
+    p = sub.add_parser("db", help="database maintenance")
+    dbsub = p.add_subparsers(dest="db_command", required=True)
+    q = dbsub.add_parser("upgrade", help="apply the schema migrations (also done on every start)")
+    q.set_defaults(func=cmd_db_upgrade)
     return parser
 
 

@@ -54,11 +54,32 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+def _number(value: Any) -> Any:
+    """YAML 1.1 reads 1e-3 (no dot) as a string; a hyperparameter that looks like a number is one."""
+    if isinstance(value, str):
+        for cast in (int, float):
+            try:
+                return cast(value)
+            except ValueError:
+                pass
+    return value
+
+
+def _numbers(values: Any) -> Any:
+    if isinstance(values, dict):
+        return {k: _numbers(v) for k, v in values.items()}
+    if isinstance(values, list):
+        return [_number(v) for v in values]
+    return _number(values)
+
+
 class SearchOverride(_Model):
     tune: list[str] | None = None
     grid: dict[str, list[Value]] = Field(default_factory=dict)
     baseline: dict[str, Value] = Field(default_factory=dict)
     fixed: dict[str, Value] = Field(default_factory=dict)
+
+    _coerce = field_validator("grid", "baseline", "fixed", mode="before")(classmethod(lambda cls, v: _numbers(v)))
 
 
 class CellSpec(_Model):
@@ -68,6 +89,8 @@ class CellSpec(_Model):
     baseline_from: str | None = None  # "optimizer/scale/chinchilla" of a cell in the same sweep
     tune: list[str] | None = None
     baseline: dict[str, Value] = Field(default_factory=dict)
+
+    _coerce = field_validator("baseline", mode="before")(classmethod(lambda cls, v: _numbers(v)))
 
 
 class Resources(_Model):

@@ -1,0 +1,622 @@
+"""The tuning engine: plans each cell's trials from the database and runs them on Ray Tune.
+
+Ray Tune executes (resources per trial, concurrency, retries of a crashed worker, a cluster when
+RAY_ADDRESS is set); the decisions are ours, plugged in at Tune's Searcher seam (DESIGN.md). The database is
+the source of truth: `SweepDriver` reads a cell's finished trials, asks its proposer for the next configs,
+and writes them as pending trials; Tune's `suggest` hands them out one by one, and results are written back
+as they stream in. A driver killed at any point restarts from the rows: finished trials are kept, trials
+that were running go back to pending and re-run, and nothing runs twice (a unique (cell, config, seed)).
+
+Coordinate descent runs in synchronous rounds: a cell proposes its next neighbourhood only when every trial
+of the previous one has finished (PAPER.md section 4), so a resumed sweep makes the same decisions as an
+uninterrupted one. Optuna strategies (tpe, random, cmaes, grid) ask their sampler for one config at a time.
+Every finished trial of every strategy is also recorded in the cell's Optuna study in the same database.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import statistics
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.distributions import BaseDistribution, CategoricalDistribution, IntDistribution
+from optuna.trial import TrialState
+from sqlalchemy.orm import Session
+
+from db import repository as repo
+from db.models import Cell, Trial
+from db.session import Database
+from sweep_service import coordinate_descent as cd
+from sweep_service.spec import Space, SweepPlan, plan_document
+
+Progress = Callable[[str], None]
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+FINISHED_STATES = ("completed", "diverged", "failed")  # what proposers learn from (failed ranks as +inf)
+OPEN_CELL = ("pending", "running")
+
+
+def optuna_storage(url: str) -> optuna.storages.RDBStorage:
+    kwargs: dict[str, Any] = {"pool_pre_ping": True}
+    if url.startswith("sqlite"):
+        kwargs["connect_args"] = {"timeout": 30}  # wait for the other writer (our repository) instead of failing
+    return optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
+
+
+def study_name(sweep_id: int, key: str) -> str:
+    return f"sweep-{sweep_id}/{key}"
+
+
+def _sampler(strategy: str, space: Space, seed: int) -> optuna.samplers.BaseSampler:
+    if strategy == "tpe":
+        return optuna.samplers.TPESampler(seed=seed)
+    if strategy == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    if strategy == "cmaes":
+        return optuna.samplers.CmaEsSampler(seed=seed, warn_independent_sampling=False)
+    if strategy == "grid":
+        return optuna.samplers.GridSampler({k: list(v) for k, v in space.grid.items()}, seed=seed)
+    raise ValueError(f"unknown strategy {strategy!r}")
+
+
+def _distributions(strategy: str, space: Space) -> dict[str, BaseDistribution]:
+    # CMA-ES needs ordered numbers: it searches grid indices; the others search the grid values themselves.
+    if strategy == "cmaes":
+        return {k: IntDistribution(0, len(v) - 1) for k, v in space.grid.items()}
+    return {k: CategoricalDistribution(list(v)) for k, v in space.grid.items()}
+
+
+def _decode(strategy: str, space: Space, params: dict[str, Any]) -> dict[str, Any]:
+    if strategy == "cmaes":
+        return {k: space.grid[k][int(i)] for k, i in params.items()}
+    return dict(params)
+
+
+def _encode(strategy: str, space: Space, searched: dict[str, Any]) -> dict[str, Any]:
+    if strategy == "cmaes":
+        return {k: list(space.grid[k]).index(v) if v in space.grid[k] else 0 for k, v in searched.items()}
+    return {k: v for k, v in searched.items() if k in space.grid and v in space.grid[k]}
+
+
+@dataclass
+class CellView:
+    """What the progress view shows for one cell."""
+
+    key: str
+    status: str
+    finished: int
+    running: int
+    pending: int
+    best_loss: float | None
+    round: int
+
+
+@dataclass
+class SweepDriver:
+    """Plans and records one sweep in the database; Ray-free, so it is tested directly."""
+
+    db: Database
+    sweep_id: int
+    progress: Progress | None = None
+    lock: threading.RLock = field(default_factory=threading.RLock)
+
+    def __post_init__(self) -> None:
+        with self.db.session() as s:
+            sweep = repo.get_sweep(s, self.sweep_id)
+            if sweep is None:
+                raise ValueError(f"no sweep {self.sweep_id}")
+            self.plan: SweepPlan = plan_document(sweep.spec)
+        self.storage = optuna_storage(self.db.url)
+        self._dispatched: set[int] = set()
+
+    # ---- set-up ---------------------------------------------------------------------------------------
+
+    def prepare(self) -> int:
+        """Create the cells (first start) or requeue trials a dead driver left running (restart)."""
+        with self.lock, self.db.session() as s:
+            existing = {c.key for c in repo.cells_of(s, self.sweep_id)}
+            for cell in self.plan.cells:
+                if cell.key in existing:
+                    continue
+                repo.add_cell(
+                    s,
+                    self.sweep_id,
+                    key=cell.key,
+                    optimizer=cell.optimizer,
+                    scale=cell.scale,
+                    chinchilla=cell.chinchilla,
+                    strategy=self.plan.strategy,
+                    space=cell.space.to_dict(),
+                    settings={"baseline_from": cell.baseline_from, "tolerance": self.plan.tolerance},
+                    status="pending",
+                )
+            requeued = repo.requeue_running(s, self.sweep_id)
+        for cell in self.plan.cells:
+            optuna.create_study(
+                study_name=study_name(self.sweep_id, cell.key),
+                storage=self.storage,
+                direction="minimize",
+                load_if_exists=True,
+            )
+        return requeued
+
+    # ---- planning -------------------------------------------------------------------------------------
+
+    def _steps_for(self, cell: Cell) -> Callable[[dict[str, Any]], int]:
+        from workers.model import get_scale
+        from workers.trainer import plan_steps
+
+        cfg = get_scale(cell.scale)
+        space = Space.from_dict(cell.space)
+
+        def steps(config: dict[str, Any]) -> int:
+            batch = config.get("batch_size", space.fixed.get("batch_size", space.baseline.get("batch_size")))
+            if batch is None:
+                from workers.optimizers import get_spec, resolve_hparams
+
+                batch = resolve_hparams(get_spec(cell.optimizer), cfg.family)["batch_size"]
+            return plan_steps(cfg, cell.chinchilla, int(batch))
+
+        return steps
+
+    def _activate(self, s: Session, cell: Cell) -> bool:
+        """A cell whose baseline comes from another cell's best waits for that cell, then adopts its best."""
+        source_key = cell.settings.get("baseline_from")
+        if cell.status != "pending":
+            return True
+        if source_key:
+            source = next((c for c in repo.cells_of(s, self.sweep_id) if c.key == source_key), None)
+            if source is None or source.status in OPEN_CELL or not source.best_config:
+                return False
+            space = Space.from_dict(cell.space)
+            best = source.best_config
+            baseline = {
+                k: (best[k] if k in best and best[k] in v else space.baseline[k]) for k, v in space.grid.items()
+            }
+            fixed = {**space.fixed, **{k: v for k, v in best.items() if k not in space.grid}}
+            repo.update_cell(s, cell.id, space=Space(space.grid, baseline, fixed).to_dict())
+            s.refresh(cell)
+        repo.update_cell(s, cell.id, status="running")
+        cell.status = "running"
+        return True
+
+    def _seed_groups(
+        self, trials: list[Trial], space: Space
+    ) -> tuple[list[tuple[dict[str, Any], float]], list[dict[str, Any]]]:
+        """Per searched config: the mean loss over its seeds once all have finished, else pending."""
+        by_key: dict[str, list[Trial]] = {}
+        for t in trials:
+            by_key.setdefault(t.config_key, []).append(t)
+        history, pending = [], []
+        for group in by_key.values():
+            searched = {k: group[0].config[k] for k in space.grid}
+            if all(t.status in FINISHED_STATES for t in group):
+                losses = [
+                    t.final_loss if t.status == "completed" and t.final_loss is not None else math.inf for t in group
+                ]
+                history.append((searched, statistics.fmean(losses) if all(map(math.isfinite, losses)) else math.inf))
+            else:
+                pending.append(searched)
+        return history, pending
+
+    def _add(
+        self,
+        s: Session,
+        cell: Cell,
+        searched: dict[str, Any],
+        space: Space,
+        round_: int,
+        optuna_trial: int | None = None,
+    ) -> int:
+        config = {**space.fixed, **searched}
+        added = 0
+        for seed in self.plan.seeds:
+            trial = repo.add_trial(s, cell, searched, config, seed, round_)
+            if trial is not None:
+                trial.optuna_trial = optuna_trial
+                added += 1
+        return added
+
+    def _plan_cell(self, s: Session, cell: Cell) -> None:
+        if not self._activate(s, cell) or cell.status not in OPEN_CELL:
+            return
+        space = Space.from_dict(cell.space)
+        trials = repo.trials_of_cell(s, cell.id, ["pending", "running", *FINISHED_STATES])
+        history, pending = self._seed_groups(trials, space)
+        n_configs = len(history) + len(pending)
+        if self.plan.strategy == "coordinate_descent":
+            proposal = cd.propose(
+                space, space.baseline, history, self.plan.tolerance, pending=pending, steps_for=self._steps_for(cell)
+            )
+            self._record_best(s, cell, proposal.best, proposal.best_loss, proposal.near_ties, history)
+            if pending:
+                return  # synchronous rounds: wait for the whole neighbourhood (PAPER.md section 4)
+            if proposal.converged:
+                repo.update_cell(s, cell.id, status="converged")
+                return
+            room = self.plan.budget - n_configs
+            if room <= 0:
+                repo.update_cell(s, cell.id, status="exhausted")
+                return
+            round_ = cell.round + 1
+            for config in proposal.configs[:room]:
+                self._add(s, cell, {k: config[k] for k in space.grid}, space, round_)
+            repo.update_cell(s, cell.id, round=round_)
+        else:
+            self._plan_optuna(s, cell, space, history, pending, n_configs)
+
+    def _plan_optuna(
+        self,
+        s: Session,
+        cell: Cell,
+        space: Space,
+        history: list[tuple[dict[str, Any], float]],
+        pending: list[dict[str, Any]],
+        n_configs: int,
+    ) -> None:
+        best = min(history, key=lambda h: h[1], default=None)
+        if best is not None:
+            near = [c for c, loss in history if loss <= best[1] + self.plan.tolerance]
+            self._record_best(s, cell, best[0] if math.isfinite(best[1]) else None, best[1], near, history)
+        grid_size = math.prod(len(v) for v in space.grid.values())
+        if n_configs >= min(self.plan.budget, grid_size):
+            if not pending:
+                repo.update_cell(s, cell.id, status="exhausted")
+            return
+        if len(pending) >= self.plan.max_concurrent:
+            return
+        study = optuna.load_study(
+            study_name=study_name(self.sweep_id, cell.key),
+            storage=self.storage,
+            sampler=_sampler(self.plan.strategy, space, self.plan.seeds[0] + cell.id),
+        )
+        seen = {repo.config_key({k: c[k] for k in space.grid}) for c, _ in history} | {
+            repo.config_key(c) for c in pending
+        }
+        dists = _distributions(self.plan.strategy, space)
+        for _ in range(50):  # a sampler may repeat a config: tell it the known answer and ask again
+            trial = study.ask(dists)
+            searched = _decode(self.plan.strategy, space, trial.params)
+            if repo.config_key(searched) in seen:
+                known = next((loss for c, loss in history if repo.config_key(c) == repo.config_key(searched)), None)
+                if known is not None:
+                    study.tell(trial, known)
+                else:
+                    study.tell(trial, state=TrialState.FAIL)
+                continue
+            self._add(s, cell, searched, space, cell.round + 1, optuna_trial=trial.number)
+            repo.update_cell(s, cell.id, round=cell.round + 1)
+            return
+
+    def _record_best(
+        self,
+        s: Session,
+        cell: Cell,
+        best: dict[str, Any] | None,
+        best_loss: float,
+        near_ties: list[dict[str, Any]],
+        history: list[tuple[dict[str, Any], float]],
+    ) -> None:
+        if best is None or not math.isfinite(best_loss):
+            return
+        space = Space.from_dict(cell.space)
+        searched = {k: best[k] for k in space.grid}
+        key = repo.config_key(searched)
+        best_trial = next((t for t in repo.trials_of_cell(s, cell.id, ["completed"]) if t.config_key == key), None)
+        repo.update_cell(
+            s,
+            cell.id,
+            best_loss=best_loss,
+            best_config={**space.fixed, **searched},
+            best_trial_id=best_trial.id if best_trial else None,
+            near_ties=[{**space.fixed, **{k: c[k] for k in space.grid}} for c in near_ties],
+        )
+
+    def refresh(self) -> None:
+        with self.lock, self.db.session() as s:
+            for cell in repo.cells_of(s, self.sweep_id):
+                if cell.status in OPEN_CELL:
+                    self._plan_cell(s, cell)
+
+    # ---- dispatch -------------------------------------------------------------------------------------
+
+    def next_trial(self) -> dict[str, Any] | str | None:
+        """The next trial for Tune: its config, None (wait for results), or "FINISHED"."""
+        with self.lock:
+            self.refresh()
+            with self.db.session() as s:
+                sweep = repo.get_sweep(s, self.sweep_id)
+                if sweep is not None and sweep.status == "cancelled":
+                    return "FINISHED"
+                for trial in repo.trials_of_sweep(s, self.sweep_id, ["pending"]):
+                    if trial.id in self._dispatched:
+                        continue
+                    if not repo.transition_trial(s, trial.id, ["pending"], "running"):
+                        continue
+                    self._dispatched.add(trial.id)
+                    return {"trial_id": trial.id, "run": self._run_config(trial)}
+                open_cells = [c for c in repo.cells_of(s, self.sweep_id) if c.status in OPEN_CELL]
+                running = repo.trials_of_sweep(s, self.sweep_id, ["running"])
+                if not open_cells and not running:
+                    return "FINISHED"
+                return None
+
+    def _run_config(self, trial: Trial) -> dict[str, Any]:
+        cell = trial.cell
+        return {
+            "scale": cell.scale,
+            "optimizer": cell.optimizer,
+            "chinchilla": cell.chinchilla,
+            "hparams": dict(trial.config),
+            "seed": trial.seed,
+            "data": None if self.plan.data == "builtin" else self.plan.data,
+            "eval_every": self.plan.eval_every,
+            "divergence": {
+                "max_loss": self.plan.max_loss,
+                "late_loss": self.plan.late_loss,
+                "late_step": self.plan.late_step,
+            },
+            "device": "cuda" if self.plan.gpu > 0 else "cpu",
+            # A trial uses exactly the CPUs it was given, so concurrent trials do not oversubscribe a machine.
+            "threads": max(1, int(self.plan.cpu)),
+        }
+
+    def record_eval(self, trial_id: int, step: int, eval_loss: float, train_loss: float | None) -> None:
+        with self.db.session() as s:
+            repo.add_curve_points(s, trial_id, [(step, eval_loss, train_loss)])
+
+    def record_final(self, trial_id: int, result: dict[str, Any] | None, error: str | None = None) -> None:
+        with self.lock, self.db.session() as s:
+            trial = repo.get_trial(s, trial_id)
+            if trial is None:
+                return
+            fields: dict[str, Any]
+            if result is None or result.get("kind") != "final":
+                status, fields = "failed", {"reason": error or "the worker failed (Ray Tune gave up after retries)"}
+            else:
+                status = result["status"]
+                fields = {
+                    "reason": result.get("reason"),
+                    "final_loss": result["final_eval_loss"] if status == "completed" else None,
+                    "initial_loss": _finite(result.get("initial_eval_loss")),
+                    "steps": result.get("steps"),
+                    "total_steps": result.get("total_steps"),
+                    "tokens": result.get("tokens"),
+                    "tokens_per_second": result.get("tokens_per_second"),
+                    "device_seconds": result.get("wall_seconds"),
+                    "repro": result.get("info"),
+                }
+            if not repo.transition_trial(s, trial_id, ["running"], status, **fields):
+                return  # cancelled meanwhile, or already recorded
+            cell = trial.cell
+            space = Space.from_dict(cell.space)
+            self._dispatched.discard(trial_id)
+        # After the commit: the trial's row is the record; the Optuna study is a mirror of it, and writing
+        # it inside our transaction would wait on our own SQLite write lock.
+        loss = fields.get("final_loss")
+        value = float(loss) if isinstance(loss, int | float) else math.inf
+        try:
+            self._tell_optuna(cell, space, trial, value)
+        except optuna.exceptions.OptunaError as exc:
+            if self.progress:
+                self.progress(f"warning: trial {trial_id} not mirrored into its Optuna study: {exc}")
+        self.refresh()  # the cell's best and status now include this result
+        self._show(trial_id)
+
+    def _tell_optuna(self, cell: Cell, space: Space, trial: Trial, value: float) -> None:
+        study = optuna.load_study(study_name=study_name(self.sweep_id, cell.key), storage=self.storage)
+        if trial.optuna_trial is not None and self.plan.strategy != "coordinate_descent":
+            # Already told when a restarted driver records a trial twice.
+            with contextlib.suppress(ValueError, RuntimeError):
+                study.tell(trial.optuna_trial, value)
+            return
+        searched = {k: trial.config[k] for k in space.grid}
+        dists = _distributions(self.plan.strategy, space)
+        study.add_trial(
+            optuna.trial.create_trial(
+                params=_encode(self.plan.strategy, space, searched),
+                distributions=dists,
+                value=value,
+                user_attrs={"sweep_trial_id": trial.id, "seed": trial.seed},
+            )
+        )
+
+    # ---- views ----------------------------------------------------------------------------------------
+
+    def cell_views(self) -> list[CellView]:
+        with self.db.session() as s:
+            views = []
+            for cell in repo.cells_of(s, self.sweep_id):
+                counts: dict[str, int] = {}
+                for t in repo.trials_of_cell(s, cell.id):
+                    counts[t.status] = counts.get(t.status, 0) + 1
+                views.append(
+                    CellView(
+                        key=cell.key,
+                        status=cell.status,
+                        finished=sum(counts.get(k, 0) for k in FINISHED_STATES),
+                        running=counts.get("running", 0),
+                        pending=counts.get("pending", 0),
+                        best_loss=cell.best_loss,
+                        round=cell.round,
+                    )
+                )
+            return views
+
+    def _show(self, trial_id: int) -> None:
+        if self.progress is None:
+            return
+        with self.db.session() as s:
+            t = repo.get_trial(s, trial_id)
+            if t is None:
+                return
+            cell = t.cell
+            space = Space.from_dict(cell.space)
+            changed = {k: t.config[k] for k in space.grid if t.config.get(k) != space.baseline.get(k)}
+            loss = f"{t.final_loss:.4f}" if t.final_loss is not None else t.status
+            best = f"{cell.best_loss:.4f}" if cell.best_loss is not None else "-"
+            counts = repo.count_trials_by_status(s, self.sweep_id)
+        done = sum(counts.get(k, 0) for k in FINISHED_STATES)
+        total = sum(counts.values())
+        self.progress(
+            f"[{done}/{total}] {cell.key:<26} round {cell.round:>2}  trial {t.id:>4} "
+            f"{_short(changed) or 'baseline':<30} -> {loss:<8}  cell best {best}"
+        )
+
+
+def _short(config: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in config.items())
+
+
+def _finite(x: Any) -> float | None:
+    return float(x) if isinstance(x, int | float) and math.isfinite(x) else None
+
+
+# ---- Ray Tune ---------------------------------------------------------------------------------------------
+
+
+def init_ray(address: str | None, num_cpus: int | None = None) -> None:
+    # Our own progress view replaces Tune's console tables.
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    import ray
+
+    if ray.is_initialized():
+        return
+    if address:
+        ray.init(address=address, log_to_driver=False)
+    else:
+        ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
+
+
+# Tune pickles its search algorithm and callbacks with the experiment state, so they hold only ids and find
+# the live driver (database engine, locks) here, in the driver process.
+_DRIVERS: dict[int, SweepDriver] = {}
+_ERRORS: dict[str, str] = {}
+
+
+def _searcher_base() -> type:
+    from ray.tune.search import Searcher
+
+    return Searcher
+
+
+class SweepSearcher(_searcher_base()):  # type: ignore[misc]
+    """Tune's Searcher seam: suggestions and results go through the database-backed driver."""
+
+    def __init__(self, sweep_id: int) -> None:
+        super().__init__(metric="final_eval_loss", mode="min")
+        self.sweep_id = sweep_id
+        self.ids: dict[str, int] = {}
+
+    def suggest(self, trial_id: str) -> dict[str, Any] | None:  # or Searcher.FINISHED
+        nxt = _DRIVERS[self.sweep_id].next_trial()
+        if nxt == "FINISHED":
+            return self.FINISHED
+        if nxt is None or isinstance(nxt, str):
+            return None
+        self.ids[trial_id] = int(nxt["trial_id"])
+        return nxt
+
+    def save(self, checkpoint_path: str) -> None:
+        """Nothing to save: the database holds the search state."""
+
+    def restore(self, checkpoint_path: str) -> None:
+        """Nothing to restore: a restarted driver re-reads the database."""
+
+    def on_trial_result(self, trial_id: str, result: dict[str, Any]) -> None:
+        if result.get("kind") == "eval" and trial_id in self.ids:
+            _DRIVERS[self.sweep_id].record_eval(
+                self.ids[trial_id], int(result["step"]), float(result["eval_loss"]), _finite(result.get("train_loss"))
+            )
+
+    def on_trial_complete(self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False) -> None:
+        if trial_id in self.ids:
+            reason = _ERRORS.pop(trial_id, None) if error else None
+            _DRIVERS[self.sweep_id].record_final(self.ids.pop(trial_id), None if error else result, reason)
+
+
+def _callback_base() -> type:
+    from ray import tune
+
+    return tune.Callback
+
+
+class ErrorReasons(_callback_base()):  # type: ignore[misc]
+    """Keep the last line of a failed trial's error so the database says why it failed."""
+
+    def __init__(self, max_failures: int) -> None:
+        self.max_failures = max_failures
+
+    def on_trial_error(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
+        text = "worker error"
+        path = getattr(trial, "error_file", None)
+        if path and Path(path).exists():
+            lines = [line for line in Path(path).read_text().splitlines() if line.strip()]
+            text = lines[-1][:500] if lines else text
+        _ERRORS[trial.trial_id] = f"failed after {self.max_failures + 1} attempts: {text}"
+
+
+def run_sweep(
+    db: Database,
+    sweep_id: int,
+    storage_dir: Path,
+    progress: Progress | None = None,
+    max_failures: int = 2,
+    ray_address: str | None = None,
+    ray_num_cpus: int | None = None,
+) -> list[CellView]:
+    """Run (or resume) a sweep to the end on Ray Tune; returns the final per-cell view."""
+    from ray import tune
+
+    from workers.tune_trainable import trainable
+
+    driver = SweepDriver(db, sweep_id, progress)
+    _DRIVERS[sweep_id] = driver
+    requeued = driver.prepare()
+    if progress and requeued:
+        progress(f"resuming: {requeued} trial(s) that were running when the driver stopped will run again")
+    with db.session() as s:
+        repo.set_sweep_status(s, sweep_id, ["queued", "running"], "running")
+
+    init_ray(ray_address, ray_num_cpus)
+    plan = driver.plan
+    resources = {"cpu": plan.cpu, "gpu": plan.gpu}
+    tuner = tune.Tuner(
+        tune.with_resources(trainable, resources),
+        tune_config=tune.TuneConfig(
+            search_alg=SweepSearcher(sweep_id),
+            num_samples=-1,  # the searcher says when the sweep is done
+            max_concurrent_trials=plan.max_concurrent,
+            reuse_actors=True,  # DESIGN.md: a new actor per trial costs ~3 s on 2 cores
+        ),
+        run_config=tune.RunConfig(
+            name=f"sweep-{sweep_id}-{datetime.now():%Y%m%d-%H%M%S}",
+            storage_path=str(storage_dir.resolve()),
+            failure_config=tune.FailureConfig(max_failures=max_failures),
+            verbose=0,
+            callbacks=[ErrorReasons(max_failures)],
+        ),
+    )
+    try:
+        tuner.fit()
+    finally:
+        _DRIVERS.pop(sweep_id, None)
+    driver.refresh()
+    with db.session() as s:
+        cells = repo.cells_of(s, sweep_id)
+        failed = all(c.best_loss is None for c in cells)
+        repo.set_sweep_status(
+            s,
+            sweep_id,
+            ["running"],
+            "failed" if failed else "completed",
+            error="no cell produced a finite loss" if failed else None,
+        )
+    return driver.cell_views()
