@@ -272,6 +272,7 @@ class SweepDriver:
             return
         if len(pending) >= self.plan.max_concurrent:
             return
+        s.commit()  # release our write lock: Optuna writes through its own connection (SQLite has one writer)
         study = optuna.load_study(
             study_name=study_name(self.sweep_id, cell.key),
             storage=self.storage,
@@ -466,7 +467,7 @@ class SweepDriver:
         done = sum(counts.get(k, 0) for k in FINISHED_STATES)
         total = sum(counts.values())
         self.progress(
-            f"[{done}/{total}] {cell.key:<26} round {cell.round:>2}  trial {t.id:>4} "
+            f"[{done}/{total}] {cell.key:<26} round {t.round:>2}  trial {t.id:>4} "
             f"{_short(changed) or 'baseline':<30} -> {loss:<8}  cell best {best}"
         )
 

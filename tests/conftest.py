@@ -12,3 +12,58 @@ from workers.model import SCALES, Transformer, build_model
 def tiny_model() -> Transformer:
     torch.manual_seed(0)
     return build_model(SCALES["tiny-130k"])
+
+
+# ---- databases ------------------------------------------------------------------------------------------
+# SQLite (a file per test) always; PostgreSQL at DATABASE_URL_TEST's server (default the local one, trust
+# auth) in a throwaway database per test session, skipped when no server answers.
+import os  # noqa: E402
+import uuid  # noqa: E402
+from collections.abc import Iterator  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+PG_SERVER = os.environ.get("DATABASE_URL_TEST", "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres")
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.exc import OperationalError
+
+    name = f"sweep_test_{uuid.uuid4().hex[:10]}"
+    admin = create_engine(PG_SERVER, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            conn.execute(text(f"CREATE DATABASE {name}"))
+    except OperationalError as exc:
+        pytest.skip(f"no PostgreSQL at {PG_SERVER}: {exc.orig}")
+    base = PG_SERVER.rsplit("/", 1)[0]
+    yield f"{base}/{name}"
+    with admin.connect() as conn:
+        conn.execute(text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+    admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A migrated, empty database: SQLite, then PostgreSQL."""
+    from db.migrate import upgrade
+
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'test.db'}"
+        upgrade(url)
+        yield url
+        return
+    url = request.getfixturevalue("postgres_url")
+    upgrade(url)
+    yield url
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(url)
+    with engine.begin() as conn:  # empty every table for the next test, ours and Optuna's
+        tables = [r[0] for r in conn.execute(text("SELECT tablename FROM pg_tables WHERE schemaname='public'"))]
+        keep = {"sweep_alembic_version", "alembic_version", "version_info"}
+        names = ", ".join(f'"{t}"' for t in tables if t not in keep)
+        if names:
+            conn.execute(text(f"TRUNCATE {names} RESTART IDENTITY CASCADE"))
+    engine.dispose()

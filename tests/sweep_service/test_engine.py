@@ -1,0 +1,201 @@
+"""The engine's driver against real databases with a synthetic objective (no Ray, no torch training).
+
+The real trainer on real Ray is tested in test_engine_ray.py; here the trial results come from a function of
+the config, so the planning, recording, resume and Optuna mirroring are checked exactly.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import optuna
+import pytest
+
+from db import repository as repo
+from db.session import Database
+from sweep_service.engine import SweepDriver, study_name
+
+LR = [3e-3, 6e-3, 1.2e-2, 2.4e-2]
+WD = [0.0, 0.1, 0.2]
+
+
+def spec(**extra: Any) -> dict[str, Any]:
+    return {
+        "name": "fake",
+        "optimizers": ["adamw"],
+        "scales": ["tiny-130k"],
+        "chinchilla": [1],
+        "search": {
+            "adamw": {
+                "tune": ["lr", "wd"],
+                "grid": {"lr": LR, "wd": WD},
+                "baseline": {"lr": 3e-3, "wd": 0.0},
+            }
+        },
+        "max_concurrent": 3,
+        **extra,
+    }
+
+
+def objective(config: dict[str, Any]) -> float:
+    """A bowl with its minimum at lr 1.2e-2, wd 0.1; lr 2.4e-2 diverges."""
+    if config["lr"] == 2.4e-2:
+        return math.inf
+    return 3.0 + (math.log2(config["lr"] / 1.2e-2)) ** 2 * 0.05 + abs(config["wd"] - 0.1) * 0.3
+
+
+def final(config: dict[str, Any]) -> dict[str, Any]:
+    loss = objective(config)
+    status = "completed" if math.isfinite(loss) else "diverged"
+    return {"kind": "final", "status": status, "final_eval_loss": loss, "initial_eval_loss": 5.5, "steps": 10}
+
+
+def new_sweep(db: Database, doc: dict[str, Any]) -> int:
+    with db.session() as s:
+        return repo.create_sweep(s, doc["name"], doc).id
+
+
+def drive(driver: SweepDriver, limit: int = 1000, stop_after: int | None = None) -> list[int]:
+    """Hand out trials like Tune would (up to 3 in flight), finishing them in order; returns finished ids."""
+    finished: list[int] = []
+    in_flight: list[dict[str, Any]] = []
+    for _ in range(limit):
+        while len(in_flight) < 3:
+            nxt = driver.next_trial()
+            if not isinstance(nxt, dict):
+                break
+            in_flight.append(nxt)
+        if not in_flight:
+            assert driver.next_trial() == "FINISHED"
+            return finished
+        trial = in_flight.pop(0)
+        driver.record_eval(trial["trial_id"], 5, 4.0, None)
+        driver.record_final(trial["trial_id"], final(trial["run"]["hparams"]))
+        finished.append(trial["trial_id"])
+        if stop_after is not None and len(finished) >= stop_after:
+            return finished
+    raise AssertionError("did not finish")
+
+
+def test_coordinate_descent_through_the_database(db_url: str) -> None:
+    db = Database(db_url)
+    sweep_id = new_sweep(db, spec())
+    driver = SweepDriver(db, sweep_id)
+    driver.prepare()
+    drive(driver)
+    with db.session() as s:
+        (cell,) = repo.cells_of(s, sweep_id)
+        trials = repo.trials_of_cell(s, cell.id)
+        assert cell.status == "converged"
+        assert cell.best_config is not None
+        assert (cell.best_config["lr"], cell.best_config["wd"]) == (1.2e-2, 0.1)
+        assert cell.best_loss == pytest.approx(3.0)
+        assert cell.best_config["beta2"] == 0.98  # fixed values are part of the config
+        assert len({t.config_key for t in trials}) == len(trials)  # nothing ran twice
+        diverged = [t for t in trials if t.status == "diverged"]
+        assert diverged and all(t.final_loss is None for t in diverged)
+        assert len(repo.curve(s, trials[0].id)) == 1
+        n = len(trials)
+    study = optuna.load_study(study_name=study_name(sweep_id, "adamw/tiny-130k/1"), storage=db_url)
+    assert len(study.trials) == n  # every trial mirrored in the cell's Optuna study
+    assert study.best_value == pytest.approx(3.0)
+    assert study.best_params == {"lr": 1.2e-2, "wd": 0.1}
+    db.dispose()
+
+
+def test_a_dead_driver_is_resumed_without_losing_or_repeating_trials(db_url: str) -> None:
+    db = Database(db_url)
+    reference_id = new_sweep(db, spec(name="ref"))
+    ref = SweepDriver(db, reference_id)
+    ref.prepare()
+    drive(ref)
+
+    sweep_id = new_sweep(db, spec())
+    first = SweepDriver(db, sweep_id)
+    first.prepare()
+    done = drive(first, stop_after=4)  # four finished, a few more handed out and left running: the driver dies
+    with db.session() as s:
+        before = {t.id: t.final_loss for t in repo.trials_of_sweep(s, sweep_id, ["completed", "diverged"])}
+        assert set(before) == set(done) and repo.trials_of_sweep(s, sweep_id, ["running"])
+    second = SweepDriver(db, sweep_id)
+    assert second.prepare() >= 1  # the in-flight trials go back to pending
+    drive(second)
+    with db.session() as s:
+        trials = repo.trials_of_sweep(s, sweep_id)
+        assert {t.id: t.final_loss for t in trials if t.id in before} == before  # finished ones kept as they were
+        assert len({t.config_key for t in trials}) == len(trials)
+        assert all(t.status in ("completed", "diverged") for t in trials)
+        (cell,) = repo.cells_of(s, sweep_id)
+        (ref_cell,) = repo.cells_of(s, reference_id)
+        assert cell.best_config == ref_cell.best_config and cell.best_loss == ref_cell.best_loss
+        assert len(trials) == len(repo.trials_of_sweep(s, reference_id))
+    db.dispose()
+
+
+@pytest.mark.parametrize("strategy", ["random", "tpe", "grid"])
+def test_optuna_strategies_respect_budget_and_never_repeat(strategy: str, tmp_path: Any) -> None:
+    from db.migrate import upgrade
+
+    url = f"sqlite:///{tmp_path / 'o.db'}"
+    upgrade(url)
+    db = Database(url)
+    sweep_id = new_sweep(db, spec(strategy=strategy, budget=7))
+    driver = SweepDriver(db, sweep_id)
+    driver.prepare()
+    drive(driver)
+    with db.session() as s:
+        trials = repo.trials_of_sweep(s, sweep_id)
+        assert len(trials) == 7
+        assert len({t.config_key for t in trials}) == 7
+        (cell,) = repo.cells_of(s, sweep_id)
+        assert cell.status == "exhausted" and cell.best_loss is not None
+    study = optuna.load_study(study_name=study_name(sweep_id, "adamw/tiny-130k/1"), storage=url)
+    complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert len(complete) >= 7
+
+
+def test_failed_trial_is_recorded_with_its_reason(tmp_path: Any) -> None:
+    from db.migrate import upgrade
+
+    url = f"sqlite:///{tmp_path / 'f.db'}"
+    upgrade(url)
+    db = Database(url)
+    sweep_id = new_sweep(db, spec())
+    driver = SweepDriver(db, sweep_id)
+    driver.prepare()
+    trial = driver.next_trial()
+    assert isinstance(trial, dict)
+    driver.record_final(trial["trial_id"], None, "failed after 3 attempts: worker died")
+    with db.session() as s:
+        row = repo.get_trial(s, trial["trial_id"])
+        assert row is not None and row.status == "failed" and "worker died" in (row.reason or "")
+
+
+def test_phase_two_cell_starts_from_the_other_cells_best(tmp_path: Any) -> None:
+    from db.migrate import upgrade
+
+    url = f"sqlite:///{tmp_path / 'p.db'}"
+    upgrade(url)
+    db = Database(url)
+    doc = spec(
+        cells=[
+            {
+                "optimizer": "adamw",
+                "scale": "tiny-300k",
+                "chinchilla": 1,
+                "baseline_from": "adamw/tiny-130k/1",
+                "tune": ["lr"],
+            }
+        ]
+    )
+    sweep_id = new_sweep(db, doc)
+    driver = SweepDriver(db, sweep_id)
+    driver.prepare()
+    drive(driver)
+    with db.session() as s:
+        first, second = repo.cells_of(s, sweep_id)
+        assert first.status == second.status == "converged"
+        assert second.space["fixed"]["wd"] == 0.1  # not re-tuned: taken from the first cell's best
+        assert second.space["baseline"]["lr"] == 1.2e-2
+        assert min(t.id for t in second.trials) > max(t.id for t in first.trials if t.round == 1)
