@@ -572,11 +572,17 @@ def run_sweep(
     max_failures: int = 2,
     ray_address: str | None = None,
     ray_num_cpus: int | None = None,
+    trainable: Callable[[dict[str, Any]], None] | None = None,
 ) -> list[CellView]:
-    """Run (or resume) a sweep to the end on Ray Tune; returns the final per-cell view."""
+    """Run (or resume) a sweep to the end on Ray Tune; returns the final per-cell view.
+
+    `trainable` replaces the training function (benchmarks time the engine with fixed-duration trials);
+    it receives {"trial_id", "run"} and must end with a `tune.report` whose "kind" is "final".
+    """
     from ray import tune
 
-    from workers.tune_trainable import trainable
+    if trainable is None:
+        from workers.tune_trainable import trainable
 
     driver = SweepDriver(db, sweep_id, progress)
     _DRIVERS[sweep_id] = driver
