@@ -581,8 +581,9 @@ def run_sweep(
     """
     from ray import tune
 
-    if trainable is None:
-        from workers.tune_trainable import trainable
+    from workers.tune_trainable import trainable as train_trial
+
+    function = trainable or train_trial
 
     driver = SweepDriver(db, sweep_id, progress)
     _DRIVERS[sweep_id] = driver
@@ -596,7 +597,7 @@ def run_sweep(
     plan = driver.plan
     resources = {"cpu": plan.cpu, "gpu": plan.gpu}
     tuner = tune.Tuner(
-        tune.with_resources(trainable, resources),
+        tune.with_resources(function, resources),
         tune_config=tune.TuneConfig(
             search_alg=SweepSearcher(sweep_id),
             num_samples=-1,  # the searcher says when the sweep is done
