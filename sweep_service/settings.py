@@ -25,6 +25,23 @@ class Settings(BaseSettings):
     # Directories a sweep submitted over REST may read token files from (comma-separated).
     data_roots: str = Field(default="", alias="SWEEP_DATA_ROOTS")
 
+    # API auth: when set, every endpoint but /healthz needs `Authorization: Bearer <token>`. Comma-separated.
+    api_tokens: str = Field(default="", alias="SWEEP_API_TOKEN")  # read and write
+    api_read_tokens: str = Field(default="", alias="SWEEP_API_READ_TOKENS")  # read-only
+    # Largest request body the API accepts, in bytes.
+    max_body_bytes: int = Field(default=1_000_000, alias="SWEEP_MAX_BODY_BYTES")
+
+    def tokens(self) -> tuple[frozenset[str], frozenset[str]]:
+        """(write tokens, read-only tokens)."""
+
+        def split(text: str) -> frozenset[str]:
+            return frozenset(t.strip() for t in text.split(",") if t.strip())
+
+        return split(self.api_tokens), split(self.api_read_tokens)
+
+    def data_root_paths(self) -> list[Path]:
+        return [Path(p.strip()).resolve() for p in self.data_roots.split(",") if p.strip()]
+
     def db_url(self) -> str:
         if self.database_url:
             return self.database_url
