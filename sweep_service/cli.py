@@ -279,6 +279,51 @@ def cmd_best(args: argparse.Namespace) -> int:
     return 0
 
 
+def _dispatcher(db: Any) -> Any:
+    from sweep_service.dispatcher import Dispatcher
+    from sweep_service.settings import get_settings
+
+    settings = get_settings()
+    return Dispatcher(
+        db,
+        settings.sweep_home / "ray_results",
+        lease_seconds=settings.lease_seconds,
+        progress=lambda line: print(line, file=sys.stderr, flush=True),
+        ray_address=settings.ray_address,
+        ray_num_cpus=settings.ray_num_cpus,
+    )
+
+
+def cmd_dispatcher(args: argparse.Namespace) -> int:
+    """Claim queued sweeps and run them until interrupted."""
+    _dispatcher(_database()).run_forever(poll_seconds=args.poll)
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    """The embedded default: the REST API and a dispatcher in one process."""
+    import threading
+
+    import uvicorn
+
+    from api.app import create_app  # the composition root: the one import from the CLI up into the API
+
+    db = _database()
+    app = create_app(db.url)
+    server = uvicorn.Server(uvicorn.Config(app, host=args.host, port=args.port, log_level="info"))
+    # The API serves from a thread; the dispatcher keeps the main thread, where Ray Tune wants to run.
+    api = threading.Thread(target=server.run, name="api", daemon=True)
+    api.start()
+    print(f"API on http://{args.host}:{args.port} (docs at /docs); database {db.url}", file=sys.stderr)
+    dispatcher = _dispatcher(db)
+    try:
+        dispatcher.run_forever(poll_seconds=args.poll)
+    finally:
+        server.should_exit = True
+        api.join(timeout=10)
+    return 0
+
+
 def cmd_db_upgrade(args: argparse.Namespace) -> int:
     db = _database()
     print(f"database at the latest schema: {db.url}")
@@ -328,6 +373,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--chinchilla", type=float, default=None)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_best)
+
+    p = sub.add_parser("dispatcher", help="claim queued sweeps from the database and run them")
+    p.add_argument("--poll", type=float, default=2.0, help="seconds between looks for queued sweeps")
+    p.set_defaults(func=cmd_dispatcher)
+
+    p = sub.add_parser("serve", help="run the REST API and a dispatcher in one process (embedded default)")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--poll", type=float, default=2.0, help="seconds between looks for queued sweeps")
+    p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("db", help="database maintenance")
     dbsub = p.add_subparsers(dest="db_command", required=True)

@@ -20,6 +20,7 @@ import math
 import os
 import statistics
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -115,6 +116,8 @@ class SweepDriver:
             self.plan: SweepPlan = plan_document(sweep.spec)
         self.storage = optuna_storage(self.db.url)
         self._dispatched: set[int] = set()
+        self._cancelled = False
+        self._checked_at = -math.inf
 
     # ---- set-up ---------------------------------------------------------------------------------------
 
@@ -328,13 +331,23 @@ class SweepDriver:
 
     # ---- dispatch -------------------------------------------------------------------------------------
 
+    def cancelled(self) -> bool:
+        """Whether the sweep was cancelled; read from the database at most once a second."""
+        now = time.monotonic()
+        if now - self._checked_at >= 1.0:
+            self._checked_at = now
+            with self.db.session() as s:
+                sweep = repo.get_sweep(s, self.sweep_id)
+                self._cancelled = sweep is None or sweep.status == "cancelled"
+        return self._cancelled
+
     def next_trial(self) -> dict[str, Any] | str | None:
         """The next trial for Tune: its config, None (wait for results), or "FINISHED"."""
         with self.lock:
             self.refresh()
             with self.db.session() as s:
                 sweep = repo.get_sweep(s, self.sweep_id)
-                if sweep is not None and sweep.status == "cancelled":
+                if sweep is None or sweep.status == "cancelled":
                     return "FINISHED"
                 for trial in repo.trials_of_sweep(s, self.sweep_id, ["pending"]):
                     if trial.id in self._dispatched:
@@ -549,6 +562,26 @@ def _callback_base() -> type:
     return tune.Callback
 
 
+def _stopper_base() -> type:
+    from ray import tune
+
+    return tune.Stopper
+
+
+class CancelStopper(_stopper_base()):  # type: ignore[misc]
+    """Stops every running trial once the sweep is cancelled (POST /sweeps/{id}/cancel sets the row)."""
+
+    def __init__(self, sweep_id: int) -> None:
+        self.sweep_id = sweep_id
+
+    def __call__(self, trial_id: str, result: dict[str, Any]) -> bool:
+        return self.stop_all()
+
+    def stop_all(self) -> bool:
+        driver = _DRIVERS.get(self.sweep_id)
+        return driver is not None and driver.cancelled()
+
+
 class ErrorReasons(_callback_base()):  # type: ignore[misc]
     """Keep the last line of a failed trial's error so the database says why it failed."""
 
@@ -610,6 +643,7 @@ def run_sweep(
             failure_config=tune.FailureConfig(max_failures=max_failures),
             verbose=0,
             callbacks=[ErrorReasons(max_failures)],
+            stop=CancelStopper(sweep_id),
         ),
     )
     try:

@@ -6,76 +6,15 @@ the config, so the planning, recording, resume and Optuna mirroring are checked 
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import optuna
 import pytest
+from fake_sweep import drive, new_sweep, spec
 
 from db import repository as repo
 from db.session import Database
 from sweep_service.engine import SweepDriver, study_name
-
-LR = [3e-3, 6e-3, 1.2e-2, 2.4e-2]
-WD = [0.0, 0.1, 0.2]
-
-
-def spec(**extra: Any) -> dict[str, Any]:
-    return {
-        "name": "fake",
-        "optimizers": ["adamw"],
-        "scales": ["tiny-130k"],
-        "chinchilla": [1],
-        "search": {
-            "adamw": {
-                "tune": ["lr", "wd"],
-                "grid": {"lr": LR, "wd": WD},
-                "baseline": {"lr": 3e-3, "wd": 0.0},
-            }
-        },
-        "max_concurrent": 3,
-        **extra,
-    }
-
-
-def objective(config: dict[str, Any]) -> float:
-    """A bowl with its minimum at lr 1.2e-2, wd 0.1; lr 2.4e-2 diverges."""
-    if config["lr"] == 2.4e-2:
-        return math.inf
-    return 3.0 + (math.log2(config["lr"] / 1.2e-2)) ** 2 * 0.05 + abs(config["wd"] - 0.1) * 0.3
-
-
-def final(config: dict[str, Any]) -> dict[str, Any]:
-    loss = objective(config)
-    status = "completed" if math.isfinite(loss) else "diverged"
-    return {"kind": "final", "status": status, "final_eval_loss": loss, "initial_eval_loss": 5.5, "steps": 10}
-
-
-def new_sweep(db: Database, doc: dict[str, Any]) -> int:
-    with db.session() as s:
-        return repo.create_sweep(s, doc["name"], doc).id
-
-
-def drive(driver: SweepDriver, limit: int = 1000, stop_after: int | None = None) -> list[int]:
-    """Hand out trials like Tune would (up to 3 in flight), finishing them in order; returns finished ids."""
-    finished: list[int] = []
-    in_flight: list[dict[str, Any]] = []
-    for _ in range(limit):
-        while len(in_flight) < 3:
-            nxt = driver.next_trial()
-            if not isinstance(nxt, dict):
-                break
-            in_flight.append(nxt)
-        if not in_flight:
-            assert driver.next_trial() == "FINISHED"
-            return finished
-        trial = in_flight.pop(0)
-        driver.record_eval(trial["trial_id"], 5, 4.0, None)
-        driver.record_final(trial["trial_id"], final(trial["run"]["hparams"]))
-        finished.append(trial["trial_id"])
-        if stop_after is not None and len(finished) >= stop_after:
-            return finished
-    raise AssertionError("did not finish")
 
 
 def test_coordinate_descent_through_the_database(db_url: str) -> None:
