@@ -70,7 +70,7 @@ def test_sweep_runs_on_ray_and_survives_sigkill(tmp_path: Path) -> None:
     ref = _rows(ref_home, "SELECT config_key, status, final_loss FROM sweep_trials ORDER BY config_key")
     assert len(ref) == 4 and all(status == "completed" for _, status, _ in ref)
     curves = _rows(ref_home, "SELECT trial_id, COUNT(*) FROM curve_points GROUP BY trial_id")
-    assert len(curves) == 4 and all(n >= 4 for _, n in curves)  # evals at steps 8, 16, 24, 32
+    assert len(curves) == 4 and all(int(str(n)) >= 4 for _, n in curves)  # evals at steps 8, 16, 24, 32
     ref_best = _rows(ref_home, "SELECT best_loss, best_config FROM cells")
     optuna_trials = _rows(ref_home, "SELECT COUNT(*) FROM trials")
     assert optuna_trials == [(4,)]  # Optuna's own table: every trial mirrored in the cell's study
@@ -96,7 +96,9 @@ def test_sweep_runs_on_ray_and_survives_sigkill(tmp_path: Path) -> None:
     out = _run_to_end(home, spec)
     assert "resuming sweep" in out
     after = _rows(home, "SELECT config_key, status, final_loss FROM sweep_trials ORDER BY config_key")
-    kept = dict(_rows(home, "SELECT id, final_loss FROM sweep_trials WHERE status = 'completed'"))
+    kept: dict[object, object] = {
+        r[0]: r[1] for r in _rows(home, "SELECT id, final_loss FROM sweep_trials WHERE status = 'completed'")
+    }
     assert all(kept[i] == loss for i, loss in finished)  # finished trials kept as they were
     assert after == ref  # nothing ran twice, and bitwise the same results as the uninterrupted sweep
     assert _rows(home, "SELECT best_loss, best_config FROM cells") == ref_best
