@@ -311,6 +311,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     db = _database()
     app = create_app(db.url)
     server = uvicorn.Server(uvicorn.Config(app, host=args.host, port=args.port, log_level="info"))
+    if args.no_dispatcher:
+        server.run()
+        return 0
     # The API serves from a thread; the dispatcher keeps the main thread, where Ray Tune wants to run.
     api = threading.Thread(target=server.run, name="api", daemon=True)
     api.start()
@@ -382,6 +385,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--poll", type=float, default=2.0, help="seconds between looks for queued sweeps")
+    p.add_argument("--no-dispatcher", action="store_true", help="serve the API only (dispatchers run elsewhere)")
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("db", help="database maintenance")

@@ -1,0 +1,23 @@
+# One image for the api, the dispatcher and the Ray nodes (they must share Python, Ray and torch versions).
+# The GPU worker needs a CUDA build of torch: build with --build-arg TORCH_SPEC="torch==2.13.0" from the
+# CUDA wheel index (TORCH_INDEX); the default is the CPU build.
+FROM python:3.11-slim
+
+ARG TORCH_SPEC="torch==2.13.0"
+ARG TORCH_INDEX="https://download.pytorch.org/whl/cpu"
+
+ENV PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    SWEEP_HOME=/var/lib/sweep-service
+
+WORKDIR /app
+RUN pip install --index-url "${TORCH_INDEX}" --extra-index-url https://pypi.org/simple "${TORCH_SPEC}"
+COPY pyproject.toml README.md ./
+COPY sweep_service ./sweep_service
+COPY workers ./workers
+COPY db ./db
+COPY api ./api
+RUN pip install . && mkdir -p "${SWEEP_HOME}"
+
+EXPOSE 8000
+CMD ["sweep-service", "serve", "--host", "0.0.0.0", "--port", "8000"]
