@@ -20,7 +20,7 @@ $(STAMP): $(BIN)/python pyproject.toml
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/sweep-service train --scale tiny-130k --optimizer adamw --chinchilla 1
+	$(BIN)/sweep-service run examples/quickstart.yaml
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -1,0 +1,32 @@
+"""The shipped example specs stay valid, and the JSON copy of the quickstart says the same as the YAML."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import yaml
+
+from sweep_service.spec import load_spec_file, plan_document
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+
+
+def test_quickstart() -> None:
+    plan = plan_document(load_spec_file(EXAMPLES / "quickstart.yaml"))
+    assert {c.optimizer for c in plan.cells} == {"adamw", "muon", "lion"}
+    assert {c.scale for c in plan.cells} == {"tiny-130k", "tiny-300k"}
+    assert all(len(c.space.grid) >= 4 for c in plan.cells)  # four hyperparameters tuned per optimizer
+    assert plan.strategy == "coordinate_descent"
+    assert json.loads((EXAMPLES / "quickstart.json").read_text()) == yaml.safe_load(
+        (EXAMPLES / "quickstart.yaml").read_text()
+    )
+
+
+def test_paper_phase_one() -> None:
+    plan = plan_document(load_spec_file(EXAMPLES / "paper.yaml"))
+    keys = {c.key for c in plan.cells}
+    assert len(keys) == 11 * 4 + 11 * 2  # 130m at 1/2/4/8x, 300m and 520m at 1x (PAPER.md section 4)
+    adamw = next(c for c in plan.cells if c.key == "adamw/130m/1")
+    assert adamw.space.grid["lr"] == (4e-3, 8e-3, 1.6e-2, 3.2e-2)  # PAPER.md section 3
+    assert plan.gpu == 1 and plan.late_loss == 6.0 and plan.late_step == 2000
