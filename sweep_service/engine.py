@@ -477,11 +477,13 @@ class SweepDriver:
             loss = f"{t.final_loss:.4f}" if t.final_loss is not None else t.status
             best = f"{cell.best_loss:.4f}" if cell.best_loss is not None else "-"
             counts = repo.count_trials_by_status(s, self.sweep_id)
+            in_cell = [x.status for x in cell.trials]
         done = sum(counts.get(k, 0) for k in FINISHED_STATES)
-        total = sum(counts.values())
+        cell_done = sum(in_cell.count(k) for k in FINISHED_STATES)
         self.progress(
-            f"[{done}/{total}] {cell.key:<26} round {t.round:>2}  trial {t.id:>4} "
-            f"{_short(changed) or 'baseline':<30} -> {loss:<8}  cell best {best}"
+            f"[{done}/{sum(counts.values())}] {cell.key:<22} round {t.round:>2}: "
+            f"{cell_done} done, {in_cell.count('running')} running, best {best} | "
+            f"trial {t.id:>4} {_short(changed) or 'baseline':<28} -> {loss}"
         )
 
 
