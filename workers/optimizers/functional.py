@@ -32,7 +32,9 @@ def clip_by_global_norm_(grads: list[torch.Tensor], max_norm: float) -> torch.Te
     """
     if not grads:
         return torch.zeros(())
-    norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g.float()) for g in grads]))
+    # Norms in the gradients' own dtype: float64 reference tests need full precision, bf16 is upcast.
+    norms = [n.float() if n.dtype in (torch.bfloat16, torch.float16) else n for n in torch._foreach_norm(grads)]
+    norm = torch.linalg.vector_norm(torch.stack(norms))
     if max_norm > 0:
         scale = torch.clamp(max_norm / (norm + 1e-6), max=1.0)  # 1e-6 as torch.nn.utils.clip_grad_norm_
         torch._foreach_mul_(grads, scale)
