@@ -5,12 +5,11 @@ from __future__ import annotations
 import threading
 import time
 
-from fake_sweep import drive, new_sweep, spec
-
 from db import repository as repo
 from db.session import Database
 from sweep_service.dispatcher import Dispatcher
 from sweep_service.engine import SweepDriver
+from tests.sweep_service.fake_sweep import drive, new_sweep, spec
 
 
 def test_two_dispatchers_never_claim_the_same_sweep(db_url: str, tmp_path: object) -> None:

@@ -10,11 +10,11 @@ from typing import Any
 
 import optuna
 import pytest
-from fake_sweep import drive, new_sweep, spec
 
 from db import repository as repo
 from db.session import Database
 from sweep_service.engine import SweepDriver, study_name
+from tests.sweep_service.fake_sweep import drive, new_sweep, spec
 
 
 def test_coordinate_descent_through_the_database(db_url: str) -> None:

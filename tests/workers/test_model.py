@@ -3,7 +3,15 @@ from __future__ import annotations
 import pytest
 import torch
 
-from workers.model import SCALES, build_model, chinchilla_tokens, get_scale, non_embedding_params, param_role
+from workers.model import (
+    SCALES,
+    Transformer,
+    build_model,
+    chinchilla_tokens,
+    get_scale,
+    non_embedding_params,
+    param_role,
+)
 
 # PAPER.md section 2, the table's last column.
 PAPER_N = {"130m": 134_217_728, "300m": 301_989_888, "520m": 536_870_912, "1.2b": 1_207_959_552}
@@ -52,7 +60,7 @@ def test_causal(tiny_model: torch.nn.Module) -> None:
     assert not torch.equal(a[:, 8:], b[:, 8:])
 
 
-def test_llama_shape_no_biases_untied(tiny_model: torch.nn.Module) -> None:
+def test_llama_shape_no_biases_untied(tiny_model: Transformer) -> None:
     names = [n for n, _ in tiny_model.named_parameters()]
     assert not any(n.endswith("bias") for n in names)
     assert tiny_model.tok_emb.weight.data_ptr() != tiny_model.lm_head.weight.data_ptr()
