@@ -14,7 +14,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
-from sqlalchemy import JSON, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import JSON, BigInteger, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 # Trial lifecycle: pending -> running -> completed | diverged | failed | cancelled; a running trial whose
@@ -103,7 +103,7 @@ class Trial(Base):
     reason: Mapped[str | None] = mapped_column(Text)  # why it diverged, failed or was cancelled
     steps: Mapped[int | None] = mapped_column(Integer)
     total_steps: Mapped[int | None] = mapped_column(Integer)
-    tokens: Mapped[int | None] = mapped_column(Integer)
+    tokens: Mapped[int | None] = mapped_column(BigInteger)  # 130m at 1x is 2.7e9 tokens: over int4
     tokens_per_second: Mapped[float | None] = mapped_column(Float)
     device_seconds: Mapped[float | None] = mapped_column(Float)  # compute used (wall x devices)
     repro: Mapped[dict[str, Any] | None] = mapped_column(JSON)  # versions, device, corpus hash, code version

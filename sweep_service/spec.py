@@ -31,7 +31,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -114,7 +114,9 @@ class SweepSpec(_Model):
     strategy: Literal["coordinate_descent", "tpe", "random", "cmaes", "grid"] = "coordinate_descent"
     tolerance: float = Field(default=TOLERANCE, ge=0)
     budget: int = Field(default=100, ge=1, le=100_000)
-    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
+    seeds: list[Annotated[int, Field(ge=0, le=2**31 - 1)]] = Field(
+        default_factory=lambda: [0], min_length=1, max_length=100
+    )
     resources: Resources = Field(default_factory=Resources)
     max_concurrent: int = Field(default=2, ge=1, le=10_000)
     divergence: Divergence = Field(default_factory=Divergence)

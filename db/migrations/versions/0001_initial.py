@@ -80,7 +80,7 @@ def upgrade() -> None:
         sa.Column("reason", sa.Text(), nullable=True),
         sa.Column("steps", sa.Integer(), nullable=True),
         sa.Column("total_steps", sa.Integer(), nullable=True),
-        sa.Column("tokens", sa.Integer(), nullable=True),
+        sa.Column("tokens", sa.BigInteger(), nullable=True),
         sa.Column("tokens_per_second", sa.Float(), nullable=True),
         sa.Column("device_seconds", sa.Float(), nullable=True),
         sa.Column("repro", sa.JSON(), nullable=True),

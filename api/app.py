@@ -1,0 +1,136 @@
+"""The FastAPI app factory: `create_app()` is what `sweep-service serve` runs (under uvicorn).
+
+The app reads its settings once (sweep_service.settings), applies the database migrations, and keeps one
+Database for its lifetime. The OpenAPI schema documents every operation; `POST /sweeps` takes the sweep spec
+itself, documented from sweep_service.spec.SweepSpec. When API tokens are set, everything but `/healthz`
+needs a bearer token, the schema and its docs page included.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from importlib import metadata
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.openapi.utils import get_openapi
+from fastapi.responses import HTMLResponse, JSONResponse
+
+from api.deps import AUTH_RESPONSES, Authorized
+from api.middleware import BodyLimitMiddleware, MetricsMiddleware, RequestMetrics
+from api.routers import best, catalog, events, exports, ops, sweeps, trials
+from db.migrate import upgrade
+from db.session import Database
+from sweep_service.settings import Settings, get_settings
+from sweep_service.spec import SweepSpec
+
+log = logging.getLogger(__name__)
+
+DESCRIPTION = (
+    "Fair optimizer benchmarking for language-model pretraining: submit sweeps (the protocol of 'Fantastic "
+    "Pretraining Optimizers and Where to Find Them'), follow their progress, and ask for the best "
+    "hyperparameters per optimizer and scale."
+)
+
+
+def _version() -> str:
+    try:
+        return metadata.version("sweep-service")
+    except metadata.PackageNotFoundError:
+        return "0.0.0"
+
+
+def _openapi(app: FastAPI) -> dict[str, Any]:
+    """FastAPI's schema plus the sweep spec's, which `POST /sweeps` references (it parses the body itself)."""
+    if app.openapi_schema is None:
+        schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+        spec = SweepSpec.model_json_schema(ref_template="#/components/schemas/{model}")
+        components = schema.setdefault("components", {}).setdefault("schemas", {})
+        components.update(spec.pop("$defs", {}))
+        components["SweepSpec"] = spec
+        _name_enums(components)
+        app.openapi_schema = schema
+    return app.openapi_schema
+
+
+def _name_enums(components: dict[str, Any]) -> None:
+    """Document the valid optimizer and scale names (the registries') where the spec takes them, and that a spec
+    needs cells; the spec's validation enforces both, so the schema only says what is checked anyway."""
+    from workers.model import SCALES
+    from workers.optimizers import REGISTRY
+
+    optimizer = {"type": "string", "enum": list(REGISTRY)}
+    scale = {"type": "string", "enum": list(SCALES)}
+    spec = components["SweepSpec"]["properties"]
+    spec["optimizers"]["items"] = optimizer
+    spec["scales"]["items"] = scale
+    spec["search"]["propertyNames"] = optimizer
+    spec["chinchilla"]["items"]["exclusiveMinimum"] = 0  # SweepSpec._positive
+    # SweepSpec._has_cells: optimizers and scales, or a list of cells.
+    components["SweepSpec"]["anyOf"] = [
+        {
+            "required": ["optimizers", "scales"],
+            "properties": {"optimizers": {"minItems": 1}, "scales": {"minItems": 1}},
+        },
+        {"required": ["cells"], "properties": {"cells": {"minItems": 1}}},
+    ]
+    cell = components["CellSpec"]["properties"]
+    cell["optimizer"] = {**optimizer, "title": "Optimizer"}
+    cell["scale"] = {**scale, "title": "Scale"}
+
+
+def create_app(database_url: str | None = None, settings: Settings | None = None) -> FastAPI:
+    """The REST API on `database_url` (default: the settings' DATABASE_URL, else the SQLite file under
+    SWEEP_HOME), with the migrations applied."""
+    settings = settings if settings is not None else get_settings()
+    url = database_url or settings.db_url()
+    upgrade(url)
+    db = Database(url)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        yield
+        db.dispose()
+
+    app = FastAPI(
+        title="sweep-service",
+        version=_version(),
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        docs_url=None,  # served below, behind the token check
+        redoc_url=None,
+        openapi_url=None,
+    )
+    app.state.settings = settings
+    app.state.db = db
+    app.state.tokens = settings.tokens()
+    app.state.request_metrics = RequestMetrics()
+    app.state.events_poll_seconds = events.POLL_SECONDS
+
+    for module in (sweeps, trials, exports, events, best, catalog):
+        app.include_router(module.router, responses=AUTH_RESPONSES)
+    app.include_router(ops.router)
+
+    @app.get("/openapi.json", include_in_schema=False, dependencies=Authorized)
+    def openapi_json() -> JSONResponse:
+        return JSONResponse(_openapi(app))
+
+    @app.get("/docs", include_in_schema=False, dependencies=Authorized)
+    def docs() -> HTMLResponse:
+        return get_swagger_ui_html(openapi_url="/openapi.json", title="sweep-service API")
+
+    app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
+
+    @app.exception_handler(Exception)
+    async def internal_error(request: Request, exc: Exception) -> JSONResponse:
+        # The traceback goes to the log; the client gets no internals (and no request headers are logged).
+        log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+        return JSONResponse({"detail": "internal server error"}, status_code=500)
+
+    # The last added middleware runs first: metrics see every request, 413s included.
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(MetricsMiddleware, metrics=app.state.request_metrics)
+    return app

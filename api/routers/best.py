@@ -1,0 +1,155 @@
+"""The best hyperparameters and loss per (optimizer, scale, chinchilla) across all finished work.
+
+Every sweep counts, imported ones too. A cell's best is the one the engine recorded (the mean over seeds of
+the best config, and its near-ties); a cell without a recorded best yet (its seeds still running) is ranked
+from its finished trials with sweep_service.analysis.best_per_cell, the same rules. Across sweeps, the cell
+with the lowest loss wins and names the sweep and trial that produced it.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import pandas as pd
+from fastapi import APIRouter, HTTPException
+from sqlalchemy.orm import Session
+
+from api.deps import ChinchillaFilter, DatabaseDep, Guarded, NameFilter
+from api.schemas import BestResponse, BestResult
+from db import queries
+from db.models import Cell, Sweep
+from sweep_service import analysis
+
+router = APIRouter(tags=["best"], dependencies=Guarded)
+
+
+@dataclass(frozen=True)
+class _Candidate:
+    cell: Cell
+    sweep: Sweep
+    loss: float
+    config: dict[str, Any] | None
+    near_ties: list[dict[str, Any]]
+    trial_id: int | None
+
+
+def _unknown(kind: str, name: str, valid: list[str]) -> HTTPException:
+    return HTTPException(
+        422,
+        detail=[
+            {
+                "loc": ["query", kind],
+                "field": kind,
+                "msg": f"unknown {kind} {name!r}; valid: {', '.join(valid)}",
+                "type": "value_error",
+            }
+        ],
+    )
+
+
+def _from_trials(s: Session, cells: list[tuple[Cell, Sweep]]) -> list[_Candidate]:
+    """Candidates for cells whose best is not recorded yet, ranked from their finished trials."""
+    trials = queries.finished_trials_of_cells(s, [c.id for c, _ in cells])
+    by_cell: dict[int, list[Any]] = {}
+    for t in trials:
+        by_cell.setdefault(t.cell_id, []).append(t)
+    out = []
+    for cell, sweep in cells:
+        rows = by_cell.get(cell.id, [])
+        if not rows:
+            continue
+        frame = pd.DataFrame(
+            [
+                {
+                    "optimizer": cell.optimizer,
+                    "scale": cell.scale,
+                    "chinchilla": cell.chinchilla,
+                    "config": t.config,
+                    "loss": t.final_loss if t.final_loss is not None else math.nan,
+                    "status": t.status,
+                    "seed": t.seed,
+                    "trial_id": t.id,
+                }
+                for t in rows
+            ]
+        )
+        tolerance = cell.settings.get("tolerance") if isinstance(cell.settings, dict) else None
+        if not isinstance(tolerance, int | float) or isinstance(tolerance, bool) or not math.isfinite(tolerance):
+            tolerance = analysis.NEAR_TIE_TOLERANCE
+        best = analysis.best_per_cell(frame, tolerance=float(tolerance), n_boot=0).iloc[0]
+        if best["best_config"] is None or not math.isfinite(best["best_loss"]):
+            continue
+        key = analysis.config_key(best["best_config"])
+        matching = [t for t in rows if t.status == "completed" and analysis.config_key(t.config) == key]
+        trial = min(matching, key=lambda t: (t.final_loss, t.id), default=None)
+        out.append(
+            _Candidate(
+                cell=cell,
+                sweep=sweep,
+                loss=float(best["best_loss"]),
+                config=dict(best["best_config"]),
+                near_ties=[dict(c) for c in best["near_ties"]],
+                trial_id=trial.id if trial is not None else None,
+            )
+        )
+    return out
+
+
+@router.get("/best", response_model=BestResponse)
+def get_best(
+    db: DatabaseDep,
+    optimizer: NameFilter = None,
+    scale: NameFilter = None,
+    chinchilla: ChinchillaFilter = None,
+) -> BestResponse:
+    """Best config and loss per (optimizer, scale, chinchilla multiple) over every sweep, with its near-tie
+    configs and the trial and sweep that produced it. Filters narrow the cells; no match is an empty list."""
+    from workers.model import SCALES, non_embedding_params
+    from workers.optimizers import REGISTRY
+
+    if optimizer is not None and optimizer not in REGISTRY:
+        raise _unknown("optimizer", optimizer, list(REGISTRY))
+    if scale is not None and scale not in SCALES:
+        raise _unknown("scale", scale, list(SCALES))
+    with db.session() as s:
+        cells = queries.cells_with_sweeps(s, optimizer, scale, chinchilla)
+        candidates = [
+            _Candidate(c, sw, float(c.best_loss), c.best_config, list(c.near_ties or []), c.best_trial_id)
+            for c, sw in cells
+            if c.best_loss is not None and math.isfinite(c.best_loss)
+        ]
+        candidates += _from_trials(s, [(c, sw) for c, sw in cells if c.best_loss is None])
+        considered: dict[tuple[str, str, float], int] = {}
+        for c, _ in cells:
+            group = (c.optimizer, c.scale, c.chinchilla)
+            considered[group] = considered.get(group, 0) + 1
+        winners: dict[tuple[str, str, float], _Candidate] = {}
+        for cand in candidates:
+            group = (cand.cell.optimizer, cand.cell.scale, cand.cell.chinchilla)
+            held = winners.get(group)
+            if held is None or (cand.loss, cand.cell.id) < (held.loss, held.cell.id):
+                winners[group] = cand
+        results = []
+        for group, w in winners.items():
+            config = SCALES.get(w.cell.scale)
+            results.append(
+                BestResult(
+                    optimizer=w.cell.optimizer,
+                    scale=w.cell.scale,
+                    chinchilla=w.cell.chinchilla,
+                    non_embedding_params=non_embedding_params(config) if config is not None else None,
+                    loss=w.loss,
+                    config=w.config,
+                    near_ties=w.near_ties,
+                    sweep_id=w.sweep.id,
+                    sweep_name=w.sweep.name,
+                    imported=w.sweep.imported,
+                    cell=w.cell.key,
+                    trial_id=w.trial_id,
+                    cells_considered=considered[group],
+                )
+            )
+    results.sort(key=lambda r: (r.optimizer, r.non_embedding_params or math.inf, r.scale, r.chinchilla))
+    return BestResponse(results=results)

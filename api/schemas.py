@@ -1,0 +1,221 @@
+"""Pydantic models of the REST API: what goes over the wire, nothing else (STYLE.md rule 1).
+
+The request body of `POST /sweeps` is the sweep spec itself (sweep_service.spec.SweepSpec); these are the
+responses. Losses that are not finite (a diverged run) are sent as null: JSON has no infinity, and the trial's
+`status` says why. Times are UTC.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+HParamValue = bool | int | float | str
+ExportFormat = Literal["csv", "parquet", "json"]
+
+
+class TrialCounts(BaseModel):
+    """Trials by status (db.models.TRIAL_STATUSES)."""
+
+    pending: int = 0
+    running: int = 0
+    completed: int = 0
+    diverged: int = 0
+    failed: int = 0
+    cancelled: int = 0
+    total: int = 0
+
+
+# ---- sweeps -------------------------------------------------------------------------------------------
+
+
+class CellProgress(BaseModel):
+    id: int
+    key: str = Field(description='"optimizer/scale/chinchilla"')
+    optimizer: str
+    scale: str
+    chinchilla: float
+    strategy: str
+    status: str
+    round: int = Field(description="coordinate-descent round (or proposals made, for Optuna strategies)")
+    trials: TrialCounts
+    best_loss: float | None
+    best_config: dict[str, Any] | None
+    best_trial_id: int | None
+    near_ties: list[dict[str, Any]] = Field(description="configs within the tolerance of the best (paper: 3e-3)")
+
+
+class BestSoFar(BaseModel):
+    cell: str
+    optimizer: str
+    scale: str
+    chinchilla: float
+    loss: float
+    config: dict[str, Any] | None
+    trial_id: int | None
+
+
+class SweepSummary(BaseModel):
+    id: int
+    name: str
+    status: str
+    imported: bool
+    error: str | None
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    trials: TrialCounts
+
+
+class SweepProgress(SweepSummary):
+    """Status, per-cell progress, best so far, compute used and time left (also the `events` payload)."""
+
+    cells: list[CellProgress]
+    best: BestSoFar | None = Field(description="the lowest-loss cell best of the sweep so far")
+    device_hours: float = Field(description="compute used: the sum of the trials' device seconds / 3600")
+    max_concurrent: int
+    eta_seconds: float | None = Field(
+        description="mean finished-trial duration x (pending + running) / max_concurrent; null when no trial "
+        "has finished yet"
+    )
+
+
+class SweepDetail(SweepProgress):
+    spec: dict[str, Any] = Field(description="the submitted sweep spec")
+    claimed_by: str | None = Field(description="the dispatcher running the sweep")
+
+
+class SweepPage(BaseModel):
+    items: list[SweepSummary]
+    total: int
+    limit: int
+    offset: int
+
+
+# ---- trials -------------------------------------------------------------------------------------------
+
+
+class TrialSummary(BaseModel):
+    id: int
+    sweep_id: int
+    cell: str
+    optimizer: str
+    scale: str
+    chinchilla: float
+    seed: int
+    round: int
+    status: str
+    final_loss: float | None = Field(description="final eval loss; null unless completed")
+    reason: str | None = Field(description="why it diverged, failed or was cancelled")
+    config: dict[str, Any]
+    steps: int | None
+    total_steps: int | None
+    device_seconds: float | None
+    started_at: datetime | None
+    finished_at: datetime | None
+
+
+class TrialTimings(BaseModel):
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    duration_seconds: float | None = Field(description="finished_at - started_at")
+    device_seconds: float | None = Field(description="compute used (wall x devices)")
+    tokens_per_second: float | None
+
+
+class TrialDetail(TrialSummary):
+    initial_loss: float | None
+    attempts: int
+    tokens: int | None
+    worker: str | None
+    optuna_trial: int | None = Field(description="the trial's number in its cell's Optuna study")
+    repro: dict[str, Any] | None = Field(
+        description="reproducibility record: code and library versions, device, corpus hash, token budget"
+    )
+    timings: TrialTimings
+
+
+class TrialPage(BaseModel):
+    items: list[TrialSummary]
+    total: int
+    limit: int
+    offset: int
+
+
+class CurvePointOut(BaseModel):
+    step: int
+    eval_loss: float | None
+    train_loss: float | None
+
+
+class TrialMetrics(BaseModel):
+    trial_id: int
+    status: str
+    points: list[CurvePointOut]
+
+
+# ---- best ---------------------------------------------------------------------------------------------
+
+
+class BestResult(BaseModel):
+    optimizer: str
+    scale: str
+    chinchilla: float
+    non_embedding_params: int | None
+    loss: float
+    config: dict[str, Any] | None
+    near_ties: list[dict[str, Any]]
+    sweep_id: int
+    sweep_name: str
+    imported: bool
+    cell: str
+    trial_id: int | None
+    cells_considered: int = Field(description="cells (over all sweeps) of this optimizer, scale and multiple")
+
+
+class BestResponse(BaseModel):
+    results: list[BestResult] = Field(description="one per (optimizer, scale, chinchilla), smallest scale first")
+
+
+# ---- catalog ------------------------------------------------------------------------------------------
+
+
+class SearchSpaceOut(BaseModel):
+    grid: dict[str, list[HParamValue]]
+    baseline: dict[str, HParamValue]
+    fixed: dict[str, HParamValue]
+
+
+class OptimizerOut(BaseModel):
+    name: str
+    routing: str = Field(description="which parameters get which rule, and which are decayed")
+    schedule: str = Field(description="default learning-rate schedule")
+    clips_itself: bool
+    reference: str
+    defaults: dict[str, HParamValue] = Field(description="the optimizer's own hyperparameters and defaults")
+    hparams: dict[str, dict[str, HParamValue]] = Field(description="fully resolved defaults per model family")
+    spaces: dict[str, SearchSpaceOut] = Field(description="default search space per model family (paper, tiny)")
+
+
+class ScaleOut(BaseModel):
+    name: str
+    family: str
+    d_model: int
+    n_layers: int
+    n_heads: int
+    d_ff: int
+    seq_len: int
+    vocab_size: int
+    non_embedding_params: int
+    tokens_at_1x_chinchilla: int = Field(description="20 x non-embedding parameters")
+
+
+# ---- operations ---------------------------------------------------------------------------------------
+
+
+class Health(BaseModel):
+    status: Literal["ok"]
+    database: Literal["ok"]
