@@ -86,7 +86,7 @@ PAPER_SPACE = SearchSpace(
 )
 
 # Same hyperparameters and number of values, for tiny CPU scales: a run has a few hundred steps of 32 x 128
-# tokens, so warmups and batches shrink; learning rates centred on the DESIGN.md calibration (lr 1e-2).
+# tokens, so warmups and batches shrink; learning rates around the DESIGN.md calibration (lr 1e-2).
 TINY_SPACE = SearchSpace(
     grid={
         "lr": (3e-3, 6e-3, 1.2e-2, 2.4e-2),
@@ -99,7 +99,7 @@ TINY_SPACE = SearchSpace(
         "batch_size": (16, 32, 64, 128),
     },
     baseline={
-        "lr": 1.2e-2,
+        "lr": 6e-3,  # measured at tiny-130k, 1x: 1.743 against 1.868 at 1.2e-2 (seed 0)
         "wd": 0.1,
         "warmup": 32,
         "beta1": 0.9,
