@@ -50,15 +50,16 @@ def test_a_dead_dispatchers_sweep_is_reclaimed_and_resumed(db_url: str, tmp_path
         driver.prepare()
         drive(driver, stop_after=3)  # then "dies": trials left running, no more heartbeats
 
-    first = Dispatcher(db, tmp_path, lease_seconds=1.0, owner="first", runner=dies_midway)  # type: ignore[arg-type]
-    second = Dispatcher(db, tmp_path, lease_seconds=1.0, owner="second")  # type: ignore[arg-type]
+    lease = 4.0  # long enough that a loaded machine cannot outlast it between the two claims below
+    first = Dispatcher(db, tmp_path, lease_seconds=lease, owner="first", runner=dies_midway)  # type: ignore[arg-type]
+    second = Dispatcher(db, tmp_path, lease_seconds=lease, owner="second")  # type: ignore[arg-type]
     assert first.claim_next() == sweep_id
     claimed = time.monotonic()
     assert second.claim_next() is None  # the lease holds
     first.runner(sweep_id)  # type: ignore[misc]  # run without the heartbeat thread: a process that died
     with db.session() as s:
         kept = {t.id: t.final_loss for t in repo.trials_of_sweep(s, sweep_id, ["completed", "diverged"])}
-    time.sleep(max(0.0, 1.2 - (time.monotonic() - claimed)))
+    time.sleep(max(0.0, lease + 0.3 - (time.monotonic() - claimed)))
 
     def finishes(sid: int) -> None:
         driver = SweepDriver(db, sid)
