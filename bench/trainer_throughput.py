@@ -40,7 +40,7 @@ def plain_loop(scale: str, steps: int, batch_size: int, lr: float, device: torch
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         opt.zero_grad(set_to_none=True)
-    float(loss)  # wait for the device
+    float(loss.detach())  # wait for the device
     return steps * batch_size * cfg.seq_len / (time.perf_counter() - t0)
 
 
