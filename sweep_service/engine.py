@@ -276,11 +276,10 @@ class SweepDriver:
         if len(pending) >= self.plan.max_concurrent:
             return
         s.commit()  # release our write lock: Optuna writes through its own connection (SQLite has one writer)
-        study = optuna.load_study(
-            study_name=study_name(self.sweep_id, cell.key),
-            storage=self.storage,
-            sampler=_sampler(self.plan.strategy, space, self.plan.seeds[0] + cell.id),
-        )
+        study = optuna.load_study(study_name=study_name(self.sweep_id, cell.key), storage=self.storage)
+        # A fresh sampler each planning pass, seeded by the study's size: a fixed seed would replay the same
+        # draws every pass (and stall on repeats), while this stays deterministic across a restart.
+        study.sampler = _sampler(self.plan.strategy, space, self.plan.seeds[0] + cell.id + len(study.trials))
         seen = {repo.config_key({k: c[k] for k in space.grid}) for c, _ in history} | {
             repo.config_key(c) for c in pending
         }

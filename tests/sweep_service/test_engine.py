@@ -138,3 +138,21 @@ def test_phase_two_cell_starts_from_the_other_cells_best(tmp_path: Any) -> None:
         assert second.space["fixed"]["wd"] == 0.1  # not re-tuned: taken from the first cell's best
         assert second.space["baseline"]["lr"] == 1.2e-2
         assert min(t.id for t in second.trials) > max(t.id for t in first.trials if t.round == 1)
+
+
+def test_random_strategy_keeps_finding_new_configs_on_a_larger_grid(tmp_path: Any) -> None:
+    # A sampler re-created with a fixed seed each planning pass replays the same draws and stalls.
+    from db.migrate import upgrade
+
+    url = f"sqlite:///{tmp_path / 'r.db'}"
+    upgrade(url)
+    db = Database(url)
+    doc = spec(strategy="random", budget=30)
+    doc["search"]["adamw"]["tune"] = ["lr", "wd", "beta2"]
+    sweep_id = new_sweep(db, doc)
+    driver = SweepDriver(db, sweep_id)
+    driver.prepare()
+    drive(driver, limit=200)
+    with db.session() as s:
+        trials = repo.trials_of_sweep(s, sweep_id)
+        assert len(trials) == 30 and len({t.config_key for t in trials}) == 30
