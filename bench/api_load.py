@@ -10,8 +10,11 @@ open-loop rate, the three endpoints in turn, with a bounded number of requests i
 Latency is measured from the moment a request was due to be sent, not from when it was sent, so a client
 that falls behind (all slots busy) counts the wait (the "coordinated omission" correction). The server
 process also times each request inside the app and each SQL statement it runs, which says where the time
-goes and which statement is slowest. Runs on SQLite (a temporary file) and PostgreSQL (a throwaway database,
-dropped at the end; skipped with a note when the server does not answer). Prints the p99 last.
+goes and which statement is slowest, and counts its CPU time per request, which says what rate one worker can
+sustain at all (a figure that depends little on what else the machine runs). A request not answered within
+10 s of its due time is an error, so an overloaded server cannot stretch the run. Runs on SQLite (a temporary
+file) and PostgreSQL (a throwaway database, dropped at the end; skipped with a note when the server does not
+answer). Prints the p99 last.
 
     python bench/api_load.py [--db sqlite|postgres|both] [--trials 100000] [--points-per-trial 10]
                              [--rate 100] [--seconds 20]
