@@ -15,8 +15,9 @@ Protocol (OPTIMIZERS.md 7.1): a Llama of our family (default d=256, 4 layers, d_
 4.3M parameters) with fixed synthetic gradients attached to its parameters (N(0, 1e-4^2): a global norm of
 ~0.2, under every clip threshold, so no optimizer rescales them); warm-up steps outside the timing; several
 timing windows; the median per-step time. Each case runs in spawned processes: first the public
-implementation alone (its time limit: "> limit" when its first step takes longer than --step-limit, as
-pytorch-optimizer's Kron does on CPU without opt_einsum; its peak memory and state), then ours (peak memory and
+implementation alone (its time limit: "> limit" when its first step takes longer than --step-limit; its peak
+memory and state; on CPU its address space is capped at half the RAM, so a runaway allocation fails as an
+error; pytorch-optimizer's Kron is not run without opt_einsum, see the note it prints), then ours (peak memory and
 state read during its warm-up, the first thing that process does) timed together with the public one and the
 AdamW baselines. Window lengths adapt to --budget seconds per implementation and are whole multiples of its
 periodic work (Kron at p_min: 20 steps).
@@ -33,8 +34,9 @@ Columns:
   resident set over the warm-up (VmHWM, reset just before it) minus the resident set before it: state,
   transients and a few MiB of allocator and library pages; "<=" marks an upper bound (the reset failed and
   the peak did not grow past the start-up peak).
-- e2e: tokens/s of workers.trainer.train on --e2e-scale for --e2e-steps steps relative to AdamW (run before
-  and after the others; the mean of the two is the baseline). It includes Sophia's HVP steps.
+- e2e: tokens/s of workers.trainer.train on --e2e-scale for --e2e-steps steps relative to AdamW, whose runs
+  alternate with the others' (the baseline of each is the mean of the AdamW runs just before and after it).
+  It includes Sophia's HVP steps and the first step's lazy initialisation.
 
 Sophia-H: the step rows time the plain step. Its Hessian-vector product is timed separately as the extra cost
 of one HVP training step (MATH attention, create_graph=True, the Hessian update) over a plain forward/backward
@@ -58,6 +60,7 @@ import math
 import multiprocessing as mp
 import os
 import platform
+import resource
 import statistics
 import subprocess
 import time
@@ -598,6 +601,13 @@ def hvp_cost(
 
 
 def _child(kind: str, job: Job, conn: Connection) -> None:
+    if torch.device(job.device).type == "cpu":
+        # A runaway allocation (po.Kron without opt_einsum asks for d^2 n^2 floats) must fail as an error in this
+        # process, not wake the kernel's OOM killer on a shared machine: cap the address space at half the RAM.
+        cap = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2
+        soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+        if soft == resource.RLIM_INFINITY or soft > cap:
+            resource.setrlimit(resource.RLIMIT_AS, (cap, hard))
     try:
         fn = measure_memory if kind == "memory" else measure_timing
         conn.send(("result", fn(job, lambda what, value: conn.send((what, value)))))
@@ -692,6 +702,30 @@ def e2e_tokens_per_second(optimizer: str, scale: str, steps: int, device: str) -
         )
     )
     return result.tokens_per_second, result.status
+
+
+def end_to_end(names: list[str], scale: str, steps: int, device: str) -> dict[str, float]:
+    """tokens/s of each optimizer relative to AdamW runs on either side of it (adamw, a, adamw, b, adamw, ...),
+    so that a change of machine load during the sequence affects the optimizer and its baseline alike."""
+    e2e_tokens_per_second("adamw", scale, 5, device)  # warm-up (allocator, kernels)
+    adamw = [e2e_tokens_per_second("adamw", scale, steps, device)[0]]
+    raw: dict[str, float] = {}
+    ratios: dict[str, float] = {"adamw": 1.0}
+    for name in names:
+        if name == "adamw":
+            continue
+        raw[name], status = e2e_tokens_per_second(name, scale, steps, device)
+        if status != "completed":
+            print(f"note: e2e {name} {status}")
+        adamw.append(e2e_tokens_per_second("adamw", scale, steps, device)[0])
+        ratios[name] = raw[name] / statistics.fmean(adamw[-2:])
+    raw["adamw"] = statistics.median(adamw)
+    print(
+        f"e2e: {scale}, {steps} steps per run; AdamW {raw['adamw']:,.0f} tok/s (median of {len(adamw)} runs, "
+        f"{min(adamw):,.0f} to {max(adamw):,.0f})"
+    )
+    print("e2e tok/s: " + ", ".join(f"{n} {raw[n]:,.0f}" for n in names))
+    return ratios
 
 
 # --- expectations (OPTIMIZERS.md 7.2) -----------------------------------------------------------------------
@@ -851,22 +885,7 @@ def main() -> None:
 
     e2e: dict[str, float] = {}
     if not args.no_e2e:
-        e2e_tokens_per_second("adamw", args.e2e_scale, 5, str(device))  # warm-up (allocator, kernels)
-        before, _ = e2e_tokens_per_second("adamw", args.e2e_scale, e2e_steps, str(device))
-        raw: dict[str, float] = {}
-        for name in names:
-            if name != "adamw":
-                raw[name], status = e2e_tokens_per_second(name, args.e2e_scale, e2e_steps, str(device))
-                if status != "completed":
-                    print(f"note: e2e {name} {status}")
-        after, _ = e2e_tokens_per_second("adamw", args.e2e_scale, e2e_steps, str(device))
-        base = (before + after) / 2
-        raw["adamw"] = base
-        e2e = {name: tps / base for name, tps in raw.items()}
-        print(
-            f"e2e: {args.e2e_scale}, {e2e_steps} steps per run; AdamW {before:,.0f} tok/s before and {after:,.0f} after"
-        )
-        print("e2e tok/s: " + ", ".join(f"{n} {raw[n]:,.0f}" for n in names))
+        e2e = end_to_end(names, args.e2e_scale, e2e_steps, str(device))
 
     comparisons: list[tuple[str, float, bool]] = []  # (label, ours/public, is an upper bound)
     notes: list[str] = []
@@ -878,7 +897,10 @@ def main() -> None:
             hvp_batch = args.hvp_batch if cfg.seq_len <= 1024 else 1
             job = Job(cfg, str(device), case, budget, windows, args.max_window_steps, hvp_batch, hvp_reps)
             print(f"  measuring {case.label} ...", end="", flush=True)
-            m, pub = measure_case(job, step_limit, with_public=not args.no_public)
+            installed = case.public == PUBLIC["muon"] or po_version != "not installed"  # torch Muon is in torch
+            if case.public == PUBLIC["kron"] and not torch.backends.opt_einsum.is_available():
+                installed = False  # its first step would build a d^2 n^2 outer product (see the note below)
+            m, pub = measure_case(job, step_limit, with_public=not args.no_public and installed)
             ours[case.label] = m
             print(f" {fmt(m.ms, '.1f')} ms", end="", flush=True)
             if pub is not None:
@@ -932,11 +954,15 @@ def main() -> None:
     if args.no_public:
         notes.append("public implementations skipped (--no-public)")
     elif po_version == "not installed":
-        notes.append("pytorch-optimizer is not installed: `pip install pytorch-optimizer` for the po.* comparisons")
+        notes.append(
+            "pytorch-optimizer is not installed, po.* comparisons skipped: `pip install -e '.[bench]'` (or "
+            "`pip install pytorch-optimizer`)"
+        )
     if not torch.backends.opt_einsum.is_available() and "kron" in names and not args.no_public:
         notes.append(
-            "po.Kron: without opt_einsum, torch.einsum contracts its 'Q_L, Q_R, G' expression left to right, "
-            "through the d^2 x n^2 outer product of the factors; `pip install opt_einsum` makes its steps finish"
+            "po.Kron not run: without opt_einsum, torch.einsum contracts its 'Q_L, Q_R, G' expression left to right, "
+            "through the d^2 x n^2 outer product of the factors (64 Gi floats for a 256 x 1024 matrix: it hangs, "
+            "then runs out of memory); `pip install opt_einsum` makes its steps finish"
         )
     notes.append(f"load average at the end: {os.getloadavg()[0]:.1f} (timings on a loaded machine are noisy)")
     print()

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import optuna
+import pandas as pd
 from optuna.distributions import BaseDistribution, CategoricalDistribution, IntDistribution
 from optuna.trial import TrialState
 from sqlalchemy.orm import Session
@@ -36,6 +37,7 @@ from db import repository as repo
 from db.models import Cell, Trial
 from db.session import Database
 from sweep_service import coordinate_descent as cd
+from sweep_service import phases
 from sweep_service.spec import Space, SweepPlan, plan_document
 
 Progress = Callable[[str], None]
@@ -137,7 +139,13 @@ class SweepDriver:
                     chinchilla=cell.chinchilla,
                     strategy=self.plan.strategy,
                     space=cell.space.to_dict(),
-                    settings={"baseline_from": cell.baseline_from, "tolerance": self.plan.tolerance},
+                    settings={
+                        "baseline_from": cell.baseline_from,
+                        "tolerance": self.plan.tolerance,
+                        "phase": cell.phase,
+                        "from_cells": list(cell.from_cells),
+                        "ablation": cell.ablation,
+                    },
                     status="pending",
                 )
             requeued = repo.requeue_running(s, self.sweep_id)
@@ -170,25 +178,87 @@ class SweepDriver:
         return steps
 
     def _activate(self, s: Session, cell: Cell) -> bool:
-        """A cell whose baseline comes from another cell's best waits for that cell, then adopts its best."""
-        source_key = cell.settings.get("baseline_from")
+        """A cell that learns from other cells (`baseline_from`, Phase II/III `from_cells`) waits for them to
+        close, then fixes its search space from their results (sweep_service/phases.py)."""
         if cell.status != "pending":
             return True
-        if source_key:
-            source = next((c for c in repo.cells_of(s, self.sweep_id) if c.key == source_key), None)
-            if source is None or source.status in OPEN_CELL or not source.best_config:
+        settings = dict(cell.settings)
+        source_key = settings.get("baseline_from")
+        sources = list(settings.get("from_cells") or [])
+        wanted = [k for k in [source_key, *sources] if k]
+        if wanted:
+            by_key = {c.key: c for c in repo.cells_of(s, self.sweep_id)}
+            if any(k not in by_key or by_key[k].status in OPEN_CELL for k in wanted):
                 return False
-            space = Space.from_dict(cell.space)
-            best = source.best_config
-            baseline = {
-                k: (best[k] if k in best and best[k] in v else space.baseline[k]) for k, v in space.grid.items()
-            }
-            fixed = {**space.fixed, **{k: v for k, v in best.items() if k not in space.grid}}
-            repo.update_cell(s, cell.id, space=Space(space.grid, baseline, fixed).to_dict())
-            s.refresh(cell)
-        repo.update_cell(s, cell.id, status="running")
-        cell.status = "running"
+        space = Space.from_dict(cell.space)
+        phase = int(settings.get("phase", 1))
+        try:
+            if phase == 1 and source_key:
+                best = by_key[source_key].best_config
+                if not best:
+                    raise ValueError(f"cell {source_key} has no best config to start from")
+                grid = space.grid
+                baseline = {k: (best[k] if k in best and best[k] in v else space.baseline[k]) for k, v in grid.items()}
+                fixed = {**space.fixed, **{k: v for k, v in best.items() if k not in space.grid}}
+                space = Space(space.grid, baseline, fixed)
+            elif phase in (2, 3):
+                decision = self._phase_decision(s, cell, space, phase, [by_key[k] for k in sources], by_key)
+                space = decision.space
+                settings.update(decision.record, max_rounds=decision.max_rounds)
+        except ValueError as exc:
+            repo.update_cell(s, cell.id, status="failed", settings={**settings, "error": str(exc)})
+            cell.status = "failed"
+            self._say(f"{cell.key}: cannot start: {exc}")
+            return False
+        repo.update_cell(s, cell.id, status="running", space=space.to_dict(), settings=settings)
+        s.refresh(cell)
         return True
+
+    def _say(self, message: str) -> None:
+        if self.progress:
+            self.progress(message)
+
+    def _phase_decision(
+        self, s: Session, cell: Cell, space: Space, phase: int, sources: list[Cell], by_key: dict[str, Cell]
+    ) -> phases.PhaseDecision:
+        from workers.model import get_scale, non_embedding_params
+
+        rows: list[dict[str, Any]] = []
+        for source in sources:
+            n = non_embedding_params(get_scale(source.scale))
+            for t in repo.trials_of_cell(s, source.id, ["completed", "diverged"]):
+                rows.append(
+                    {
+                        "optimizer": source.optimizer,
+                        "scale": source.scale,
+                        "chinchilla": source.chinchilla,
+                        "config": dict(t.config),
+                        "loss": t.final_loss if t.status == "completed" and t.final_loss is not None else math.inf,
+                        "status": t.status,
+                        "seed": t.seed,
+                        "trial_id": t.id,
+                        "non_embedding_params": n,
+                    }
+                )
+        if not rows:
+            raise ValueError(f"its source cells {[c.key for c in sources]} have no finished trials")
+        frame = pd.DataFrame(rows)
+        if phase == 2:
+            source_key = cell.settings.get("baseline_from")
+            if source_key:
+                best = by_key[source_key].best_config
+            else:
+                candidates = [
+                    phases.SourceCell(c.key, non_embedding_params(get_scale(c.scale)), c.chinchilla, c.best_config)
+                    for c in sources
+                ]
+                best = phases.default_source(candidates, cell.chinchilla).best_config
+            if not best:
+                raise ValueError(f"cell {source_key} has no best config to start from")
+            return phases.phase_two(space, frame, cell.optimizer, dict(best), self.plan.tolerance)
+        target = non_embedding_params(get_scale(cell.scale))
+        ablation = bool(cell.settings.get("ablation"))
+        return phases.phase_three(space, frame, cell.optimizer, target, cell.chinchilla, ablation, self.plan.tolerance)
 
     def _seed_groups(
         self, trials: list[Trial], space: Space
@@ -243,6 +313,10 @@ class SweepDriver:
                 return  # synchronous rounds: wait for the whole neighbourhood (PAPER.md section 4)
             if proposal.converged:
                 repo.update_cell(s, cell.id, status="converged")
+                return
+            max_rounds = cell.settings.get("max_rounds")
+            if max_rounds is not None and cell.round >= max_rounds:
+                repo.update_cell(s, cell.id, status="exhausted")  # a Phase III ablation: one round only
                 return
             room = self.plan.budget - n_configs
             if room <= 0:

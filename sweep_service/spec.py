@@ -6,7 +6,10 @@
     chinchilla: [1]
     cells:                               # ... or/and explicit cells
       - {optimizer: adamw, scale: tiny-300k, chinchilla: 1,
-         baseline_from: adamw/tiny-130k/1, tune: [lr]}      # Phase II: start from another cell's best
+         baseline_from: adamw/tiny-130k/1, tune: [lr]}      # start from another cell's best, tune only lr
+      - {optimizer: adamw, scale: tiny-300k, chinchilla: 2, phase: 2}   # Phase II: re-tune the unstable ones
+      - {optimizer: adamw, scale: tiny-520k, chinchilla: 1, phase: 3,   # Phase III: predict, run,
+         ablation: true}                                                #   and ablate one at a time
     search:                              # per optimizer; default: the registry's space for the scale's family
       adamw:
         tune: [lr, wd, warmup, beta2]    # search only these; the others stay at their baseline
@@ -22,12 +25,22 @@
     divergence: {max_loss: 1e4, late_loss: null, late_step: 0}
     data: builtin
 
+Phases (PAPER.md section 4). A cell is Phase I by default: coordinate descent from its baseline. A
+`phase: 2` cell waits for its `from_cells` (default: every Phase I cell of its optimizer in the sweep), finds
+the hyperparameters that are not stable over them (no value in the near-best set of every one of them), and
+re-tunes only those, starting from the best config of `baseline_from` (default: the from-cell with the most
+parameters, then the nearest Chinchilla multiple). A `phase: 3` cell waits for its `from_cells`, fits
+h(N, C) = A x N^B x C^C' + D per hyperparameter over their best configs, and runs the prediction for its own
+scale and multiple, snapped to the grid; with `ablation: true` it also runs one round of one-at-a-time
+changes around the prediction (the neighbourhood, not a further descent).
+
 Validation (pydantic, at this edge) gives errors that name the field; `plan()` turns a valid spec into
 plain frozen dataclasses that the engine runs.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -89,6 +102,9 @@ class CellSpec(_Model):
     baseline_from: str | None = None  # "optimizer/scale/chinchilla" of a cell in the same sweep
     tune: list[str] | None = None
     baseline: dict[str, Value] = Field(default_factory=dict)
+    phase: Literal[1, 2, 3] = 1  # PAPER.md section 4; see the module docstring
+    from_cells: list[str] | None = None  # Phase II/III: the cells judged or fitted (default: the optimizer's Phase I)
+    ablation: bool = False  # Phase III: also one round of one-at-a-time changes around the prediction
 
     _coerce = field_validator("baseline", mode="before")(classmethod(lambda cls, v: _numbers(v)))
 
@@ -159,6 +175,9 @@ class CellPlan:
     chinchilla: float
     space: Space
     baseline_from: str | None = None
+    phase: int = 1
+    from_cells: tuple[str, ...] = ()
+    ablation: bool = False
 
 
 @dataclass(frozen=True)
@@ -294,12 +313,17 @@ def plan(spec: SweepSpec) -> SweepPlan:
             space = _space_for(c.optimizer, c.scale, spec.search.get(c.optimizer), c)
         except SpecError as exc:
             raise SpecError([(f"cells.{i}.{loc}", msg) for loc, msg in exc.errors]) from None
-        cells[key] = CellPlan(key, c.optimizer, c.scale, c.chinchilla, space, c.baseline_from)
+        cells[key] = CellPlan(key, c.optimizer, c.scale, c.chinchilla, space, c.baseline_from, c.phase, (), c.ablation)
     for i, c in enumerate(spec.cells):
+        key = cell_key(c.optimizer, c.scale, c.chinchilla)
         if c.baseline_from is not None and c.baseline_from not in cells:
             errors.append((f"cells.{i}.baseline_from", f"no cell {c.baseline_from!r}; cells: {sorted(cells)}"))
-        if c.baseline_from == cell_key(c.optimizer, c.scale, c.chinchilla):
+        if c.baseline_from == key:
             errors.append((f"cells.{i}.baseline_from", "a cell cannot start from its own best"))
+        errors.extend(_phase_errors(i, c, key, cells))
+        if c.phase != 1 and not any(loc.startswith(f"cells.{i}.") for loc, _ in errors):
+            sources = c.from_cells if c.from_cells is not None else _phase_one_cells(c.optimizer, key, cells)
+            cells[key] = dataclasses.replace(cells[key], from_cells=tuple(sources))
     if errors:
         raise SpecError(errors)
     return SweepPlan(
@@ -318,6 +342,40 @@ def plan(spec: SweepSpec) -> SweepPlan:
         data=spec.data,
         eval_every=spec.eval_every,
     )
+
+
+def _phase_one_cells(optimizer: str, key: str, cells: dict[str, CellPlan]) -> list[str]:
+    return [k for k, c in cells.items() if c.optimizer == optimizer and c.phase == 1 and k != key]
+
+
+def _phase_errors(i: int, c: CellSpec, key: str, cells: dict[str, CellPlan]) -> list[tuple[str, str]]:
+    """Phase II/III cells need Phase I cells of their own optimizer to learn from, and no `tune` of their own."""
+    where = f"cells.{i}"
+    if c.phase == 1:
+        if c.from_cells is not None:
+            return [(f"{where}.from_cells", "only a phase 2 or 3 cell learns from other cells")]
+        if c.ablation:
+            return [(f"{where}.ablation", "only a phase 3 cell has an ablation")]
+        return []
+    errors: list[tuple[str, str]] = []
+    if c.tune is not None:
+        errors.append((f"{where}.tune", f"a phase {c.phase} cell chooses what to tune itself; drop `tune`"))
+    if c.ablation and c.phase != 3:
+        errors.append((f"{where}.ablation", "only a phase 3 cell has an ablation"))
+    if c.phase == 3 and c.baseline_from is not None:
+        errors.append((f"{where}.baseline_from", "a phase 3 cell starts from its prediction"))
+    sources = c.from_cells if c.from_cells is not None else _phase_one_cells(c.optimizer, key, cells)
+    for j, source in enumerate(sources):
+        other = cells.get(source)
+        if other is None:
+            errors.append((f"{where}.from_cells.{j}", f"no cell {source!r}; cells: {sorted(cells)}"))
+        elif source == key:
+            errors.append((f"{where}.from_cells.{j}", "a cell cannot learn from itself"))
+        elif other.optimizer != c.optimizer or other.phase != 1:
+            errors.append((f"{where}.from_cells.{j}", f"{source!r} is not a phase 1 cell of {c.optimizer}"))
+    if not sources:
+        errors.append((f"{where}.from_cells", f"no phase 1 cell of {c.optimizer} in the sweep to learn from"))
+    return errors
 
 
 def plan_document(doc: dict[str, Any]) -> SweepPlan:
