@@ -30,3 +30,11 @@ def test_paper_phase_one() -> None:
     adamw = next(c for c in plan.cells if c.key == "adamw/130m/1")
     assert adamw.space.grid["lr"] == (4e-3, 8e-3, 1.6e-2, 3.2e-2)  # PAPER.md section 3
     assert plan.gpu == 1 and plan.late_loss == 6.0 and plan.late_step == 2000
+
+
+def test_phases() -> None:
+    plan = plan_document(load_spec_file(EXAMPLES / "phases.yaml"))
+    by_key = {c.key: c for c in plan.cells}
+    assert by_key["adamw/tiny-300k/0.2"].phase == 2
+    assert by_key["adamw/tiny-300k/0.2"].from_cells == ("adamw/tiny-130k/0.1", "adamw/tiny-300k/0.1")
+    assert by_key["adamw/tiny-520k/0.1"].phase == 3 and by_key["adamw/tiny-520k/0.1"].ablation
