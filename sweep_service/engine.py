@@ -304,7 +304,9 @@ class SweepDriver:
         trials = repo.trials_of_cell(s, cell.id, ["pending", "running", *FINISHED_STATES])
         history, pending = self._seed_groups(trials, space)
         n_configs = len(history) + len(pending)
-        if self.plan.strategy == "coordinate_descent":
+        if not space.grid:
+            self._plan_fixed(s, cell, space, history, pending)
+        elif self.plan.strategy == "coordinate_descent":
             proposal = cd.propose(
                 space, space.baseline, history, self.plan.tolerance, pending=pending, steps_for=self._steps_for(cell)
             )
@@ -328,6 +330,25 @@ class SweepDriver:
             repo.update_cell(s, cell.id, round=round_)
         else:
             self._plan_optuna(s, cell, space, history, pending, n_configs)
+
+    def _plan_fixed(
+        self,
+        s: Session,
+        cell: Cell,
+        space: Space,
+        history: list[tuple[dict[str, Any], float]],
+        pending: list[dict[str, Any]],
+    ) -> None:
+        """Nothing to search (`tune: []`, or a Phase II cell whose every hyperparameter was stable): the cell
+        runs its one config (under every seed) and that is its result."""
+        if not history and not pending:
+            self._add(s, cell, {}, space, 1)
+            repo.update_cell(s, cell.id, round=1)
+            return
+        if pending:
+            return
+        self._record_best(s, cell, {}, history[0][1], [{}] if math.isfinite(history[0][1]) else [], history)
+        repo.update_cell(s, cell.id, status="converged")
 
     def _plan_optuna(
         self,

@@ -13,7 +13,7 @@ import pytest
 
 from db import repository as repo
 from db.session import Database
-from sweep_service.engine import SweepDriver, study_name
+from sweep_service.engine import SweepDriver, optuna_storage, study_name
 from tests.sweep_service.fake_sweep import drive, new_sweep, spec
 
 
@@ -156,3 +156,24 @@ def test_random_strategy_keeps_finding_new_configs_on_a_larger_grid(tmp_path: An
     with db.session() as s:
         trials = repo.trials_of_sweep(s, sweep_id)
         assert len(trials) == 30 and len({t.config_key for t in trials}) == 30
+
+
+def test_a_cell_with_nothing_to_search_runs_its_config_once(tmp_path: Any) -> None:
+    # `tune: []` (or a Phase II cell whose every hyperparameter was stable): one run of the start config.
+    from db.migrate import upgrade
+
+    url = f"sqlite:///{tmp_path / 'fixed.db'}"
+    upgrade(url)
+    db = Database(url)
+    cell = {"optimizer": "adamw", "scale": "tiny-130k", "chinchilla": 2, "baseline_from": "adamw/tiny-130k/1"}
+    sweep_id = new_sweep(db, spec(cells=[{**cell, "tune": []}]))
+    driver = SweepDriver(db, sweep_id)
+    driver.prepare()
+    drive(driver)
+    with db.session() as s:
+        first, second = repo.cells_of(s, sweep_id)
+        assert second.status == "converged" and len(second.trials) == 1
+        assert second.trials[0].config["lr"] == first.best_config["lr"] == 1.2e-2  # type: ignore[index]
+        assert second.best_loss == second.trials[0].final_loss and second.best_trial_id == second.trials[0].id
+        study = optuna.load_study(study_name=study_name(sweep_id, second.key), storage=optuna_storage(url))
+        assert [t.value for t in study.trials] == [second.best_loss]

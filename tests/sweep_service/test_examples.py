@@ -16,7 +16,15 @@ def test_quickstart() -> None:
     plan = plan_document(load_spec_file(EXAMPLES / "quickstart.yaml"))
     assert {c.optimizer for c in plan.cells} == {"adamw", "muon", "lion"}
     assert {c.scale for c in plan.cells} == {"tiny-130k", "tiny-300k"}
-    assert all(len(c.space.grid) >= 4 for c in plan.cells)  # four hyperparameters tuned per optimizer
+    tuned = [c for c in plan.cells if c.baseline_from is None]
+    assert len(tuned) == 6 and all(len(c.space.grid) >= 4 for c in tuned)  # four hyperparameters per optimizer
+    # AdamW at three multiples per scale, for the speedup fit L(D) = alpha x D^-B + beta (PAPER.md section 5).
+    for scale in ("tiny-130k", "tiny-300k"):
+        assert sorted(c.chinchilla for c in plan.cells if c.optimizer == "adamw" and c.scale == scale) == [
+            0.04,
+            0.08,
+            0.16,
+        ]
     assert plan.strategy == "coordinate_descent"
     assert json.loads((EXAMPLES / "quickstart.json").read_text()) == yaml.safe_load(
         (EXAMPLES / "quickstart.yaml").read_text()
