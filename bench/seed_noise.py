@@ -77,6 +77,8 @@ def main() -> int:
         cells = list(by_key.values())
     print(f"sweep {sweep.id} ({sweep.name}), {len(cells)} cells, seeds {args.seeds}, {spec.eval_every=}")
 
+    # Cells with a single config (AdamW's extra multiples in the quickstart) have no spread to compare.
+    cells = [c for c in cells if len(c["losses"]) >= 2]
     jobs: list[dict[str, Any]] = []
     for entry in cells:
         if entry["best"] is None:
