@@ -56,6 +56,8 @@ class SophiaH(torch.optim.Optimizer):
     ) -> None:
         if update_interval < 1:
             raise ValueError(f"update_interval must be >= 1, got {update_interval}")
+        if gamma <= 0:
+            raise ValueError(f"gamma must be > 0, got {gamma}")  # the step divides by it
         defaults = {
             "lr": lr,
             "beta1": beta1,
@@ -144,18 +146,19 @@ class SophiaH(torch.optim.Optimizer):
             grads = [state_dtype_grad(p) for p in params]
             moments = [s["exp_avg"] for s in states]
             torch._foreach_lerp_(moments, grads, 1 - beta1)
-            # u = m_hat / max(gamma h, eps) = m / ((1 - b1^t) max(gamma h, eps)), then clip to [-1, 1].
-            denoms = torch._foreach_mul([s["hessian"] for s in states], group["gamma"])
-            torch._foreach_clamp_min_(denoms, group["eps"])
-            torch._foreach_mul_(denoms, 1 - beta1**t)
+            # u = clip(m_hat / max(gamma h, eps), -1, 1) with m_hat = m / (1 - b1^t). With c = (1 - b1^t) gamma this
+            # is clip(m / max(h, eps / gamma), -c, c) / c (clip(x / c, -1, 1) = clip(x, -c, c) / c for c > 0), so
+            # the scale folds into the final step's alpha: two passes over the state fewer than the literal form.
+            c = (1 - beta1**t) * group["gamma"]
+            denoms = torch._foreach_clamp_min([s["hessian"] for s in states], group["eps"] / group["gamma"])
             updates = torch._foreach_div(moments, denoms)
-            torch._foreach_clamp_min_(updates, -CLIP_THRESHOLD)
-            torch._foreach_clamp_max_(updates, CLIP_THRESHOLD)
+            torch._foreach_clamp_min_(updates, -CLIP_THRESHOLD * c)
+            torch._foreach_clamp_max_(updates, CLIP_THRESHOLD * c)
             if wd != 0:
                 torch._foreach_mul_(params, 1 - lr * wd)
             # bf16 parameters with fp32 state: apply the update in the parameter dtype.
             steps = [u if u.dtype == p.dtype else u.to(p.dtype) for p, u in zip(params, updates, strict=True)]
-            torch._foreach_add_(params, steps, alpha=-lr)
+            torch._foreach_add_(params, steps, alpha=-lr / c)
         self.steps_done = t
         return loss
 
