@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 TORCH_SPEC ?= torch==2.13.0
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint types pytest install bench clean
+.PHONY: demo test lint types pytest install browser bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
@@ -17,7 +17,15 @@ $(STAMP): $(BIN)/python pyproject.toml
 	$(BIN)/pip install -q -e ".[dev]"
 	touch $(STAMP)
 
-install: $(STAMP)
+# Debian's Chromium and its driver, for the browser tests (tests/browser), installed when missing. Where apt
+# cannot (not root, no package registry) this says so and goes on: the browser tests then skip with the reason.
+browser:
+	@command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1 || { \
+	  echo "installing Debian's chromium and chromium-driver (browser tests)"; \
+	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver; } \
+	    >/dev/null 2>&1 || echo "note: apt could not install chromium + chromium-driver; browser tests will skip"; }
+
+install: $(STAMP) browser
 
 demo: $(STAMP)
 	$(BIN)/sweep-service run examples/quickstart.yaml
@@ -29,7 +37,7 @@ lint: $(STAMP)
 types: $(STAMP)
 	$(BIN)/mypy sweep_service workers db api bench tests
 
-pytest: $(STAMP)
+pytest: $(STAMP) browser
 	$(BIN)/pytest -q
 
 test: lint types pytest

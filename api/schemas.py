@@ -219,3 +219,99 @@ class ScaleOut(BaseModel):
 class Health(BaseModel):
     status: Literal["ok"]
     database: Literal["ok"]
+
+
+# ---- analysis (api/routers/analysis.py) ---------------------------------------------------------------
+
+
+class SpeedupRow(BaseModel):
+    """One cell's speedup over the baseline (sweep_service.analysis.speedups; PAPER.md section 5)."""
+
+    scale: str
+    optimizer: str
+    chinchilla: float
+    non_embedding_params: int | None
+    loss: float | None = Field(description="the cell's best final loss (mean over seeds); null if none finite")
+    loss_vs_baseline: float | None = Field(description="loss minus the baseline's best loss at the same scale and D")
+    n_seeds: int
+    d_eff: float | None = Field(description="baseline data multiple reaching the same loss; null when not finite")
+    speedup: float | None = Field(description="d_eff / chinchilla; null when not finite (see beyond_asymptote)")
+    speedup_ci_low: float | None
+    speedup_ci_high: float | None
+    loss_ci_low: float | None
+    loss_ci_high: float | None
+    beyond_asymptote: bool = Field(description="loss at or below the baseline's beta: the speedup is infinite")
+    fit_alpha: float | None = Field(description="the baseline's L(D) = fit_alpha x D^-fit_B + fit_beta at this scale")
+    fit_B: float | None
+    fit_beta: float | None
+    fit_n_points: int
+    fit_underdetermined: bool
+    note: str
+
+
+class SpeedupsResponse(BaseModel):
+    sweep_id: int
+    baseline: str
+    fit_multiples: list[float] | None = Field(description="the baseline multiples fitted; null: every one it has")
+    rows: list[SpeedupRow]
+
+
+class SensitivityRow(BaseModel):
+    """One one-at-a-time change from a cell's best config (sweep_service.analysis.sensitivity)."""
+
+    optimizer: str
+    scale: str
+    chinchilla: float
+    hparam: str
+    value: HParamValue | None
+    best_value: HParamValue | None
+    loss: float | None = Field(description="mean over seeds; null when diverged")
+    best_loss: float
+    delta: float | None = Field(description="loss - best_loss; null when diverged")
+    diverged: bool
+    n_seeds: int
+
+
+class SensitivityResponse(BaseModel):
+    sweep_id: int
+    rows: list[SensitivityRow]
+
+
+class HeldOutCell(BaseModel):
+    scale: str
+    chinchilla: float
+
+
+class HparamFitOut(BaseModel):
+    """h(N, C) = A x N^B x C^C' + D for one hyperparameter (PAPER.md section 4, Phase III)."""
+
+    name: str
+    method: Literal["power_law", "constant", "majority_vote"]
+    A: float | None
+    B: float | None
+    C_prime: float | None
+    D: float | None
+    value: HParamValue | None = Field(description="the predicted value unless method is power_law")
+    n_points: int
+    underdetermined: bool = Field(description="as few cells as parameters (or fewer): no reliable error")
+    holdout: HeldOutCell | None = Field(description="the cell fitted without, to measure the error")
+    holdout_actual: HParamValue | None
+    holdout_predicted: HParamValue | None
+    holdout_rel_error: float | None = Field(description="|predicted - actual| / |actual| on the held-out cell")
+    raw: HParamValue | None = Field(description="the prediction at the target, before snapping")
+    predicted: HParamValue | None = Field(description="the prediction at the target (snapped when asked)")
+    note: str
+
+
+class PredictResponse(BaseModel):
+    optimizer: str
+    non_embedding_params: int
+    chinchilla: float
+    family: str = Field(description="model family whose cells were fitted (and whose grid snaps)")
+    snap: bool
+    config: dict[str, HParamValue | None] = Field(description="the predicted hyperparameters")
+    fits: list[HparamFitOut]
+    cells_used: int
+    scales_used: dict[str, int] = Field(description="scale -> non-embedding parameters of the fitted cells")
+    sweeps_used: list[int]
+    note: str

@@ -279,6 +279,48 @@ def cmd_best(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_import_results(args: argparse.Namespace) -> int:
+    """Load released results (`paper`: the shipped paper_results.json) as a finished, imported sweep."""
+    from sweep_service.importer import import_file
+
+    outcome = import_file(_database(), args.file)
+    verb = "imported" if outcome.created else "already imported (same content): nothing written;"
+    print(
+        f"sweep {outcome.sweep_id} '{outcome.name}': {verb} {outcome.n_cells} cells, {outcome.n_trials} trials",
+        file=sys.stderr,
+    )
+    print(
+        f"  optimizers {', '.join(outcome.optimizers)}; scales {', '.join(outcome.scales)}; "
+        f"chinchilla {', '.join(f'{c:g}' for c in outcome.chinchilla)}",
+        file=sys.stderr,
+    )
+    if outcome.unknown_scales:
+        print(
+            f"  scales not in the catalog (imported all the same): {', '.join(outcome.unknown_scales)}", file=sys.stderr
+        )
+    if outcome.unknown_params:
+        print(
+            f"  no parameter count for {', '.join(outcome.unknown_params)}: left out of /predict fits",
+            file=sys.stderr,
+        )
+    print(outcome.sweep_id)  # stdout: the id alone, for scripts (ID=$(sweep-service import-results paper))
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    """Write the HTML report of a sweep (figures as PNG, tables as CSV) from the database."""
+    from sweep_service.report import write_report
+    from sweep_service.settings import get_settings
+
+    out = args.out if args.out is not None else get_settings().sweep_home / "reports" / f"sweep-{args.sweep_id}"
+    try:
+        index = write_report(_database(), args.sweep_id, out)
+    except OSError as exc:  # e.g. a directory we may not write to
+        raise UsageError(f"cannot write the report to {out}: {exc.strerror or exc}") from None
+    print(index)
+    return 0
+
+
 def _dispatcher(db: Any) -> Any:
     from sweep_service.dispatcher import Dispatcher
     from sweep_service.settings import get_settings
@@ -376,6 +418,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--chinchilla", type=float, default=None)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_best)
+
+    p = sub.add_parser("import-results", help="load released results (e.g. the paper's) as a finished sweep")
+    p.add_argument("file", help="results JSON file, or `paper` for the shipped paper_results.json")
+    p.set_defaults(func=cmd_import_results)
+
+    p = sub.add_parser("report", help="write a sweep's HTML report (plots as PNG, tables as CSV)")
+    p.add_argument("sweep_id", type=int)
+    p.add_argument("--out", default=None, help="output directory (default: SWEEP_HOME/reports/sweep-ID)")
+    p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("dispatcher", help="claim queued sweeps from the database and run them")
     p.add_argument("--poll", type=float, default=2.0, help="seconds between looks for queued sweeps")

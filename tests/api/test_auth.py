@@ -46,7 +46,10 @@ def test_every_endpoint_but_healthz_needs_a_valid_token(secured: TestClient, sto
             assert r.headers["www-authenticate"] == "Bearer"
             assert WRITE not in r.text and READ not in r.text
         token = READ if method == "GET" else WRITE
-        r = secured.request(method, url, headers=bearer(token), json=quickstart() if path == "/sweeps" else None)
+        params = {"optimizer": "adamw", "params": 131072} if path == "/predict" else None  # its required query
+        r = secured.request(
+            method, url, headers=bearer(token), params=params, json=quickstart() if path == "/sweeps" else None
+        )
         # Let in: (the sweep is completed, so cancelling it is a 409 and its event stream ends at once).
         assert r.status_code in (200, 201, 409), (method, url, r.status_code, r.text)
 

@@ -1,0 +1,174 @@
+"""GET /sweeps/{id}/speedups, GET /sweeps/{id}/sensitivity and GET /predict (api/routers/analysis.py), on the
+paper's imported results and on hand-built sweeps; SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from api_builders import MakeClient, T
+from fastapi.testclient import TestClient
+
+from db.session import Database
+from sweep_service.importer import PAPER_RESULTS, import_results
+from workers.optimizers import REGISTRY
+
+
+@pytest.fixture
+def paper(db: Database) -> int:
+    return import_results(db, PAPER_RESULTS)
+
+
+def _mean(values: list[float]) -> float:
+    return sum(values) / len(values)
+
+
+def test_speedups_on_the_paper_results(client: TestClient, paper: int) -> None:
+    r = client.get(f"/sweeps/{paper}/speedups")
+    assert r.status_code == 200
+    body = r.json()
+    assert body["sweep_id"] == paper and body["baseline"] == "adamw" and body["fit_multiples"] == [1, 2, 4, 8]
+    rows = body["rows"]
+    assert len(rows) == 134
+
+    def speedups(optimizer: str, scale: str) -> list[float]:
+        return [
+            x["speedup"]
+            for x in rows
+            if x["optimizer"] == optimizer and x["scale"] == scale and x["chinchilla"] in (1, 2, 4, 8)
+        ]
+
+    for optimizer in ("muon", "soap"):  # 'soape' in the paper's files is our 'soap'
+        at_130m = speedups(optimizer, "130m")
+        # PAPER.md section 1: ~1.4x at 0.1B; this release gives 1.27-1.42 per point at 130m ...
+        assert len(at_130m) == 4 and 1.25 < _mean(at_130m) < 1.45 and all(1.2 < s < 1.5 for s in at_130m)
+        # ... and the speedup shrinks with scale
+        assert _mean(speedups(optimizer, "520m")) < _mean(at_130m) - 0.05
+    adamw = [x for x in rows if x["optimizer"] == "adamw" and x["chinchilla"] in (1, 2, 4, 8)]
+    assert all(x["speedup"] == pytest.approx(1.0, abs=0.02) for x in adamw)
+    first = next(x for x in rows if x["scale"] == "130m")
+    assert first["fit_alpha"] == pytest.approx(0.417, abs=5e-3) and first["fit_B"] == pytest.approx(0.493, abs=5e-3)
+    assert first["non_embedding_params"] == 134_217_728 and first["speedup_ci_low"] is None  # one seed per cell
+
+    # Another baseline: Muon's own curve; a name outside the registry and the sweep lists the valid ones.
+    muon = client.get(f"/sweeps/{paper}/speedups", params={"baseline": "muon"}).json()
+    assert muon["baseline"] == "muon"
+    on_fit = [x for x in muon["rows"] if x["optimizer"] == "muon" and x["chinchilla"] in (1, 2, 4, 8)]
+    assert len(on_fit) == 12 and all(x["speedup"] == pytest.approx(1.0, abs=0.05) for x in on_fit)
+    r = client.get(f"/sweeps/{paper}/speedups", params={"baseline": "adamx"})
+    assert r.status_code == 422 and "adamw" in r.json()["detail"][0]["msg"]
+
+
+def test_best_and_predict_on_the_paper_results(client: TestClient, paper: int) -> None:
+    best = client.get("/best", params={"optimizer": "muon", "scale": "130m", "chinchilla": 1}).json()["results"]
+    assert len(best) == 1 and best[0]["sweep_id"] == paper and best[0]["imported"] is True
+    assert best[0]["loss"] == pytest.approx(3.4626, abs=1e-4) and best[0]["config"]["lr"] == 0.016
+
+    # The rest of the API takes the imported sweep as it is: its progress and its export.
+    detail = client.get(f"/sweeps/{paper}").json()
+    assert detail["status"] == "completed" and detail["imported"] is True and len(detail["cells"]) == 134
+    assert detail["trials"]["completed"] == 134 and detail["best"] is not None
+    export = client.get(f"/sweeps/{paper}/export", params={"format": "csv"})
+    assert export.status_code == 200 and export.text.count("\n") == 1 + 134
+
+    # Muon at 1.2b (no 1.2b cell in the release): fitted over 130m, 300m and 520m.
+    params = {"optimizer": "muon", "params": 1_207_959_552, "chinchilla": 1}
+    r = client.get("/predict", params=params)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["family"] == "paper" and body["sweeps_used"] == [paper] and body["snap"] is False
+    assert body["scales_used"] == {"130m": 134_217_728, "300m": 301_989_888, "520m": 536_870_912}
+    assert body["cells_used"] == 5 + 5 + 4  # muon: 130m and 300m at 1-16x, 520m at 1-8x
+    lr = next(f for f in body["fits"] if f["name"] == "lr")
+    assert lr["method"] == "power_law" and lr["holdout"] == {"scale": "520m", "chinchilla": 8.0}
+    assert lr["holdout_rel_error"] is not None and lr["holdout_rel_error"] < 1
+    assert 0 < body["config"]["lr"] < 0.128 and body["config"]["lr"] == lr["predicted"]
+
+    snapped = client.get("/predict", params={**params, "snap": True}).json()
+    grid = REGISTRY["muon"].spaces["paper"].grid
+    for name, values in grid.items():
+        if name in snapped["config"]:
+            assert snapped["config"][name] in values, name
+    assert snapped["config"]["lr"] in grid["lr"]
+
+
+def test_predict_says_when_it_cannot(client: TestClient, paper: int, store: Any) -> None:
+    r = client.get("/predict", params={"optimizer": "sgd", "params": 10**9})
+    assert r.status_code == 422 and all(n in r.json()["detail"][0]["msg"] for n in REGISTRY)
+    r = client.get("/predict", params={"optimizer": "adamh", "params": 10**9})  # not in the release
+    assert r.status_code == 404 and "import-results" in r.json()["detail"]
+    # Only tiny-130k results for lion: nothing to extrapolate in N from.
+    store({"lion/tiny-130k/1": [T({"lr": 1e-3}, loss=3.0), T({"lr": 2e-3}, loss=2.9)]})
+    r = client.get("/predict", params={"optimizer": "lion", "params": 1_000_000})  # nearest scale: tiny
+    assert r.status_code == 409 and "one model size only (tiny-130k)" in r.json()["detail"]
+    # ... while the paper family has three sizes of lion.
+    r = client.get("/predict", params={"optimizer": "lion", "params": 1_000_000, "family": "paper"})
+    assert r.status_code == 200 and r.json()["family"] == "paper"
+    for bad in ({"params": 0}, {"params": 10**14}, {"chinchilla": 0}, {"chinchilla": "inf"}, {"family": "x"},
+                {"colour": "red"}):  # fmt: skip
+        assert client.get("/predict", params={"optimizer": "muon", "params": 10**9, **bad}).status_code == 422, bad
+
+
+def test_sensitivity(client: TestClient, store: Any) -> None:
+    base = {"lr": 8e-3, "wd": 0.1, "warmup": 2000}
+    # PAPER.md section 6: AdamW at 130M, 1x
+    stored = store(
+        {
+            "adamw/130m/1": [
+                T(base, loss=3.529),
+                T({**base, "lr": 4e-3}, loss=3.550),
+                T({**base, "lr": 1.6e-2}, loss=3.538),
+                T({**base, "lr": 3.2e-2}, status="diverged"),
+                T({**base, "wd": 0.0}, loss=3.545),
+                T({**base, "lr": 4e-3, "wd": 0.0}, loss=3.6),  # two changes: not a sensitivity row
+            ]
+        }
+    )
+    r = client.get(f"/sweeps/{stored.sweep_id}/sensitivity")
+    assert r.status_code == 200
+    body = r.json()
+    assert body["sweep_id"] == stored.sweep_id
+    rows = [(x["hparam"], x["value"], x["loss"], x["diverged"]) for x in body["rows"]]
+    assert rows == [
+        ("lr", 4e-3, pytest.approx(3.550), False),
+        ("lr", 1.6e-2, pytest.approx(3.538), False),
+        ("lr", 3.2e-2, None, True),  # diverged: no finite loss to send
+        ("wd", 0.0, pytest.approx(3.545), False),
+    ]
+    assert body["rows"][0]["delta"] == pytest.approx(0.021) and body["rows"][0]["best_value"] == 8e-3
+    assert body["rows"][2]["delta"] is None and body["rows"][0]["best_loss"] == pytest.approx(3.529)
+
+    # No AdamW in this sweep: speedups against it are null with a note, not an error.
+    other = store({"muon/130m/1": [T({"lr": 1e-2}, loss=3.4)]})
+    sp = client.get(f"/sweeps/{other.sweep_id}/speedups").json()["rows"]
+    assert sp[0]["speedup"] is None and "no adamw results" in sp[0]["note"]
+
+
+def test_unknown_sweep_and_bad_ids(client: TestClient) -> None:
+    for path in ("/sweeps/999/speedups", "/sweeps/999/sensitivity"):
+        r = client.get(path)
+        assert r.status_code == 404 and r.json()["detail"] == "no sweep 999"
+    for path in ("/sweeps/0/speedups", f"/sweeps/{2**40}/sensitivity", "/sweeps/x/speedups"):
+        assert client.get(path).status_code == 422, path
+    assert client.get("/sweeps/1/speedups", params={"baselin": "adamw"}).status_code == 422
+
+
+def test_openapi_documents_the_analysis_endpoints(client: TestClient) -> None:
+    paths = client.get("/openapi.json").json()["paths"]
+    for path, schema in (
+        ("/sweeps/{sweep_id}/speedups", "SpeedupsResponse"),
+        ("/sweeps/{sweep_id}/sensitivity", "SensitivityResponse"),
+        ("/predict", "PredictResponse"),
+    ):
+        op = paths[path]["get"]
+        ref = op["responses"]["200"]["content"]["application/json"]["schema"]["$ref"]
+        assert ref.endswith("/" + schema) and op["description"] and "404" in op["responses"]
+    params = {p["name"] for p in paths["/predict"]["get"]["parameters"]}
+    assert params == {"optimizer", "params", "chinchilla", "snap", "family"}
+
+
+def test_tokens_are_required_when_set(make_client: MakeClient, paper: int) -> None:
+    client = make_client(SWEEP_API_READ_TOKENS="r1")
+    assert client.get(f"/sweeps/{paper}/speedups").status_code == 401
+    ok = client.get(f"/sweeps/{paper}/sensitivity", headers={"Authorization": "Bearer r1"})
+    assert ok.status_code == 200 and ok.json()["rows"] == []
