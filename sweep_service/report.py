@@ -205,6 +205,7 @@ def _log2_axis(axis: Any, lo: float, hi: float) -> None:
     ticks = [2.0**k for k in range(math.floor(math.log2(lo)), math.ceil(math.log2(hi)) + 1) if lo <= 2.0**k <= hi]
     if len(ticks) < 2:  # a range narrower than a doubling
         ticks = [float(v) for v in np.geomspace(lo, hi, 3)]
+    ticks = ticks[:: max(1, math.ceil(len(ticks) / 7))]  # at most ~7 labels: wide ranges would overlap
     axis.set_major_locator(FixedLocator(ticks))
     axis.set_minor_locator(NullLocator())
     axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
@@ -264,7 +265,7 @@ def _speedup_figure(sp: pd.DataFrame, baseline: str, out: Path) -> str | None:
         Patch(color=shade, label=f"{k0:g}-{k1:g}x")
         for shade, (k0, k1) in zip(shades, itertools.pairwise(SPEEDUP_BANDS), strict=True)
     ]
-    legend = axes[0].legend(handles=bands, fontsize=7, loc="upper left", title="speedup", title_fontsize=7)
+    legend = axes[0].legend(handles=bands, fontsize=7, loc="lower right", title="speedup", title_fontsize=7)
     axes[0].add_artist(legend)  # kept when the optimizers' legend goes on the same (only) axes
     axes[-1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0)
     return _save(fig, out, "speedup-d-eff.png")
