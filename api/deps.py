@@ -10,9 +10,10 @@ from __future__ import annotations
 import hmac
 from typing import Annotated, Any
 
-from fastapi import Depends, HTTPException, Query, Request, status
+from fastapi import Depends, HTTPException, Query, Request, Response, status
 from fastapi import Path as PathParam
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel
 
 from db.session import Database
 from sweep_service.settings import Settings
@@ -29,12 +30,17 @@ NAME_PATTERN = r"^[^\x00-\x1f\x7f]+$"
 NAME_MAX = 200
 
 
-def get_settings_dep(request: Request) -> Settings:
+# The dependencies below are `async def` though they never await: they only read app state and headers, while FastAPI
+# runs a sync dependency in its threadpool, one thread hop per dependency per request. The operations themselves stay
+# sync: their database calls block.
+
+
+async def get_settings_dep(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
 
 
-def get_database(request: Request) -> Database:
+async def get_database(request: Request) -> Database:
     db: Database = request.app.state.db
     return db
 
@@ -54,7 +60,9 @@ def _matches(token: str, tokens: frozenset[str]) -> bool:
     return found
 
 
-def authorize(request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]) -> None:
+async def authorize(
+    request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+) -> None:
     """Bearer-token check when tokens are configured: 401 without a valid token, 403 for a read-only token on a
     write (any method but GET/HEAD/OPTIONS). Tokens are never logged or echoed back."""
     write_tokens, read_tokens = request.app.state.tokens
@@ -85,7 +93,7 @@ def _query_names(dependant: Any) -> set[str]:
     return names
 
 
-def reject_unknown_query(request: Request) -> None:
+async def reject_unknown_query(request: Request) -> None:
     """A query parameter the operation does not take is a 422 naming it, like an unknown field of the spec
     (extra="forbid"): a misspelt filter (`?stauts=queued`) must not silently return everything."""
     dependant = getattr(request.scope.get("route"), "dependant", None)
@@ -123,3 +131,10 @@ Limit = Annotated[int, Query(ge=1, le=MAX_LIMIT, description=f"page size, 1..{MA
 Offset = Annotated[int, Query(ge=0, le=MAX_ID, description="rows to skip")]
 NameFilter = Annotated[str | None, Query(min_length=1, max_length=NAME_MAX, pattern=NAME_PATTERN)]
 ChinchillaFilter = Annotated[float | None, Query(gt=0, allow_inf_nan=False, description="data-to-model multiple")]
+
+
+def json_response(model: BaseModel) -> Response:
+    """`model` as JSON, serialized once by pydantic's Rust core. FastAPI sends a returned Response as is; a returned
+    model it would first validate again against the operation's response_model (through a threadpool hop, for a
+    sync operation) and only then serialize. The operation keeps `response_model` for its documented schema."""
+    return Response(model.model_dump_json(), media_type="application/json")

@@ -6,7 +6,9 @@ Everything here takes an open Session and returns pydantic models; the SQL is in
 from __future__ import annotations
 
 import math
-import statistics
+import threading
+import weakref
+from collections import OrderedDict
 from datetime import UTC, datetime
 from typing import Any
 
@@ -25,7 +27,6 @@ from api.schemas import (
     TrialTimings,
 )
 from db import queries
-from db import repository as repo
 from db.models import Cell, CurvePoint, Sweep, Trial
 from sweep_service.spec import SweepSpec
 
@@ -57,18 +58,22 @@ def max_concurrent_of(sweep: Sweep) -> int:
     return DEFAULT_MAX_CONCURRENT
 
 
+def _sweep_fields(sweep: Sweep, counts: dict[str, int]) -> dict[str, Any]:
+    return {
+        "id": sweep.id,
+        "name": sweep.name,
+        "status": sweep.status,
+        "imported": sweep.imported,
+        "error": sweep.error,
+        "created_at": sweep.created_at.replace(tzinfo=UTC),
+        "started_at": utc(sweep.started_at),
+        "finished_at": utc(sweep.finished_at),
+        "trials": trial_counts(counts),
+    }
+
+
 def sweep_summary(sweep: Sweep, counts: dict[str, int]) -> SweepSummary:
-    return SweepSummary(
-        id=sweep.id,
-        name=sweep.name,
-        status=sweep.status,
-        imported=sweep.imported,
-        error=sweep.error,
-        created_at=sweep.created_at.replace(tzinfo=UTC),
-        started_at=utc(sweep.started_at),
-        finished_at=utc(sweep.finished_at),
-        trials=trial_counts(counts),
-    )
+    return SweepSummary(**_sweep_fields(sweep, counts))
 
 
 def cell_progress(cell: Cell, counts: dict[str, int]) -> CellProgress:
@@ -89,19 +94,56 @@ def cell_progress(cell: Cell, counts: dict[str, int]) -> CellProgress:
     )
 
 
-def eta_seconds(s: Session, sweep_id: int, counts: dict[str, int], max_concurrent: int) -> float | None:
+def eta(mean_finished_seconds: float | None, counts: dict[str, int], max_concurrent: int) -> float | None:
     """Mean finished-trial duration x remaining (pending + running) / max_concurrent; None before any finish."""
-    durations = [(end - start).total_seconds() for start, end in queries.finished_trial_times(s, sweep_id)]
-    if not durations:
+    if mean_finished_seconds is None:
         return None
     remaining = counts.get("pending", 0) + counts.get("running", 0)
-    return max(0.0, statistics.fmean(durations)) * remaining / max_concurrent
+    return max(0.0, mean_finished_seconds) * remaining / max_concurrent
 
 
-def sweep_progress(s: Session, sweep: Sweep) -> SweepProgress:
-    counts = repo.count_trials_by_status(s, sweep.id)
-    by_cell = queries.trial_counts_by_cell(s, sweep.id)
-    cells = [cell_progress(c, by_cell.get(c.id, {})) for c in repo.cells_of(s, sweep.id)]
+# A finished sweep's trial statistics, per engine and sweep id, with the state they were computed in. The statistics
+# read every trial of the sweep (milliseconds for 10k trials); once the sweep has finished and none of its trials
+# is pending or running they cannot change: a finished trial's row is final (db.repository changes only pending and
+# running trials), trials are added only while the sweep runs, and a sweep that runs again changes its status.
+# The sweep's newest trial id is checked too, to be safe. 4096 sweeps: a few MB at most.
+FINISHED_SWEEP_STATUSES = frozenset({"completed", "failed", "cancelled"})
+OPEN_TRIAL_STATUSES = ("pending", "running")
+STATS_CACHE_SWEEPS = 4096
+_StatsKey = tuple[str, datetime | None, int | None]
+_stats_caches: weakref.WeakKeyDictionary[Any, OrderedDict[int, tuple[_StatsKey, queries.SweepTrialStats]]] = (
+    weakref.WeakKeyDictionary()
+)
+_stats_lock = threading.Lock()
+
+
+def sweep_trial_stats(s: Session, sweep: Sweep) -> queries.SweepTrialStats:
+    """db.queries.sweep_trial_stats, remembered for a finished sweep (see FINISHED_SWEEP_STATUSES)."""
+    if sweep.status not in FINISHED_SWEEP_STATUSES:
+        return queries.sweep_trial_stats(s, sweep.id)
+    key: _StatsKey = (sweep.status, sweep.finished_at, queries.last_trial_id(s, sweep.id))
+    engine = s.get_bind()
+    with _stats_lock:
+        cache = _stats_caches.setdefault(engine, OrderedDict())
+        held = cache.get(sweep.id)
+        if held is not None and held[0] == key:
+            cache.move_to_end(sweep.id)
+            return held[1]
+    stats = queries.sweep_trial_stats(s, sweep.id)
+    if not any(stats.by_status.get(status) for status in OPEN_TRIAL_STATUSES):
+        with _stats_lock:
+            cache[sweep.id] = (key, stats)
+            cache.move_to_end(sweep.id)
+            while len(cache) > STATS_CACHE_SWEEPS:
+                cache.popitem(last=False)
+    return stats
+
+
+def _progress_fields(s: Session, sweep: Sweep) -> dict[str, Any]:
+    """SweepProgress's fields, from two queries beyond the sweep's own whatever the sweep's size: its trials'
+    statistics (sweep_trial_stats) and its cells."""
+    stats = sweep_trial_stats(s, sweep)
+    cells = [cell_progress(c, stats.by_cell.get(c.id, {})) for c in queries.progress_cells(s, sweep.id)]
     ranked = [c for c in cells if c.best_loss is not None]
     best = None
     if ranked:
@@ -117,21 +159,24 @@ def sweep_progress(s: Session, sweep: Sweep) -> SweepProgress:
             trial_id=top.best_trial_id,
         )
     max_concurrent = max_concurrent_of(sweep)
-    summary = sweep_summary(sweep, counts)
-    return SweepProgress(
-        **summary.model_dump(),
-        cells=cells,
-        best=best,
-        device_hours=queries.device_seconds_used(s, sweep.id) / SECONDS_PER_HOUR,
-        max_concurrent=max_concurrent,
-        eta_seconds=eta_seconds(s, sweep.id, counts, max_concurrent),
-    )
+    return {
+        **_sweep_fields(sweep, stats.by_status),
+        "cells": cells,
+        "best": best,
+        "device_hours": stats.device_seconds / SECONDS_PER_HOUR,
+        "max_concurrent": max_concurrent,
+        "eta_seconds": eta(stats.mean_finished_seconds, stats.by_status, max_concurrent),
+    }
+
+
+def sweep_progress(s: Session, sweep: Sweep) -> SweepProgress:
+    return SweepProgress(**_progress_fields(s, sweep))
 
 
 def sweep_detail(s: Session, sweep: Sweep) -> SweepDetail:
-    progress = sweep_progress(s, sweep)
+    # Built from the fields directly: a SweepProgress dumped and validated again would convert every cell twice.
     return SweepDetail(
-        **progress.model_dump(),
+        **_progress_fields(s, sweep),
         spec=sweep.spec if isinstance(sweep.spec, dict) else {},
         claimed_by=sweep.claimed_by,
     )
@@ -159,8 +204,26 @@ def _summary_fields(trial: Trial, cell: Cell) -> dict[str, Any]:
     }
 
 
-def trial_summary(trial: Trial, cell: Cell) -> TrialSummary:
-    return TrialSummary(**_summary_fields(trial, cell))
+def trial_summary(row: queries.TrialRow) -> TrialSummary:
+    return TrialSummary(
+        id=row.id,
+        sweep_id=row.sweep_id,
+        cell=row.cell,
+        optimizer=row.optimizer,
+        scale=row.scale,
+        chinchilla=row.chinchilla,
+        seed=row.seed,
+        round=row.round,
+        status=row.status,
+        final_loss=finite(row.final_loss),
+        reason=row.reason,
+        config=row.config,
+        steps=row.steps,
+        total_steps=row.total_steps,
+        device_seconds=finite(row.device_seconds),
+        started_at=utc(row.started_at),
+        finished_at=utc(row.finished_at),
+    )
 
 
 def trial_detail(trial: Trial, cell: Cell) -> TrialDetail:

@@ -87,6 +87,20 @@ class Trial(Base):
     __table_args__ = (
         UniqueConstraint("cell_id", "config_key", "seed"),  # nothing runs twice
         Index("ix_sweep_trials_sweep_status", "sweep_id", "status"),
+        # A sweep's trials page (GET /sweeps/{id}/trials) walks this index in id order to its offset, then
+        # reads only the page's rows (db.queries.list_trials). Migration 0002.
+        Index("ix_sweep_trials_sweep_id_id", "sweep_id", "id"),
+        # A sweep's progress (GET /sweeps/{id}) in one index-only pass: counts per cell and status, compute used,
+        # and finished trials' durations (db.queries.sweep_trial_stats). Migration 0002.
+        Index(
+            "ix_sweep_trials_progress",
+            "sweep_id",
+            "cell_id",
+            "status",
+            "device_seconds",
+            "started_at",
+            "finished_at",
+        ),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)

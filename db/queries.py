@@ -11,8 +11,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar
 
-from sqlalchemy import Select, func, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy import ColumnElement, Float, Select, Text, and_, bindparam, case, cast, func, select, update
+from sqlalchemy.orm import Session, load_only
 
 from db.models import TRIAL_FINISHED, Cell, Sweep, Trial
 
@@ -52,41 +52,120 @@ def trial_counts_for_sweeps(s: Session, sweep_ids: Sequence[int]) -> dict[int, d
     return out
 
 
-def trial_counts_by_cell(s: Session, sweep_id: int) -> dict[int, dict[str, int]]:
-    """cell id -> trial status -> count, for one sweep."""
-    rows = s.execute(
-        select(Trial.cell_id, Trial.status, func.count())
-        .where(Trial.sweep_id == sweep_id)
-        .group_by(Trial.cell_id, Trial.status)
-    ).all()
-    out: dict[int, dict[str, int]] = {}
-    for cell_id, status, n in rows:
-        out.setdefault(int(cell_id), {})[status] = int(n)
-    return out
-
-
 def trials_by_status(s: Session) -> dict[str, int]:
     """Trial status -> count over every sweep (the /metrics gauge)."""
     rows = s.execute(select(Trial.status, func.count()).group_by(Trial.status)).all()
     return {status: int(n) for status, n in rows}
 
 
-def device_seconds_used(s: Session, sweep_id: int) -> float:
-    """Compute used by a sweep: the sum of its trials' device seconds (unknown ones count as 0)."""
-    return float(s.scalar(select(func.coalesce(func.sum(Trial.device_seconds), 0.0)).where(Trial.sweep_id == sweep_id)))
+# Finished trials whose durations estimate a sweep's time left: results and failures alike took a slot.
+ETA_STATUSES = (*TRIAL_FINISHED, "failed")
 
 
-def finished_trial_times(s: Session, sweep_id: int) -> list[tuple[datetime, datetime]]:
-    """(started_at, finished_at) of a sweep's finished trials (completed, diverged, failed) that have both."""
-    rows = s.execute(
-        select(Trial.started_at, Trial.finished_at).where(
-            Trial.sweep_id == sweep_id,
-            Trial.status.in_([*TRIAL_FINISHED, "failed"]),
-            Trial.started_at.is_not(None),
-            Trial.finished_at.is_not(None),
+def _duration_seconds(dialect: str) -> ColumnElement[Any]:
+    """finished_at - started_at in seconds, in SQL (NULL when either is NULL). SQLite stores DATETIME as ISO text,
+    which julianday() reads (days, as a double: ~50 us resolution for dates of this century); PostgreSQL has
+    interval arithmetic."""
+    if dialect == "sqlite":
+        days = func.julianday(Trial.finished_at) - func.julianday(Trial.started_at)
+        return cast(days * 86400.0, Float)
+    return cast(func.extract("epoch", Trial.finished_at - Trial.started_at), Float)
+
+
+def _sweep_trial_stats_query(dialect: str) -> Select[*tuple[Any, ...]]:
+    # Parsing SQLite's text timestamps is most of this query's cost: each row's duration is computed once (in the
+    # sum), and the rows that have one are counted from the NULL tests alone.
+    timed = case((and_(Trial.started_at.is_not(None), Trial.finished_at.is_not(None)), 1))
+    return (
+        select(
+            Trial.cell_id,
+            Trial.status,
+            func.count(),
+            func.sum(Trial.device_seconds),
+            func.sum(_duration_seconds(dialect)),
+            func.count(timed),
         )
-    ).all()
-    return [(started, finished) for started, finished in rows if started is not None and finished is not None]
+        .where(Trial.sweep_id == bindparam("sweep_id"))
+        .group_by(Trial.cell_id, Trial.status)
+    )
+
+
+# Built once per dialect: building a statement costs about as much as running this one on a small sweep.
+_SWEEP_TRIAL_STATS = {dialect: _sweep_trial_stats_query(dialect) for dialect in ("sqlite", "postgresql")}
+
+
+@dataclass(frozen=True)
+class SweepTrialStats:
+    """What a sweep's progress needs from its trials, from one grouped query."""
+
+    by_cell: dict[int, dict[str, int]]  # cell id -> trial status -> count
+    by_status: dict[str, int]  # trial status -> count over the sweep
+    device_seconds: float  # sum of the trials' device seconds (unknown ones count as 0)
+    mean_finished_seconds: float | None  # mean duration of finished trials (ETA_STATUSES); None before any
+
+
+def sweep_trial_stats(s: Session, sweep_id: int) -> SweepTrialStats:
+    """Counts per cell and status, compute used and the mean finished-trial duration of a sweep, in one pass over
+    the index ix_sweep_trials_progress (no table rows read): GET /sweeps/{id} with 10k trials a sweep."""
+    conn = s.connection()  # plain rows: the ORM's result machinery is not needed for a few grouped numbers
+    dialect = conn.dialect.name
+    query = _SWEEP_TRIAL_STATS.get(dialect)
+    if query is None:
+        query = _SWEEP_TRIAL_STATS[dialect] = _sweep_trial_stats_query(dialect)
+    rows = conn.execute(query, {"sweep_id": sweep_id}).all()
+    by_cell: dict[int, dict[str, int]] = {}
+    by_status: dict[str, int] = {}
+    device = 0.0
+    total_seconds, finished = 0.0, 0
+    for cell_id, status, n, device_seconds, seconds, timed in rows:
+        by_cell.setdefault(int(cell_id), {})[status] = int(n)
+        by_status[status] = by_status.get(status, 0) + int(n)
+        device += float(device_seconds or 0.0)
+        if status in ETA_STATUSES and timed:
+            total_seconds += float(seconds)
+            finished += int(timed)
+    mean = total_seconds / finished if finished else None
+    return SweepTrialStats(by_cell, by_status, device, mean)
+
+
+def last_trial_id(s: Session, sweep_id: int) -> int | None:
+    """The sweep's newest trial id (one step down the index (sweep_id, id))."""
+    return s.connection().execute(_LAST_TRIAL_ID, {"sweep_id": sweep_id}).scalar()
+
+
+_LAST_TRIAL_ID = select(func.max(Trial.id)).where(Trial.sweep_id == bindparam("sweep_id"))
+
+
+# What a sweep's progress shows of a cell (api.views.cell_progress): not its search space nor its settings.
+PROGRESS_CELL_COLUMNS = (
+    Cell.id,
+    Cell.sweep_id,
+    Cell.key,
+    Cell.optimizer,
+    Cell.scale,
+    Cell.chinchilla,
+    Cell.strategy,
+    Cell.status,
+    Cell.round,
+    Cell.best_loss,
+    Cell.best_config,
+    Cell.best_trial_id,
+    Cell.near_ties,
+)
+
+
+_PROGRESS_CELLS = (
+    select(Cell)
+    .where(Cell.sweep_id == bindparam("sweep_id"))
+    .order_by(Cell.id)
+    .options(load_only(*PROGRESS_CELL_COLUMNS))
+)
+
+
+def progress_cells(s: Session, sweep_id: int) -> list[Cell]:
+    """A sweep's cells in id order with the columns of its progress (PROGRESS_CELL_COLUMNS); others load on
+    access."""
+    return list(s.scalars(_PROGRESS_CELLS, {"sweep_id": sweep_id}))
 
 
 def cancel_open_cells(s: Session, sweep_id: int) -> int:
@@ -131,15 +210,78 @@ def _filtered(q: _Q, sweep_id: int, f: TrialFilter) -> _Q:
     return q
 
 
-def list_trials(
-    s: Session, sweep_id: int, f: TrialFilter, limit: int, offset: int
-) -> tuple[list[tuple[Trial, Cell]], int]:
-    """A page of a sweep's trials with their cells (oldest first) and the total that match the filter."""
-    joined = select(Trial, Cell).join(Cell, Trial.cell_id == Cell.id)
-    rows = s.execute(_filtered(joined, sweep_id, f).order_by(Trial.id).limit(limit).offset(offset)).all()
-    count = select(func.count()).select_from(Trial).join(Cell, Trial.cell_id == Cell.id)
-    total = int(s.scalar(_filtered(count, sweep_id, f)) or 0)
-    return [(t, c) for t, c in rows], total
+def sweep_exists(s: Session, sweep_id: int) -> bool:
+    return s.scalar(select(Sweep.id).where(Sweep.id == sweep_id)) is not None
+
+
+@dataclass(frozen=True, slots=True)
+class TrialRow:
+    """What a page of trials shows of a trial and its cell (api.views.trial_summary), in select order; the
+    reproducibility record and the rest stay unread."""
+
+    id: int
+    sweep_id: int
+    cell: str  # the cell's key
+    optimizer: str
+    scale: str
+    chinchilla: float
+    seed: int
+    round: int
+    status: str
+    final_loss: float | None
+    reason: str | None
+    config: dict[str, Any]
+    steps: int | None
+    total_steps: int | None
+    device_seconds: float | None
+    started_at: datetime | None
+    finished_at: datetime | None
+
+
+_TRIAL_ROW = select(
+    Trial.id,
+    Trial.sweep_id,
+    Cell.key,
+    Cell.optimizer,
+    Cell.scale,
+    Cell.chinchilla,
+    Trial.seed,
+    Trial.round,
+    Trial.status,
+    Trial.final_loss,
+    Trial.reason,
+    Trial.config,
+    Trial.steps,
+    Trial.total_steps,
+    Trial.device_seconds,
+    Trial.started_at,
+    Trial.finished_at,
+).join(Cell, Trial.cell_id == Cell.id)
+
+
+def list_trials(s: Session, sweep_id: int, f: TrialFilter, limit: int, offset: int) -> tuple[list[TrialRow], int]:
+    """A page of a sweep's trials with their cells (oldest first) and the total that match the filter.
+
+    Two steps: the page's ids first, from the index (sweep_id, id) (or (sweep_id, status)) alone, then only
+    those rows; a plain ORDER BY ... OFFSET would read every row before the offset. The cells are joined only
+    when a cell filter needs them. Plain rows, not ORM objects: building 50 mapped objects and their cells cost
+    more than the SQL."""
+    by_cell = any(v is not None for v in (f.cell, f.optimizer, f.scale, f.chinchilla))
+    ids_q = select(Trial.id)
+    count_q = select(func.count()).select_from(Trial)
+    if by_cell:
+        ids_q = ids_q.join(Cell, Trial.cell_id == Cell.id)
+        count_q = count_q.join(Cell, Trial.cell_id == Cell.id)
+    conn = s.connection()  # plain rows, without the ORM's result machinery
+    ids = list(conn.execute(_filtered(ids_q, sweep_id, f).order_by(Trial.id).limit(limit).offset(offset)).scalars())
+    if ids and len(ids) < limit:
+        total = offset + len(ids)  # the last page: no count needed
+    else:
+        total = int(conn.execute(_filtered(count_q, sweep_id, f)).scalar() or 0)
+    if not ids:
+        return [], total
+    rows = conn.execute(_TRIAL_ROW.where(Trial.id.in_(ids)).order_by(Trial.id))
+    return [TrialRow(*tuple(row)) for row in rows], total
 
 
 def trials_with_cells(s: Session, sweep_id: int) -> list[tuple[Trial, Cell]]:
@@ -153,11 +295,33 @@ def trials_with_cells(s: Session, sweep_id: int) -> list[tuple[Trial, Cell]]:
 # ---- best configs across sweeps -----------------------------------------------------------------------
 
 
+# What GET /best reads of a cell and of its sweep: not the cell's search space nor the sweep's spec.
+BEST_CELL_COLUMNS = (
+    Cell.id,
+    Cell.key,
+    Cell.optimizer,
+    Cell.scale,
+    Cell.chinchilla,
+    Cell.sweep_id,
+    Cell.settings,
+    Cell.best_trial_id,
+    Cell.best_loss,
+    Cell.best_config,
+    Cell.near_ties,
+)
+BEST_SWEEP_COLUMNS = (Sweep.id, Sweep.name, Sweep.imported)
+
+
 def cells_with_sweeps(
     s: Session, optimizer: str | None = None, scale: str | None = None, chinchilla: float | None = None
 ) -> list[tuple[Cell, Sweep]]:
-    """Every cell of every sweep (imported ones too) matching the filter, with its sweep."""
-    q = select(Cell, Sweep).join(Sweep, Cell.sweep_id == Sweep.id)
+    """Every cell of every sweep (imported ones too) matching the filter, with its sweep. The rows carry what
+    GET /best reads (BEST_CELL_COLUMNS, BEST_SWEEP_COLUMNS); other attributes load on access."""
+    q = (
+        select(Cell, Sweep)
+        .join(Sweep, Cell.sweep_id == Sweep.id)
+        .options(load_only(*BEST_CELL_COLUMNS), load_only(*BEST_SWEEP_COLUMNS))
+    )
     if optimizer is not None:
         q = q.where(Cell.optimizer == optimizer)
     if scale is not None:
@@ -168,11 +332,47 @@ def cells_with_sweeps(
 
 
 def finished_trials_of_cells(s: Session, cell_ids: Sequence[int]) -> list[Trial]:
-    """Finished trials (completed, diverged) of the given cells, oldest first."""
+    """Finished trials (completed, diverged) of the given cells, oldest first; the rows carry what ranking needs
+    (id, cell, config, seed, status, final loss), other attributes load on access."""
     if not cell_ids:
         return []
-    q = select(Trial).where(Trial.cell_id.in_(list(cell_ids)), Trial.status.in_(TRIAL_FINISHED)).order_by(Trial.id)
+    q = (
+        select(Trial)
+        .where(Trial.cell_id.in_(list(cell_ids)), Trial.status.in_(TRIAL_FINISHED))
+        .order_by(Trial.id)
+        .options(load_only(Trial.id, Trial.cell_id, Trial.config, Trial.seed, Trial.status, Trial.final_loss))
+    )
     return list(s.scalars(q))
+
+
+_FINISHED_IN_CELL = (
+    select(func.count())
+    .select_from(Trial)
+    .where(Trial.sweep_id == Cell.sweep_id, Trial.cell_id == Cell.id, Trial.status.in_(TRIAL_FINISHED))
+    .scalar_subquery()
+)
+_BEST_INPUTS = select(
+    Cell.id,
+    Cell.sweep_id,
+    Cell.best_loss,
+    Cell.best_trial_id,
+    cast(Cell.best_config, Text),
+    cast(Cell.near_ties, Text),
+    cast(Cell.settings, Text),
+    case((Cell.best_loss.is_(None), _FINISHED_IN_CELL)),  # NULL for a cell with a recorded best
+).order_by(Cell.id)
+
+
+def best_inputs_version(s: Session) -> tuple[tuple[Any, ...], ...]:
+    """Everything GET /best's answer depends on, as plain values, for a cache of its answers: per cell its id,
+    sweep, recorded best (loss, trial, config and near-ties as stored JSON text, not parsed) and settings, and
+    for a cell without a recorded best the number of its finished trials (the answer is then ranked from them;
+    finished trials never change and are never removed but with their cell). Sweep names and the imported flag
+    are written once, with the sweep; cells are never moved between sweeps.
+
+    One query over the cells, plus an index-only count (ix_sweep_trials_progress) for each cell without a best:
+    far cheaper than parsing every cell's JSON and ranking."""
+    return tuple(tuple(row) for row in s.connection().execute(_BEST_INPUTS).all())
 
 
 # ---- operations ---------------------------------------------------------------------------------------

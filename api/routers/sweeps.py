@@ -14,7 +14,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from api import views
-from api.deps import DatabaseDep, Guarded, IdPath, Limit, Offset, SettingsDep
+from api.deps import DatabaseDep, Guarded, IdPath, Limit, Offset, SettingsDep, json_response
 from api.schemas import SweepDetail, SweepPage
 from api.spec_input import read_spec_document, validate_spec
 from db import queries
@@ -118,24 +118,25 @@ def list_sweeps(
     status_: Annotated[SweepStatus | None, Query(alias="status")] = None,
     limit: Limit = 50,
     offset: Offset = 0,
-) -> SweepPage:
+) -> Response:
     """Sweeps, newest first, optionally of one status."""
     with db.session() as s:
         sweeps = repo.list_sweeps(s, status=status_, limit=limit, offset=offset)
         counts = queries.trial_counts_for_sweeps(s, [sw.id for sw in sweeps])
         total = queries.count_sweeps(s, status_)
         items = [views.sweep_summary(sw, counts[sw.id]) for sw in sweeps]
-    return SweepPage(items=items, total=total, limit=limit, offset=offset)
+    return json_response(SweepPage(items=items, total=total, limit=limit, offset=offset))
 
 
 @router.get("/{sweep_id}", response_model=SweepDetail)
-def get_sweep(sweep_id: IdPath, db: DatabaseDep) -> SweepDetail:
+def get_sweep(sweep_id: IdPath, db: DatabaseDep) -> Response:
     """Status, per-cell progress, best so far, trial counts, compute used and estimated time left."""
     with db.session() as s:
         sweep = repo.get_sweep(s, sweep_id)
         if sweep is None:
             raise not_found(sweep_id)
-        return views.sweep_detail(s, sweep)
+        detail = views.sweep_detail(s, sweep)
+    return json_response(detail)
 
 
 @router.post(

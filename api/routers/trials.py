@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, HTTPException, Query, status
+from fastapi import APIRouter, HTTPException, Query, Response, status
 
 from api import views
-from api.deps import ChinchillaFilter, DatabaseDep, Guarded, IdPath, Limit, NameFilter, Offset
+from api.deps import ChinchillaFilter, DatabaseDep, Guarded, IdPath, Limit, NameFilter, Offset, json_response
 from api.schemas import TrialDetail, TrialMetrics, TrialPage
 from db import queries
 from db import repository as repo
@@ -30,16 +30,17 @@ def list_trials(
     chinchilla: ChinchillaFilter = None,
     limit: Limit = 50,
     offset: Offset = 0,
-) -> TrialPage:
+) -> Response:
     """A sweep's trials, oldest first, filtered by status, cell key ("optimizer/scale/chinchilla"), optimizer,
     scale or multiple."""
     f = queries.TrialFilter(status=status_, cell=cell, optimizer=optimizer, scale=scale, chinchilla=chinchilla)
     with db.session() as s:
-        if repo.get_sweep(s, sweep_id) is None:
-            raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"no sweep {sweep_id}")
         rows, total = queries.list_trials(s, sweep_id, f, limit=limit, offset=offset)
-        items = [views.trial_summary(t, c) for t, c in rows]
-    return TrialPage(items=items, total=total, limit=limit, offset=offset)
+        # A sweep with matching trials exists; only an empty answer needs to tell "no sweep" from "no match".
+        if total == 0 and not queries.sweep_exists(s, sweep_id):
+            raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"no sweep {sweep_id}")
+        items = [views.trial_summary(row) for row in rows]
+    return json_response(TrialPage(items=items, total=total, limit=limit, offset=offset))
 
 
 @router.get("/trials/{trial_id}", response_model=TrialDetail)

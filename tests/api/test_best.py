@@ -9,6 +9,7 @@ import pytest
 from api_builders import T, quickstart
 from fastapi.testclient import TestClient
 
+from db import repository as repo
 from db.session import Database
 from sweep_service.engine import SweepDriver
 from workers.model import SCALES, non_embedding_params
@@ -151,3 +152,41 @@ def test_the_engine_stops_handing_out_trials_of_a_cancelled_sweep(client: TestCl
     driver.record_final(running["trial_id"], {"kind": "final", "status": "completed", "final_eval_loss": 3.0})
     trial = client.get(f"/trials/{running['trial_id']}").json()
     assert trial["status"] == "cancelled" and trial["final_loss"] is None  # the late result lost the race
+
+
+# ---- the answer cache: a repeated request is served from it until the data it depends on changes ------------
+
+
+def test_best_follows_every_change_it_depends_on(client: TestClient, store: Any, db: Database) -> None:
+    # The engine records a cell's best in its own transaction after the trial's (SweepDriver.record_final, then
+    # refresh): a cached answer must follow a new best, new near-ties, a new trial of a cell ranked from its
+    # trials and a new cell, with no other change in between.
+    ours = store({"adamw/tiny-130k/1": [T({"lr": 1e-3}, loss=3.2), T({"lr": 2e-3}, loss=3.1)]})
+    params = {"optimizer": "adamw"}
+
+    def best() -> dict[str, Any]:
+        (result,) = client.get("/best", params=params).json()["results"]
+        return dict(result)
+
+    assert best()["loss"] == pytest.approx(3.1) and best() == best()
+    cell = ours.cells["adamw/tiny-130k/1"]
+    with db.session() as s:
+        repo.update_cell(s, cell, best_loss=3.05, best_config={"lr": 4e-3}, best_trial_id=ours.trials[0])
+    assert (best()["loss"], best()["config"], best()["trial_id"]) == (pytest.approx(3.05), {"lr": 4e-3}, ours.trials[0])
+    with db.session() as s:
+        repo.update_cell(s, cell, near_ties=[{"lr": 4e-3}, {"lr": 5e-3}])
+    assert best()["near_ties"] == [{"lr": 4e-3}, {"lr": 5e-3}]
+    with db.session() as s:
+        repo.update_cell(s, cell, near_ties=[{"lr": 4e-3}, {"lr": 6e-3}])  # the same length, other contents
+    assert best()["near_ties"] == [{"lr": 4e-3}, {"lr": 6e-3}]
+
+    unranked = store({"adamw/tiny-130k/1": [T({"lr": 1e-3}, loss=3.3)]}, record_best=False, name="later")
+    assert best()["sweep_id"] == ours.sweep_id and best()["cells_considered"] == 2
+    with db.session() as s:
+        (other,) = repo.cells_of(s, unranked.sweep_id)
+        trial = repo.add_trial(s, other, {"lr": 2e-3}, {"lr": 2e-3}, 0, 1)
+        assert trial is not None
+        assert repo.transition_trial(s, trial.id, ["pending"], "running")
+        assert repo.transition_trial(s, trial.id, ["running"], "completed", final_loss=3.0)
+    assert best()["sweep_id"] == unranked.sweep_id and best()["trial_id"] == trial.id
+    assert best()["sweep_name"] == "later" and best()["loss"] == pytest.approx(3.0)

@@ -94,3 +94,19 @@ def test_metrics_are_the_loss_curve_in_step_order(client: TestClient, two_cells:
         {"step": 10, "eval_loss": None, "train_loss": None},
         {"step": 20, "eval_loss": 4.0, "train_loss": None},
     ]
+
+
+def test_pages_walk_the_trials_in_order_with_the_total(client: TestClient, two_cells: Any) -> None:
+    # The page's ids come from the index first, then its rows; the last page and pages past the end keep the total.
+    sid, t = two_cells.sweep_id, two_cells.trials
+    url = f"/sweeps/{sid}/trials"
+    pages = [client.get(url, params={"limit": 4, "offset": offset}).json() for offset in (0, 4, 8)]
+    assert [ids(p) for p in pages] == [t[:4], t[4:], []]
+    assert [p["total"] for p in pages] == [6, 6, 6]
+    completed = client.get(url, params={"status": "completed", "limit": 2, "offset": 1}).json()
+    assert ids(completed) == [t[3], t[4]] and completed["total"] == 3
+    by_cell = client.get(url, params={"optimizer": "adamw", "limit": 1, "offset": 4}).json()
+    assert ids(by_cell) == [t[4]] and by_cell["total"] == 5
+    past = client.get(url, params={"cell": "adamw/tiny-300k/2", "offset": 5}).json()
+    assert past["items"] == [] and past["total"] == 2
+    assert client.get(f"/sweeps/{sid + 1}/trials", params={"status": "completed"}).status_code == 404
