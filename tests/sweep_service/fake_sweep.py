@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from db import repository as repo
@@ -39,9 +40,13 @@ def objective(config: dict[str, Any]) -> float:
 
 
 def final(config: dict[str, Any]) -> dict[str, Any]:
-    loss = objective(config)
+    return final_result(objective(config))
+
+
+def final_result(loss: float, steps: int = 10) -> dict[str, Any]:
+    """The trainable's last report for a run that ended at `loss` (+inf: diverged)."""
     status = "completed" if math.isfinite(loss) else "diverged"
-    return {"kind": "final", "status": status, "final_eval_loss": loss, "initial_eval_loss": 5.5, "steps": 10}
+    return {"kind": "final", "status": status, "final_eval_loss": loss, "initial_eval_loss": 5.5, "steps": steps}
 
 
 def new_sweep(db: Database, doc: dict[str, Any]) -> int:
@@ -49,8 +54,19 @@ def new_sweep(db: Database, doc: dict[str, Any]) -> int:
         return repo.create_sweep(s, doc["name"], doc).id
 
 
-def drive(driver: SweepDriver, limit: int = 1000, stop_after: int | None = None) -> list[int]:
-    """Hand out trials like Tune would (up to 3 in flight), finishing them in order; returns finished ids."""
+def drive(
+    driver: SweepDriver,
+    limit: int = 1000,
+    stop_after: int | None = None,
+    loss_of: Callable[[dict[str, Any]], float] | None = None,
+    curve: Sequence[int] = (5,),
+) -> list[int]:
+    """Hand out trials like Tune would (up to 3 in flight), finishing them in order; returns finished ids.
+
+    `loss_of` maps a trial's run (scale, optimizer, chinchilla, hparams, ...) to its final loss (default:
+    `objective` of the hyperparameters); each trial reports eval losses at the `curve` steps, falling from 5.5
+    to the final loss (rising, for a diverged run).
+    """
     finished: list[int] = []
     in_flight: list[dict[str, Any]] = []
     for _ in range(limit):
@@ -63,8 +79,12 @@ def drive(driver: SweepDriver, limit: int = 1000, stop_after: int | None = None)
             assert driver.next_trial() == "FINISHED"
             return finished
         trial = in_flight.pop(0)
-        driver.record_eval(trial["trial_id"], 5, 4.0, None)
-        driver.record_final(trial["trial_id"], final(trial["run"]["hparams"]))
+        loss = loss_of(trial["run"]) if loss_of is not None else objective(trial["run"]["hparams"])
+        last = max(curve, default=10)
+        for step in curve:
+            value = loss + (5.5 - loss) * math.exp(-step / (last / 4)) if math.isfinite(loss) else 5.5 + step
+            driver.record_eval(trial["trial_id"], step, value, None)
+        driver.record_final(trial["trial_id"], final_result(loss, max(10, last)))
         finished.append(trial["trial_id"])
         if stop_after is not None and len(finished) >= stop_after:
             return finished

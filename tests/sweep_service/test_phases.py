@@ -14,7 +14,7 @@ from db.session import Database
 from sweep_service.engine import SweepDriver
 from sweep_service.phases import phase_three, phase_two
 from sweep_service.spec import Space, SpecError, plan_document
-from tests.sweep_service.fake_sweep import WD, new_sweep, spec
+from tests.sweep_service.fake_sweep import WD, drive, new_sweep, spec
 from workers.model import get_scale, non_embedding_params
 
 # The best lr halves from one tiny scale to the next (a power law in N); the best wd is 0.1 everywhere.
@@ -119,19 +119,7 @@ def test_a_sweep_runs_phase_one_then_two_then_three(tmp_path: Any) -> None:
     sweep_id = new_sweep(db, doc)
     driver = SweepDriver(db, sweep_id)
     driver.prepare()
-    for _ in range(500):
-        nxt = driver.next_trial()
-        if nxt == "FINISHED":
-            break
-        assert isinstance(nxt, dict), "the sweep stalled"
-        run = nxt["run"]
-        loss = loss_of(run["scale"], run["hparams"])
-        driver.record_final(
-            nxt["trial_id"],
-            {"kind": "final", "status": "completed", "final_eval_loss": loss, "initial_eval_loss": 5.5, "steps": 10},
-        )
-    else:
-        raise AssertionError("did not finish")
+    drive(driver, loss_of=lambda run: loss_of(run["scale"], run["hparams"]))
     with db.session() as s:
         cells = {c.key: c for c in repo.cells_of(s, sweep_id)}
         one, two = cells["adamw/tiny-300k/1"], cells["adamw/tiny-300k/2"]

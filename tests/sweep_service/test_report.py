@@ -19,7 +19,7 @@ from sweep_service.engine import SweepDriver
 from sweep_service.importer import PAPER_RESULTS, import_results
 from sweep_service.report import SweepNotFound, write_report
 from sweep_service.settings import get_settings
-from tests.sweep_service.fake_sweep import LR, WD, new_sweep
+from tests.sweep_service.fake_sweep import LR, WD, drive, new_sweep
 from tests.sweep_service.fake_sweep import objective as adamw_penalty
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -97,27 +97,8 @@ def _small_sweep(db: Database) -> int:
     sweep_id = new_sweep(db, doc)
     driver = SweepDriver(db, sweep_id)
     driver.prepare()
-    in_flight: list[dict[str, Any]] = []
-    for _ in range(1000):
-        while len(in_flight) < 3:
-            nxt = driver.next_trial()
-            if not isinstance(nxt, dict):
-                break
-            in_flight.append(nxt)
-        if not in_flight:
-            assert driver.next_trial() == "FINISHED"
-            return sweep_id
-        trial = in_flight.pop(0)
-        final = _loss(trial["run"])
-        for step in (0, 10, 20, 30, 40):  # eval losses falling from 5.5 to the final loss (or blowing up)
-            value = final + (5.5 - final) * math.exp(-step / 10) if math.isfinite(final) else 5.5 + step
-            driver.record_eval(trial["trial_id"], step, value, None)
-        status = "completed" if math.isfinite(final) else "diverged"
-        driver.record_final(
-            trial["trial_id"],
-            {"kind": "final", "status": status, "final_eval_loss": final, "initial_eval_loss": 5.5, "steps": 40},
-        )
-    raise AssertionError("the sweep did not finish")
+    drive(driver, loss_of=_loss, curve=(0, 10, 20, 30, 40))
+    return sweep_id
 
 
 def test_report_on_a_sweep_with_curves(db: Database, tmp_path: Path) -> None:
