@@ -133,6 +133,22 @@ NameFilter = Annotated[str | None, Query(min_length=1, max_length=NAME_MAX, patt
 ChinchillaFilter = Annotated[float | None, Query(gt=0, allow_inf_nan=False, description="data-to-model multiple")]
 
 
+def unknown_name(field: str, name: str, valid: list[str]) -> HTTPException:
+    """422 for a query value that names nothing in a registry (an optimizer, a scale), listing the valid names;
+    the echoed value is cut at 100 characters so a huge query does not come back in full."""
+    return HTTPException(
+        422,
+        detail=[
+            {
+                "loc": ["query", field],
+                "field": field,
+                "msg": f"unknown {field} {name[:100]!r}; valid: {', '.join(valid)}",
+                "type": "value_error",
+            }
+        ],
+    )
+
+
 def json_response(model: BaseModel) -> Response:
     """`model` as JSON, serialized once by pydantic's Rust core. FastAPI sends a returned Response as is; a returned
     model it would first validate again against the operation's response_model (through a threadpool hop, for a

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 from fastapi import APIRouter, HTTPException, Query, status
 
-from api.deps import DatabaseDep, Guarded, IdPath
+from api.deps import DatabaseDep, Guarded, IdPath, unknown_name
 from api.schemas import (
     HeldOutCell,
     HparamFitOut,
@@ -76,20 +76,6 @@ def _hvalue(value: object) -> bool | int | float | str | None:
     return str(value)
 
 
-def _unknown(field: str, name: str, valid: list[str]) -> HTTPException:
-    return HTTPException(
-        422,
-        detail=[
-            {
-                "loc": ["query", field],
-                "field": field,
-                "msg": f"unknown {field} {name[:100]!r}; valid: {', '.join(valid)}",
-                "type": "value_error",
-            }
-        ],
-    )
-
-
 def _load(db: Any, sweep_id: int) -> pd.DataFrame:
     try:
         return load_sweep(db, sweep_id, with_curves=False).trials
@@ -118,7 +104,7 @@ def get_speedups(
     trials = _load(db, sweep_id)
     valid = sorted(set(REGISTRY) | {str(o) for o in trials["optimizer"]})
     if baseline not in valid:
-        raise _unknown("baseline", baseline, valid)
+        raise unknown_name("baseline", baseline, valid)
     sp = speedup_table(trials, baseline, N_BOOT_API)
     multiples = fit_multiples_for(trials, baseline)
     rows = [
@@ -240,7 +226,7 @@ def predict(
     from workers.optimizers import REGISTRY
 
     if optimizer not in REGISTRY:
-        raise _unknown("optimizer", optimizer, list(REGISTRY))
+        raise unknown_name("optimizer", optimizer, list(REGISTRY))
     catalog = _catalog()
     target_family = family or _nearest_family(float(params), catalog)
     with db.session() as s:

@@ -17,10 +17,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import pandas as pd
-from fastapi import APIRouter, HTTPException, Response
+from fastapi import APIRouter, Response
 from sqlalchemy.orm import Session
 
-from api.deps import ChinchillaFilter, DatabaseDep, Guarded, NameFilter
+from api.deps import ChinchillaFilter, DatabaseDep, Guarded, NameFilter, unknown_name
 from api.schemas import BestResponse, BestResult
 from db import queries
 from db.models import Cell, Sweep
@@ -38,20 +38,6 @@ class _Candidate:
     config: dict[str, Any] | None
     near_ties: list[dict[str, Any]]
     trial_id: int | None
-
-
-def _unknown(kind: str, name: str, valid: list[str]) -> HTTPException:
-    return HTTPException(
-        422,
-        detail=[
-            {
-                "loc": ["query", kind],
-                "field": kind,
-                "msg": f"unknown {kind} {name!r}; valid: {', '.join(valid)}",
-                "type": "value_error",
-            }
-        ],
-    )
 
 
 def _from_trials(s: Session, cells: list[tuple[Cell, Sweep]]) -> list[_Candidate]:
@@ -165,9 +151,9 @@ def get_best(
     configs and the trial and sweep that produced it. Filters narrow the cells; no match is an empty list."""
     scales, optimizers, params = _catalog()
     if optimizer is not None and optimizer not in optimizers:
-        raise _unknown("optimizer", optimizer, optimizers)
+        raise unknown_name("optimizer", optimizer, optimizers)
     if scale is not None and scale not in scales:
-        raise _unknown("scale", scale, list(scales))
+        raise unknown_name("scale", scale, list(scales))
     cache = _cache_of(db)
     key = (optimizer, scale, chinchilla)
     with db.session() as s:
