@@ -7,6 +7,9 @@ the update is applied in the parameter's dtype at the end.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+from typing import Any
+
 import torch
 
 
@@ -69,3 +72,29 @@ def apply_update_(p: torch.Tensor, update: torch.Tensor, lr: float, wd: float) -
     if wd != 0:
         p.mul_(1 - lr * wd)
     p.add_(update.to(p.dtype), alpha=-lr)
+
+
+def state_buffers(
+    state: Mapping[torch.Tensor, dict[str, Any]], params: Sequence[torch.Tensor], key: str
+) -> list[torch.Tensor]:
+    """state[p][key] for each param, created as zeros (float32, float64 for float64 params) on first use."""
+    out = []
+    for p in params:
+        s = state[p]
+        if key not in s:
+            s[key] = state_zeros(p)
+        out.append(s[key])
+    return out
+
+
+@torch.no_grad()
+def apply_updates_(params: Sequence[torch.Tensor], updates: Sequence[torch.Tensor], lr: float, wd: float) -> None:
+    """theta <- theta - lr (u + wd theta) for every param: apply_update_'s arithmetic, vectorised with _foreach ops.
+
+    Decay first, then the step in the parameter's dtype (optax add_decayed_weights(wd), scale(-lr); Levanter).
+    """
+    params = list(params)
+    updates = [u if u.dtype == p.dtype else u.to(p.dtype) for p, u in zip(params, updates, strict=True)]
+    if wd != 0:
+        torch._foreach_mul_(params, 1 - lr * wd)
+    torch._foreach_add_(params, updates, alpha=-lr)

@@ -19,7 +19,8 @@ import torch
 from torch import nn
 
 from workers.optimizers.base import HParams, OptimizerSpec, SearchSpace, decay_param_groups
-from workers.optimizers.nadamw import StateDtypeOptimizer, apply_updates_, params_with_grads, state_buffers
+from workers.optimizers.functional import apply_updates_, state_buffers
+from workers.optimizers.nadamw import StateDtypeOptimizer, params_with_grads
 
 
 class Lion(StateDtypeOptimizer):

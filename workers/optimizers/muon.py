@@ -28,7 +28,13 @@ from torch import nn
 
 from workers.optimizers._newton_schulz import newton_schulz_many
 from workers.optimizers.base import HParams, OptimizerSpec, SearchSpace, is_decayed, named_params_by_role
-from workers.optimizers.functional import adam_direction, adam_moments_, clip_by_global_norm_, state_zeros
+from workers.optimizers.functional import (
+    adam_direction,
+    adam_moments_,
+    apply_updates_,
+    clip_by_global_norm_,
+    state_buffers,
+)
 
 
 class RuleOptimizer(torch.optim.Optimizer):
@@ -107,31 +113,6 @@ def state_dtype_grad(p: torch.Tensor, copy: bool = False) -> torch.Tensor:
     """p.grad in float32 (float64 for float64 params); a fresh tensor when `copy`."""
     assert p.grad is not None
     return p.grad.to(torch.float64 if p.dtype == torch.float64 else torch.float32, copy=copy)
-
-
-def state_buffers(
-    state: Mapping[torch.Tensor, dict[str, Any]], params: Sequence[torch.Tensor], key: str
-) -> list[torch.Tensor]:
-    """state[p][key] for each param, created as zeros (float32, float64 for float64 params) on first use."""
-    out = []
-    for p in params:
-        s = state[p]
-        if key not in s:
-            s[key] = state_zeros(p)
-        out.append(s[key])
-    return out
-
-
-def apply_updates_(params: Sequence[torch.Tensor], updates: Sequence[torch.Tensor], lr: float, wd: float) -> None:
-    """theta <- theta - lr (u + wd theta) for every param: optax add_decayed_weights(wd), scale(-lr) (Levanter).
-
-    Same arithmetic as functional.apply_update_ (decay first, then the step), vectorised with _foreach ops.
-    """
-    params = list(params)
-    updates = [u if u.dtype == p.dtype else u.to(p.dtype) for p, u in zip(params, updates, strict=True)]
-    if wd != 0:
-        torch._foreach_mul_(params, 1 - lr * wd)
-    torch._foreach_add_(params, updates, alpha=-lr)
 
 
 def muon_scale(p: torch.Tensor) -> float:

@@ -12,7 +12,8 @@ Gradient clipping by global norm over all parameters is the trainer's (Levanter'
 `clip_by_global_norm` first in the chain). Decayed: hidden matrices and lm_head; not decayed: embedding, norms.
 
 This module also holds the foreach Adam pieces that Cautious and MARS share (`adam_directions`,
-`apply_updates_`, ...) and `StateDtypeOptimizer`, the base that keeps fp32 state for bf16 params on reload.
+`advance_steps`, ...; the decayed step `apply_updates_` is functional's) and `StateDtypeOptimizer`, the base that
+keeps fp32 state for bf16 params on reload.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import torch
 from torch import nn
 
 from workers.optimizers.base import HParams, OptimizerSpec, SearchSpace, decay_param_groups
-from workers.optimizers.functional import state_zeros
+from workers.optimizers.functional import apply_updates_, state_buffers
 
 # ---- shared by the Adam-family optimizers of this package (NAdamW, Cautious, MARS) and Lion --------------------
 
@@ -55,19 +56,6 @@ def params_with_grads(group: Mapping[str, Any]) -> tuple[list[torch.Tensor], lis
     params = [p for p in group["params"] if p.grad is not None]
     grads = [p.grad.to(torch.float64 if p.dtype == torch.float64 else torch.float32) for p in params]
     return params, grads
-
-
-def state_buffers(
-    state: Mapping[torch.Tensor, dict[str, Any]], params: Sequence[torch.Tensor], key: str
-) -> list[torch.Tensor]:
-    """state[p][key] for each param, created as float32 (float64 for float64 params) zeros on first use."""
-    out = []
-    for p in params:
-        s = state[p]
-        if key not in s:
-            s[key] = state_zeros(p)
-        out.append(s[key])
-    return out
 
 
 def advance_steps(state: Mapping[torch.Tensor, dict[str, Any]], params: Sequence[torch.Tensor]) -> list[int]:
@@ -128,16 +116,6 @@ def adam_directions(
 
 
 @torch.no_grad()
-def apply_updates_(params: list[torch.Tensor], updates: list[torch.Tensor], lr: float, wd: float) -> None:
-    """theta <- theta - lr (u + wd theta): optax add_decayed_weights(wd) then scale(-lr) (Levanter, OPTIMIZERS.md 1).
-
-    Same arithmetic as functional.apply_update_ (decay first, then the step in the parameter's dtype), vectorised.
-    """
-    updates = [u if u.dtype == p.dtype else u.to(p.dtype) for p, u in zip(params, updates, strict=True)]
-    if wd != 0:
-        torch._foreach_mul_(params, 1 - lr * wd)
-    torch._foreach_add_(params, updates, alpha=-lr)
-
 
 # ---- NAdamW ----------------------------------------------------------------------------------------------------
 

@@ -21,7 +21,8 @@ from torch import nn
 
 from workers.optimizers._newton_schulz import newton_schulz_many
 from workers.optimizers.base import HParams, OptimizerSpec, SearchSpace, named_params_by_role
-from workers.optimizers.muon import RuleOptimizer, apply_updates_, muon_scale, params_by_decay, state_buffers
+from workers.optimizers.functional import apply_updates_, state_buffers
+from workers.optimizers.muon import RuleOptimizer, muon_scale, params_by_decay
 
 # Levanter ScionConfig.backend_steps = 10 (OPTIMIZERS.md 3.8): twice Muon's 5.
 SCION_NS_STEPS = 10
