@@ -16,8 +16,15 @@ sustain at all (a figure that depends little on what else the machine runs). A r
 file) and PostgreSQL (a throwaway database, dropped at the end; skipped with a note when the server does not
 answer). Prints the p99 last.
 
+While the clients read, a writer process does what the dispatcher does in `sweep-service serve`: it runs trials
+through the running sweep with the engine's own repository calls and transactions (db/repository.py: add the
+trial, start it, report each evaluation point, finish it; one transaction each, sweep_service/engine.py), at
+`--writes` trials per second (default 2, with 10 evaluation reports each: ~26 write transactions/s, more than a
+16-worker cluster at the paper's scales commits). So the reads are measured against a database being written, as
+they are in service, and the writer's own commit latency is reported (SQLite allows one writer at a time).
+
     python bench/api_load.py [--db sqlite|postgres|both] [--trials 100000] [--points-per-trial 10]
-                             [--rate 100] [--seconds 20]
+                             [--rate 100] [--seconds 20] [--writes 2]
 """
 
 from __future__ import annotations
@@ -474,6 +481,97 @@ def server(database_url: str) -> Iterator[tuple[subprocess.Popen[str], str]]:
             proc.wait()
 
 
+def write(database_url: str, rate: float, points: int) -> None:
+    """The writer process: trials run through the running sweep's cells as the engine records them, `rate` a second.
+
+    Each trial is added (pending), started, given `points` evaluation reports and finished, each step its own
+    transaction through db.repository (the engine's calls, sweep_service/engine.py). Runs until terminated (SIGTERM),
+    then prints one JSON line: trials finished, transactions committed, and the commit latencies' p50/p99/max.
+    """
+    import signal
+
+    from db import repository as repo
+    from db.session import Database
+
+    db = Database(database_url)
+    stop = False
+
+    def _stop(_signum: int, _frame: Any) -> None:
+        nonlocal stop
+        stop = True
+
+    signal.signal(signal.SIGTERM, _stop)
+    with db.session() as s:
+        sweep_id = s.scalar(text("SELECT id FROM sweeps WHERE status = 'running' ORDER BY id LIMIT 1"))
+        cells = repo.cells_of(s, sweep_id) if sweep_id is not None else []
+    if not cells:
+        print(json.dumps({"error": "no running sweep to write into"}), flush=True)
+        return
+    commits: list[float] = []
+    trials = 0
+
+    @contextmanager
+    def tx() -> Iterator[Any]:
+        t0 = time.perf_counter()
+        with db.session() as s:  # Database.session commits on exit
+            yield s
+        commits.append(time.perf_counter() - t0)
+
+    print("ready", flush=True)
+    start = time.perf_counter()
+    while not stop:
+        cell = cells[trials % len(cells)]
+        # The baseline config under a seed no populated trial has (they use seeds 0 and 1): the engine never adds
+        # a (cell, config, seed) twice, so each trial is new.
+        with tx() as s:
+            trial = repo.add_trial(s, s.merge(cell), BASELINE, {**FIXED, **BASELINE}, seed=1000 + trials, round_=99)
+            assert trial is not None
+            trial_id = trial.id
+        with tx() as s:
+            repo.transition_trial(s, trial_id, ["pending"], "running", worker="bench-writer")
+        for k in range(points):
+            loss = 3.0 + 8.0 / (1 + k)
+            with tx() as s:
+                repo.add_curve_points(s, trial_id, [((k + 1) * 100, loss, loss)])
+        with tx() as s:
+            repo.transition_trial(s, trial_id, ["running"], "completed", final_loss=3.0, steps=points * 100)
+        trials += 1
+        due = start + trials / rate  # open loop: the next trial starts on time, or at once when behind
+        time.sleep(max(0.0, due - time.perf_counter()))
+    ms = [1000 * t for t in commits]
+    out = {"trials": trials, "commits": len(commits), "seconds": time.perf_counter() - start}
+    if ms:
+        out.update(p50_ms=percentile(ms, 50), p99_ms=percentile(ms, 99), max_ms=max(ms))
+    print(json.dumps(out), flush=True)
+    db.dispose()
+
+
+@contextmanager
+def writer(database_url: str, rate: float, points: int) -> Iterator[dict[str, Any]]:
+    """Runs the writer process while the body runs; the dict it yields holds the writer's figures afterwards."""
+    figures: dict[str, Any] = {}
+    if rate <= 0:
+        yield figures
+        return
+    cmd = [sys.executable, __file__, "--write", database_url, "--writes", str(rate), "--points-per-trial", str(points)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, bufsize=1)
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline().strip()
+        if line != "ready":
+            raise SystemExit(f"the writer did not start: {line or proc.wait(timeout=30)}")
+        yield figures
+    finally:
+        proc.terminate()
+        try:
+            tail, _ = proc.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            tail, _ = proc.communicate()
+        if tail.strip():
+            figures.update(json.loads(tail.strip().splitlines()[-1]))
+
+
 # ---- the client -----------------------------------------------------------------------------------------
 
 
@@ -557,6 +655,13 @@ def bench_database(label: str, url: str, shape: Shape, args: argparse.Namespace)
     try:
         pop = populate(engine, shape, args.seed)
         if engine.dialect.name == "postgresql":
+            # The rows were inserted with explicit ids, which PostgreSQL's sequences do not see: move each past its
+            # table's largest id, so that rows added later (the writer's trials) get fresh ids as in service.
+            with engine.begin() as conn:
+                for table in (Sweep.__tablename__, Cell.__tablename__, Trial.__tablename__):
+                    conn.execute(
+                        text(f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), (SELECT max(id) FROM {table}))")
+                    )
             # What autovacuum does after a bulk load anyway: statistics for the planner, the visibility map for
             # index-only scans. Done now so the run does not depend on when autovacuum wakes up.
             t0 = time.perf_counter()
@@ -585,8 +690,18 @@ def bench_database(label: str, url: str, shape: Shape, args: argparse.Namespace)
             cold.append(f"{kind} {1000 * (time.perf_counter() - t0):.0f} ms")
         httpx.get(base + STATS_PATH + "?reset=1", timeout=10)
         print(f"{label}: first request of each endpoint, alone (cold): " + ", ".join(cold))
-        samples, window = asyncio.run(drive(base, requests, args.rate, warmup, args.concurrency))
+        with writer(url, args.writes, args.points_per_trial) as written:
+            samples, window = asyncio.run(drive(base, requests, args.rate, warmup, args.concurrency))
         stats: dict[str, Any] = httpx.get(base + STATS_PATH, timeout=10).json()
+    if written.get("commits"):
+        print(
+            f"{label}: meanwhile the writer ran {written['trials']} trials through the running sweep "
+            f"({written['trials'] / written['seconds']:.1f}/s, {written['commits'] / written['seconds']:.0f} "
+            f"transactions/s); commit latency p50 {written['p50_ms']:.1f} ms, p99 {written['p99_ms']:.1f} ms, "
+            f"max {written['max_ms']:.1f} ms"
+        )
+    elif args.writes > 0:
+        print(f"{label}: the writer wrote nothing: {written.get('error', 'no figures came back')}")
     return report(label, samples, window, stats, args)
 
 
@@ -660,15 +775,22 @@ def main() -> None:
     parser.add_argument("--top-sql", type=int, default=3, help="slowest statements to show per endpoint")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--postgres-url", default=POSTGRES_ADMIN_URL, help="a database to CREATE DATABASE from")
+    parser.add_argument(
+        "--writes", type=float, default=2.0, help="trials a second the writer runs through the running sweep (0: none)"
+    )
     parser.add_argument("--serve", metavar="URL", help=argparse.SUPPRESS)  # internal: the server subprocess
+    parser.add_argument("--write", metavar="URL", help=argparse.SUPPRESS)  # internal: the writer subprocess
     args = parser.parse_args()
     if args.serve:
         serve(args.serve)
         return
+    if args.write:
+        write(args.write, args.writes, args.points_per_trial)
+        return
     if min(args.rate, args.seconds, args.concurrency, args.trials, args.sweeps, args.cells_per_sweep) <= 0:
         parser.error("--rate, --seconds, --concurrency, --trials, --sweeps and --cells-per-sweep must be positive")
-    if args.points_per_trial < 0 or args.warmup < 0:
-        parser.error("--points-per-trial and --warmup must not be negative")
+    if args.points_per_trial < 0 or args.warmup < 0 or args.writes < 0:
+        parser.error("--points-per-trial, --warmup and --writes must not be negative")
     per_cell = max(1, args.trials // (args.sweeps * args.cells_per_sweep))
     shape = Shape(args.sweeps, args.cells_per_sweep, per_cell, args.points_per_trial)
     p99: dict[str, float] = {}
