@@ -10,10 +10,13 @@ The optimizer owns the random generator of the probes z (seeded, saved in the st
 `create_graph=True` (attention on the MATH backend: the fused kernels lack double backward, OPTIMIZERS.md 8)
 and calls `update_hessian(grads)`, which takes Hz = d(sum_i g_i z_i)/dtheta as one vector-Jacobian product.
 
-Schedule: the HVP is due on steps 1, 1 + k, 1 + 2k, ... (k = update_interval) and is folded into h before
-that step's update (Sophia paper Algorithm 3, "t mod k = 1"), so the first step already uses curvature.
-Levanter instead estimates on steps k, 2k, ... after the update and uses the estimate from the next step;
-both spend one HVP per k steps, and during warmup the shift of k steps has no visible effect.
+Schedule, Levanter's (`_sophia_gradient_transform`: the update is computed from the old h, then the count
+advances and, when it is a multiple of k, h takes the HVP at the pre-update parameters and this step's batch):
+the HVP is due on steps k, 2k, 3k, ... (k = update_interval, 1-based steps) and counts from the next step on.
+So the first k - 1 steps (h = 0) move every coordinate by lr sign(m_hat), and step k too. The Sophia paper's
+Algorithm 3 ("t mod k = 1") would fold the estimate in before the step instead; the paper ran Levanter's.
+The trainer takes the HVP before calling step() (it needs the step's gradient graph), so `update_hessian` folds
+the estimate into h at once and keeps the previous h for that one step() (`hessian_before`, dropped by step()).
 Gradient clipping by global norm is the trainer's (the paper's sweep sets max_grad_norm 1 for Sophia); the
 HVP uses the unclipped loss, as Levanter's, which differentiates the objective itself.
 """
@@ -70,6 +73,7 @@ class SophiaH(torch.optim.Optimizer):
         self.update_interval = update_interval
         self.steps_done = 0  # completed step() calls: the bias correction and the HVP schedule count these
         self.hessian_updates = 0
+        self._stashed = False  # some state holds a `hessian_before` for the next step()
         device = self.param_groups[0]["params"][0].device
         self.generator = torch.Generator(device=device)
         self.generator.manual_seed(seed)
@@ -77,14 +81,17 @@ class SophiaH(torch.optim.Optimizer):
     # --- HessianOptimizer -------------------------------------------------------------------------------
 
     def hessian_due(self) -> bool:
-        """True on steps 1, 1 + k, 1 + 2k, ... (before the step: `steps_done` counts the completed ones)."""
-        return self.steps_done % self.update_interval == 0
+        """True on steps k, 2k, 3k, ... (1-based; asked before the step: `steps_done` counts the completed ones)."""
+        return (self.steps_done + 1) % self.update_interval == 0
 
     def hessian_params(self) -> list[torch.Tensor]:
         return [p for group in self.param_groups for p in group["params"]]
 
     def update_hessian(self, grads: list[torch.Tensor]) -> None:
-        """h <- b2 h + (1-b2) z * Hz with fresh probes z ~ N(0, I); `grads` carry a graph (create_graph=True)."""
+        """h <- b2 h + (1-b2) z * Hz with fresh probes z ~ N(0, I); `grads` carry a graph (create_graph=True).
+
+        The next step() still divides by the h from before this call (Levanter's order, see the module docstring).
+        """
         params = self.hessian_params()
         if len(grads) != len(params):
             raise ValueError(f"update_hessian: {len(grads)} gradients for {len(params)} hessian_params()")
@@ -116,6 +123,9 @@ class SophiaH(torch.optim.Optimizer):
                     z = probes[index]
                     index += 1
                     h = state["hessian"]
+                    if "hessian_before" not in state:  # a second call before step(): keep the oldest
+                        state["hessian_before"] = h.clone()
+                        self._stashed = True
                     h.mul_(beta2)
                     if hz is not None:
                         h.addcmul_(z.to(h.dtype), hz.to(h.dtype), value=1 - beta2)
@@ -150,7 +160,9 @@ class SophiaH(torch.optim.Optimizer):
             # is clip(m / max(h, eps / gamma), -c, c) / c (clip(x / c, -1, 1) = clip(x, -c, c) / c for c > 0), so
             # the scale folds into the final step's alpha: two passes over the state fewer than the literal form.
             c = (1 - beta1**t) * group["gamma"]
-            denoms = torch._foreach_clamp_min([s["hessian"] for s in states], group["eps"] / group["gamma"])
+            # The h this step divides by: the one from before an HVP taken for this step (Levanter's order).
+            hessians = [s.pop("hessian_before", s["hessian"]) for s in states]
+            denoms = torch._foreach_clamp_min(hessians, group["eps"] / group["gamma"])
             updates = torch._foreach_div(moments, denoms)
             torch._foreach_clamp_min_(updates, -CLIP_THRESHOLD * c)
             torch._foreach_clamp_max_(updates, CLIP_THRESHOLD * c)
@@ -159,6 +171,10 @@ class SophiaH(torch.optim.Optimizer):
             # bf16 parameters with fp32 state: apply the update in the parameter dtype.
             steps = [u if u.dtype == p.dtype else u.to(p.dtype) for p, u in zip(params, updates, strict=True)]
             torch._foreach_add_(params, steps, alpha=-lr / c)
+        if self._stashed:  # a param without a gradient this step does not keep its stash either
+            for p in self.hessian_params():
+                self.state[p].pop("hessian_before", None)
+            self._stashed = False
         self.steps_done = t
         return loss
 

@@ -111,7 +111,7 @@ def test_each_coordinate_moves_at_most_lr() -> None:
     assert unclipped > 0  # the curvature does scale some coordinates below the clip
 
 
-def test_hessian_schedule_is_every_update_interval_steps_from_the_first() -> None:
+def test_hessian_schedule_is_levanters_every_kth_step() -> None:
     x = torch.zeros(3, requires_grad=True)
     opt = SophiaH([x], lr=0.1, beta1=0.9, beta2=0.99, gamma=0.01, eps=1e-12)
     due = []
@@ -119,7 +119,7 @@ def test_hessian_schedule_is_every_update_interval_steps_from_the_first() -> Non
         due.append(opt.hessian_due())
         x.grad = torch.ones(3)
         opt.step()
-    assert [i + 1 for i, d in enumerate(due) if d] == [1, 11, 21]
+    assert [i + 1 for i, d in enumerate(due) if d] == [10, 20]
     assert isinstance(opt, HessianOptimizer)
 
 
@@ -177,17 +177,21 @@ def test_matches_the_float64_oracle_over_14_steps() -> None:
         # the oracle
         coupling = sum(float(v.sum()) for v in ox.values())
         og = {k: c[k] * v + d[k] * v**3 + kappa * coupling for k, v in ox.items()}
-        if (t - 1) % k_interval == 0:
+        # Levanter's order: the update from the old h, then on steps k, 2k, ... h takes the HVP at the
+        # pre-update point (the point the gradient was taken at).
+        new_x = {}
+        for k, v in ox.items():
+            om[k] = b1 * om[k] + (1 - b1) * og[k]
+            u = ((om[k] / (1 - b1**t)) / torch.clamp(gamma * oh[k], min=eps)).clamp(-1, 1)
+            new_x[k] = v - step_lr * (u + decay[k] * v)
+        if t % k_interval == 0:
             z = {k: torch.randn(v.shape, generator=gen, dtype=torch.float64) for k, v in ox.items()}
             z_sum = sum(float(v.sum()) for v in z.values())
             for k, v in ox.items():
                 hz = (c[k] + 3 * d[k] * v**2) * z[k] + kappa * z_sum
                 oh[k] = b2 * oh[k] + (1 - b2) * z[k] * hz
-        for k, v in ox.items():
-            om[k] = b1 * om[k] + (1 - b1) * og[k]
-            u = ((om[k] / (1 - b1**t)) / torch.clamp(gamma * oh[k], min=eps)).clamp(-1, 1)
-            ox[k] = v - step_lr * (u + decay[k] * v)
-    assert opt.hessian_updates == 5  # steps 1, 4, 7, 10, 13
+        ox = new_x
+    assert opt.hessian_updates == 4  # steps 3, 6, 9, 12
     for k, x in xs.items():
         torch.testing.assert_close(opt.state[x]["hessian"], oh[k], rtol=1e-10, atol=1e-13, msg=k)
         torch.testing.assert_close(x.detach(), ox[k], rtol=1e-10, atol=1e-13, msg=k)
@@ -249,11 +253,13 @@ def test_state_dict_round_trip_is_bitwise() -> None:
     hp = {"update_interval": 3, "wd": 0.1}
     opt = build("sophia", model, hp)
     assert isinstance(opt, SophiaH)
-    for step in range(4):  # HVPs at steps 1 and 4: the generator has moved
+    for step in range(4):  # an HVP at step 3: the generator has moved
         _train_step(model, opt, step)
+    assert opt.hessian_updates == 1
+    assert not any("hessian_before" in state for state in opt.state.values())  # step() dropped the stash
     saved_model = copy.deepcopy(model.state_dict())
     saved_opt = copy.deepcopy(opt.state_dict())
-    for step in range(4, 8):  # HVP at step 7
+    for step in range(4, 8):  # an HVP at step 6
         _train_step(model, opt, step)
 
     resumed = build_model(CONFIG)
@@ -261,21 +267,21 @@ def test_state_dict_round_trip_is_bitwise() -> None:
     resumed_opt = build("sophia", resumed, hp)
     assert isinstance(resumed_opt, SophiaH)
     resumed_opt.load_state_dict(saved_opt)
-    assert (resumed_opt.steps_done, resumed_opt.hessian_updates) == (4, 2)
+    assert (resumed_opt.steps_done, resumed_opt.hessian_updates) == (4, 1)
     for step in range(4, 8):
         _train_step(resumed, resumed_opt, step)
     for (name, p), q in zip(model.named_parameters(), resumed.parameters(), strict=True):
         assert torch.equal(p, q), name
     assert torch.equal(opt.generator.get_state(), resumed_opt.generator.get_state())
-    assert (opt.steps_done, opt.hessian_updates) == (resumed_opt.steps_done, resumed_opt.hessian_updates) == (8, 3)
+    assert (opt.steps_done, opt.hessian_updates) == (resumed_opt.steps_done, resumed_opt.hessian_updates) == (8, 2)
 
 
 def test_bf16_params_keep_fp32_state() -> None:
     model = build_model(CONFIG).to(torch.bfloat16)
-    opt = build("sophia", model)
+    opt = build("sophia", model, {"update_interval": 1})  # an HVP on the first step
     assert isinstance(opt, SophiaH)
     _train_step(model, opt, 0)
-    resumed_opt = build("sophia", model)
+    resumed_opt = build("sophia", model, {"update_interval": 1})
     resumed_opt.load_state_dict(copy.deepcopy(opt.state_dict()))
     for p in model.parameters():
         assert torch.isfinite(p).all()
