@@ -104,6 +104,19 @@ def finished_trials(s: Session, scale_params: Mapping[str, int], optimizer: str 
     return _frame([(t, c, sw) for t, c, sw in s.execute(q).all()], scale_params)
 
 
+def cells_trials(s: Session, cell_ids: Sequence[int], scale_params: Mapping[str, int]) -> pd.DataFrame:
+    """Finished trials (completed, diverged) of the given cells, oldest first: what a Phase II or III cell decides
+    from (sweep_service/phases.py)."""
+    q = (
+        select(Trial, Cell, Sweep)
+        .join(Cell, Trial.cell_id == Cell.id)
+        .join(Sweep, Trial.sweep_id == Sweep.id)
+        .where(Trial.cell_id.in_(list(cell_ids)), Trial.status.in_(TRIAL_FINISHED))
+        .order_by(Trial.id)
+    )
+    return _frame([(t, c, sw) for t, c, sw in s.execute(q).all()], scale_params)
+
+
 # ---- what a report draws ----------------------------------------------------------------------------------
 
 

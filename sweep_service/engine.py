@@ -28,16 +28,17 @@ from pathlib import Path
 from typing import Any
 
 import optuna
-import pandas as pd
 from optuna.distributions import BaseDistribution, CategoricalDistribution, IntDistribution
 from optuna.trial import TrialState
 from sqlalchemy.orm import Session
 
 from db import repository as repo
+from db import results
 from db.models import Cell, Trial
 from db.session import Database
 from sweep_service import coordinate_descent as cd
 from sweep_service import phases
+from sweep_service.importer import scale_params
 from sweep_service.spec import Space, SweepPlan, plan_document
 
 Progress = Callable[[str], None]
@@ -223,26 +224,9 @@ class SweepDriver:
     ) -> phases.PhaseDecision:
         from workers.model import get_scale, non_embedding_params
 
-        rows: list[dict[str, Any]] = []
-        for source in sources:
-            n = non_embedding_params(get_scale(source.scale))
-            for t in repo.trials_of_cell(s, source.id, ["completed", "diverged"]):
-                rows.append(
-                    {
-                        "optimizer": source.optimizer,
-                        "scale": source.scale,
-                        "chinchilla": source.chinchilla,
-                        "config": dict(t.config),
-                        "loss": t.final_loss if t.status == "completed" and t.final_loss is not None else math.inf,
-                        "status": t.status,
-                        "seed": t.seed,
-                        "trial_id": t.id,
-                        "non_embedding_params": n,
-                    }
-                )
-        if not rows:
+        frame = results.cells_trials(s, [c.id for c in sources], scale_params())
+        if frame.empty:
             raise ValueError(f"its source cells {[c.key for c in sources]} have no finished trials")
-        frame = pd.DataFrame(rows)
         if phase == 2:
             source_key = cell.settings.get("baseline_from")
             if source_key:
