@@ -448,6 +448,22 @@ def serve(database_url: str) -> None:
     uvicorn.Server(config).run(sockets=[sock])
 
 
+def wait_for_health(base: str, proc: subprocess.Popen[str], seconds: float) -> None:
+    """Poll `base`/healthz until it answers 200; SystemExit (with the server's last stderr, when it was piped and
+    the server exited) if the server exits or `seconds` pass first."""
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            if httpx.get(f"{base}/healthz", timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            err = proc.stderr.read()[-2000:] if proc.stderr is not None and proc.poll() is not None else ""
+            raise SystemExit(f"the server did not answer /healthz within {seconds:g} s\n{err}".rstrip())
+        time.sleep(0.1)
+
+
 @contextmanager
 def server(database_url: str) -> Iterator[tuple[subprocess.Popen[str], str]]:
     proc = subprocess.Popen(
@@ -459,16 +475,7 @@ def server(database_url: str) -> Iterator[tuple[subprocess.Popen[str], str]]:
         if not line.isdigit():
             raise SystemExit(f"the server did not start (exit code {proc.wait(timeout=30)})")
         base = f"http://{HOST}:{int(line)}"
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"{base}/healthz", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline or proc.poll() is not None:
-                raise SystemExit("the server did not answer /healthz within 60 s")
-            time.sleep(0.1)
+        wait_for_health(base, proc, 60)
         yield proc, base
     finally:
         # An overloaded server still works through requests the client gave up on (uvicorn does not cancel a

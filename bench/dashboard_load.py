@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from api_load import Shape, populate  # bench/api_load.py: the bulk filler, shared with the API load bench
+from api_load import Shape, populate, wait_for_health  # bench/api_load.py: the bulk filler and the health wait
 
 from db.migrate import upgrade
 from db.session import make_engine
@@ -63,17 +63,7 @@ def service(database_url: str) -> Iterator[str]:
     proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     base = f"http://{HOST}:{port}"
     try:
-        deadline = time.monotonic() + 90
-        while True:
-            try:
-                if httpx.get(f"{base}/healthz", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                err = proc.stderr.read()[-2000:] if proc.stderr and proc.poll() is not None else ""
-                raise SystemExit(f"the service did not answer /healthz within 90 s\n{err}")
-            time.sleep(0.2)
+        wait_for_health(base, proc, 90)
         yield base
     finally:
         proc.send_signal(signal.SIGINT)  # uvicorn's graceful stop

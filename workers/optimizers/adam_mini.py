@@ -29,6 +29,7 @@ from workers.optimizers.functional import (
     adam_moments_,
     apply_update_,
     clip_by_global_norm_,
+    restore_state_dtypes,
     state_dtype_grad,
     state_zeros,
 )
@@ -46,20 +47,6 @@ def num_blocks(name: str, shape: torch.Size, n_heads: int) -> int:
     if name.endswith(PER_HEAD_SUFFIXES):
         return n_heads
     return shape[0]
-
-
-def restore_state_dtypes(optimizer: torch.optim.Optimizer, state_dict: dict[str, Any]) -> None:
-    """Undo torch's cast of floating state to the parameter dtype in `load_state_dict`.
-
-    torch.optim.Optimizer.load_state_dict casts every floating state tensor to its parameter's dtype, which
-    would turn the fp32 state of bf16 parameters into bf16; put back the saved tensors with their own dtype.
-    """
-    params = [p for group in optimizer.param_groups for p in group["params"]]
-    for index, saved in state_dict["state"].items():
-        p = params[index]
-        for key, value in saved.items():
-            if isinstance(value, torch.Tensor) and value.is_floating_point() and value.dtype != p.dtype:
-                optimizer.state[p][key] = value.to(device=p.device, copy=True)
 
 
 class AdamMini(torch.optim.Optimizer):

@@ -19,11 +19,11 @@ def state_zeros(p: torch.Tensor) -> torch.Tensor:
     return torch.zeros_like(p, dtype=dtype, memory_format=torch.preserve_format)
 
 
-def state_dtype_grad(p: torch.Tensor) -> torch.Tensor:
-    """p.grad in the state dtype (float32, or float64 for float64 params)."""
+def state_dtype_grad(p: torch.Tensor, copy: bool = False) -> torch.Tensor:
+    """p.grad in the state dtype (float32, or float64 for float64 params); a fresh tensor when `copy`."""
     assert p.grad is not None
     dtype = torch.float64 if p.dtype == torch.float64 else torch.float32
-    return p.grad.to(dtype)
+    return p.grad.to(dtype, copy=copy)
 
 
 @torch.no_grad()
@@ -98,3 +98,18 @@ def apply_updates_(params: Sequence[torch.Tensor], updates: Sequence[torch.Tenso
     if wd != 0:
         torch._foreach_mul_(params, 1 - lr * wd)
     torch._foreach_add_(params, updates, alpha=-lr)
+
+
+def restore_state_dtypes(optimizer: torch.optim.Optimizer, state_dict: dict[str, Any]) -> None:
+    """Undo torch's cast of floating-point state to the parameter dtype; call it after `load_state_dict`.
+
+    torch.optim.Optimizer.load_state_dict casts every floating-point state tensor to its parameter's dtype, which
+    would round the float32 state of bf16 parameters (state_zeros) to bf16 and break a bitwise resume: put back
+    each saved tensor whose dtype differs, with its own dtype, on the parameter's device.
+    """
+    saved_ids = [i for g in state_dict["param_groups"] for i in g["params"]]
+    params = [p for g in optimizer.param_groups for p in g["params"]]
+    for saved_id, p in zip(saved_ids, params, strict=True):
+        for key, value in state_dict["state"].get(saved_id, {}).items():
+            if isinstance(value, torch.Tensor) and value.dtype != optimizer.state[p][key].dtype:
+                optimizer.state[p][key] = value.to(device=p.device, copy=True)

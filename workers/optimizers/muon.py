@@ -33,7 +33,9 @@ from workers.optimizers.functional import (
     adam_moments_,
     apply_updates_,
     clip_by_global_norm_,
+    restore_state_dtypes,
     state_buffers,
+    state_dtype_grad,
 )
 
 
@@ -98,21 +100,10 @@ class RuleOptimizer(torch.optim.Optimizer):
         bitwise; torch.optim.Optimizer.load_state_dict would round it to bf16.
         """
         super().load_state_dict(state_dict)
-        saved_ids = [i for g in state_dict["param_groups"] for i in g["params"]]
-        params = [p for g in self.param_groups for p in g["params"]]
-        for saved_id, p in zip(saved_ids, params, strict=True):
-            for key, value in state_dict["state"].get(saved_id, {}).items():
-                if isinstance(value, torch.Tensor) and value.dtype != self.state[p][key].dtype:
-                    self.state[p][key] = value.to(device=p.device, copy=True)
+        restore_state_dtypes(self, state_dict)
 
 
 # ---- update rules shared with Scion, AdamH and MuonH ------------------------------------------------------
-
-
-def state_dtype_grad(p: torch.Tensor, copy: bool = False) -> torch.Tensor:
-    """p.grad in float32 (float64 for float64 params); a fresh tensor when `copy`."""
-    assert p.grad is not None
-    return p.grad.to(torch.float64 if p.dtype == torch.float64 else torch.float32, copy=copy)
 
 
 def muon_scale(p: torch.Tensor) -> float:

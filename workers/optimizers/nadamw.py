@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from workers.optimizers.base import HParams, OptimizerSpec, SearchSpace, decay_param_groups
-from workers.optimizers.functional import apply_updates_, state_buffers
+from workers.optimizers.functional import apply_updates_, restore_state_dtypes, state_buffers
 
 # ---- shared by the Adam-family optimizers of this package (NAdamW, Cautious, MARS) and Lion --------------------
 
@@ -39,12 +39,7 @@ class StateDtypeOptimizer(torch.optim.Optimizer):
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         super().load_state_dict(state_dict)
-        saved_ids = [i for g in state_dict["param_groups"] for i in g["params"]]
-        params = [p for g in self.param_groups for p in g["params"]]
-        for saved_id, p in zip(saved_ids, params, strict=True):
-            for key, value in state_dict["state"].get(saved_id, {}).items():
-                if isinstance(value, torch.Tensor) and value.dtype != self.state[p][key].dtype:
-                    self.state[p][key] = value.to(device=p.device, copy=True)
+        restore_state_dtypes(self, state_dict)
 
 
 def params_with_grads(group: Mapping[str, Any]) -> tuple[list[torch.Tensor], list[torch.Tensor]]:

@@ -30,7 +30,7 @@ import torch
 from torch import nn
 
 from workers.optimizers.base import HParams, OptimizerSpec, SearchSpace, decay_param_groups
-from workers.optimizers.functional import state_dtype_grad, state_zeros
+from workers.optimizers.functional import restore_state_dtypes, state_dtype_grad, state_zeros
 
 # Levanter BaseSophiaConfig: clip_threshold 1.0 (elementwise clip of u) and rng_seed 0 (OPTIMIZERS.md 3.11).
 CLIP_THRESHOLD = 1.0
@@ -192,13 +192,7 @@ class SophiaH(torch.optim.Optimizer):
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         super().load_state_dict(state_dict)
-        # torch casts floating state to the parameter dtype; keep fp32 state for bf16 parameters.
-        params = self.hessian_params()
-        for index, saved in state_dict["state"].items():
-            p = params[index]
-            for key, value in saved.items():
-                if isinstance(value, torch.Tensor) and value.is_floating_point() and value.dtype != p.dtype:
-                    self.state[p][key] = value.to(device=p.device, copy=True)
+        restore_state_dtypes(self, state_dict)  # fp32 state for bf16 parameters, as saved
         extra = state_dict["sophia"]
         self.steps_done = int(extra["steps_done"])
         self.hessian_updates = int(extra["hessian_updates"])
