@@ -4,13 +4,19 @@ The stream polls the database (about once a second) and sends a `progress` event
 whenever anything in it changed: trial counts, a cell's best, the status. When the sweep has finished
 (completed, failed or cancelled) it sends an `end` event and closes. A comment line keeps idle connections
 alive through proxies.
+
+The streams watching one sweep share their snapshots: a snapshot taken less than half a poll period ago is
+reused, so a sweep watched by many clients costs about two progress queries per period, not one per client.
+A change is then seen at most half a period later than it would have been, and never missed.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import threading
 import time
+import weakref
 from collections.abc import AsyncIterator
 
 from fastapi import APIRouter, HTTPException, Request, status
@@ -34,6 +40,33 @@ def _snapshot(db: Database, sweep_id: int) -> SweepProgress | None:
     with db.session() as s:
         sweep = repo.get_sweep(s, sweep_id)
         return views.sweep_progress(s, sweep) if sweep is not None else None
+
+
+# Per database, per sweep: (when the snapshot's query started, the snapshot). Entries older than a minute are
+# dropped whenever a snapshot is stored, so the table holds only the sweeps being watched.
+_shared: weakref.WeakKeyDictionary[Database, dict[int, tuple[float, SweepProgress | None]]] = (
+    weakref.WeakKeyDictionary()
+)
+_shared_lock = threading.Lock()
+SHARED_KEEP_SECONDS = 60.0
+
+
+def shared_snapshot(db: Database, sweep_id: int, max_age: float) -> SweepProgress | None:
+    """_snapshot, or the one another stream took of this sweep less than `max_age` seconds ago."""
+    with _shared_lock:
+        held = _shared.get(db, {}).get(sweep_id)
+    if held is not None and time.monotonic() - held[0] < max_age:
+        return held[1]
+    started = time.monotonic()  # the snapshot shows the database as of about now, not as of when it is stored
+    progress = _snapshot(db, sweep_id)
+    with _shared_lock:
+        table = _shared.setdefault(db, {})
+        held = table.get(sweep_id)
+        if held is None or held[0] < started:
+            table[sweep_id] = (started, progress)
+        for stale in [k for k, (at, _) in table.items() if started - at > SHARED_KEEP_SECONDS]:
+            del table[stale]
+    return progress
 
 
 def _event(name: str, data: str, event_id: int) -> bytes:
@@ -62,7 +95,7 @@ async def _stream(db: Database, sweep_id: int, first: SweepProgress, poll: float
             quiet_since = time.monotonic()
             yield b": keep-alive\n\n"
         await asyncio.sleep(poll)
-        progress = await run_in_threadpool(_snapshot, db, sweep_id)
+        progress = await run_in_threadpool(shared_snapshot, db, sweep_id, poll / 2)
 
 
 @router.get(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -69,3 +70,30 @@ def test_a_running_sweep_streams_each_change_until_it_finishes(client: TestClien
     assert completed == [0, 1, 2, 2]
     assert [data["status"] for _, data in events[:-1]] == ["running", "running", "running", "completed"]
     assert events[-2][1]["cells"][0]["trials"] == {**events[0][1]["cells"][0]["trials"], "running": 0, "completed": 2}
+
+
+def test_watchers_of_one_sweep_share_a_recent_snapshot(store: Any, db: Database, monkeypatch: Any) -> None:
+    from api.routers import events
+
+    stored = store({"adamw/tiny-130k/1": [T({"lr": 1e-3}, status="running"), T({"lr": 2e-3}, status="running")]})
+    monkeypatch.setattr(events, "_shared", weakref.WeakKeyDictionary())  # nothing left from other tests
+    taken: list[int] = []
+    real = events._snapshot
+
+    def counting(d: Database, sweep_id: int) -> Any:
+        taken.append(sweep_id)
+        return real(d, sweep_id)
+
+    monkeypatch.setattr(events, "_snapshot", counting)
+    first = events.shared_snapshot(db, stored.sweep_id, max_age=60.0)
+    assert first is not None and first.trials.running == 2
+    # Four more watchers within the age limit: the same snapshot, no query.
+    assert all(events.shared_snapshot(db, stored.sweep_id, max_age=60.0) is first for _ in range(4))
+    assert taken == [stored.sweep_id]
+    with db.session() as s:
+        repo.transition_trial(s, stored.trials[0], ["running"], "completed", final_loss=3.0)
+    # Past the age limit a watcher queries again and sees the change.
+    fresh = events.shared_snapshot(db, stored.sweep_id, max_age=0.0)
+    assert fresh is not None and (fresh.trials.running, fresh.trials.completed) == (1, 1)
+    assert taken == [stored.sweep_id] * 2
+    assert events.shared_snapshot(db, stored.sweep_id, max_age=60.0) is fresh  # the newest one is shared
