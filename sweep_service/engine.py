@@ -16,6 +16,7 @@ Every finished trial of every strategy is also recorded in the cell's Optuna stu
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import os
 import statistics
@@ -483,8 +484,10 @@ class SweepDriver:
                     "tokens": result.get("tokens"),
                     "tokens_per_second": result.get("tokens_per_second"),
                     "device_seconds": result.get("wall_seconds"),
-                    "repro": result.get("info"),
+                    "repro": _repro_of(result),
                 }
+            if result is not None and isinstance(result.get("worker"), str):
+                fields["worker"] = result["worker"]
             if not repo.transition_trial(s, trial_id, ["running"], status, **fields):
                 return  # cancelled meanwhile, or already recorded
             cell = trial.cell
@@ -634,6 +637,21 @@ class SweepSearcher(_searcher_base()):  # type: ignore[misc]
         if trial_id in self.ids:
             reason = _ERRORS.pop(trial_id, None) if error else None
             _DRIVERS[self.sweep_id].record_final(self.ids.pop(trial_id), None if error else result, reason)
+
+
+def _repro_of(result: dict[str, Any]) -> dict[str, Any] | None:
+    """The trial's reproducibility record from its final report: `info_json` (workers/tune_trainable.py; Ray Tune
+    flattens nested dicts, so the worker sends it as one string), or a nested `info` from a caller that does not
+    go through Tune."""
+    raw = result.get("info_json")
+    if isinstance(raw, str):
+        try:
+            decoded = json.loads(raw)
+        except ValueError:
+            return None
+        return decoded if isinstance(decoded, dict) else None
+    nested = result.get("info")
+    return nested if isinstance(nested, dict) else None
 
 
 def _callback_base() -> type:

@@ -2,13 +2,19 @@
 
 The config Tune hands over is {"trial_id": <database id>, "run": <RunConfig fields>}. Every report carries
 `final_eval_loss` (the loss so far) so that Tune's metric check passes, and `kind` ("eval" or "final").
+The final report names the worker (host:pid) and carries the reproducibility record as one JSON string,
+`info_json`: Ray Tune flattens nested dicts in a result into "info/torch", "info/data/sha256", ... keys before
+a Searcher sees it, so a nested `info` would not arrive as one value.
 A configuration error (ValueError) is a recorded failure with its message, not a crash to retry; any other
 exception propagates, so Tune retries the trial on a fresh worker up to its failure limit.
 """
 
 from __future__ import annotations
 
+import json
 import math
+import os
+import socket
 from typing import Any
 
 from ray import tune
@@ -20,6 +26,11 @@ def run_config_from(d: dict[str, Any]) -> RunConfig:
     fields = dict(d)
     fields["divergence"] = DivergenceRule(**fields.get("divergence", {}))
     return RunConfig(**fields)
+
+
+def worker_name() -> str:
+    """host:pid of this process: which machine and worker ran a trial (the trial's `worker` column)."""
+    return f"{socket.gethostname()}:{os.getpid()}"
 
 
 def trainable(config: dict[str, Any]) -> None:
@@ -40,7 +51,15 @@ def trainable(config: dict[str, Any]) -> None:
     try:
         result = train(run, report=report)
     except ValueError as exc:
-        tune.report({"kind": "final", "status": "failed", "reason": str(exc), "final_eval_loss": math.inf})
+        tune.report(
+            {
+                "kind": "final",
+                "status": "failed",
+                "reason": str(exc),
+                "final_eval_loss": math.inf,
+                "worker": worker_name(),
+            }
+        )
         return
     tune.report(
         {
@@ -54,7 +73,8 @@ def trainable(config: dict[str, Any]) -> None:
             "tokens": result.tokens,
             "tokens_per_second": result.tokens_per_second,
             "wall_seconds": result.wall_seconds,
-            "info": result.info,
+            "info_json": json.dumps(result.info),
+            "worker": worker_name(),
             "hparams": result.hparams,
         }
     )

@@ -5,6 +5,7 @@ Small on purpose: tiny-130k at 0.05x Chinchilla (32 steps, a few seconds a trial
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sqlite3
@@ -14,6 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
@@ -74,6 +76,11 @@ def test_sweep_runs_on_ray_and_survives_sigkill(tmp_path: Path) -> None:
     ref_best = _rows(ref_home, "SELECT best_loss, best_config FROM cells")
     optuna_trials = _rows(ref_home, "SELECT COUNT(*) FROM trials")
     assert optuna_trials == [(4,)]  # Optuna's own table: every trial mirrored in the cell's study
+    # Each trial's reproducibility record and worker arrive through Ray Tune (which flattens nested results).
+    for repro, worker in _rows(ref_home, "SELECT repro, worker FROM sweep_trials"):
+        record = json.loads(str(repro))
+        assert record["torch"] == torch.__version__ and record["data"]["sha256"], record
+        assert str(worker).count(":") == 1, worker  # host:pid
 
     # Same sweep, killed with SIGKILL once two trials have finished, then started again.
     home = tmp_path / "killed"
