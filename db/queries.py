@@ -331,6 +331,14 @@ def cells_with_sweeps(
     return [(c, sw) for c, sw in s.execute(q.order_by(Cell.id)).all()]
 
 
+def cell_names(s: Session) -> tuple[list[str], list[str]]:
+    """(optimizers, scales) that some cell of some sweep names, imported ones too (which may name scales and
+    optimizers outside the catalog), sorted."""
+    optimizers = list(s.scalars(select(Cell.optimizer).distinct().order_by(Cell.optimizer)))
+    scales = list(s.scalars(select(Cell.scale).distinct().order_by(Cell.scale)))
+    return optimizers, scales
+
+
 def finished_trials_of_cells(s: Session, cell_ids: Sequence[int]) -> list[Trial]:
     """Finished trials (completed, diverged) of the given cells, oldest first; the rows carry what ranking needs
     (id, cell, config, seed, status, final loss), other attributes load on access."""

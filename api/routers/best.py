@@ -150,10 +150,14 @@ def get_best(
     """Best config and loss per (optimizer, scale, chinchilla multiple) over every sweep, with its near-tie
     configs and the trial and sweep that produced it. Filters narrow the cells; no match is an empty list."""
     scales, optimizers, params = _catalog()
-    if optimizer is not None and optimizer not in optimizers:
-        raise unknown_name("optimizer", optimizer, optimizers)
-    if scale is not None and scale not in scales:
-        raise unknown_name("scale", scale, list(scales))
+    if (optimizer is not None and optimizer not in optimizers) or (scale is not None and scale not in scales):
+        # Not in the catalog: imported results may still hold it (the importer keeps unknown names).
+        with db.session() as s:
+            held_optimizers, held_scales = queries.cell_names(s)
+        if optimizer is not None and optimizer not in optimizers and optimizer not in held_optimizers:
+            raise unknown_name("optimizer", optimizer, _union(optimizers, held_optimizers))
+        if scale is not None and scale not in scales and scale not in held_scales:
+            raise unknown_name("scale", scale, _union(list(scales), held_scales))
     cache = _cache_of(db)
     key = (optimizer, scale, chinchilla)
     with db.session() as s:
@@ -164,6 +168,11 @@ def get_best(
             body = _best(s, optimizer, scale, chinchilla, params).model_dump_json().encode()
             cache.put(key, version, body)
     return Response(body, media_type="application/json")
+
+
+def _union(catalog: list[str], held: list[str]) -> list[str]:
+    """The catalog's names, then those only the database holds (imported results)."""
+    return [*catalog, *(name for name in held if name not in catalog)]
 
 
 def _best(

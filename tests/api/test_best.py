@@ -64,6 +64,18 @@ def test_unknown_names_list_the_valid_ones(client: TestClient) -> None:
         assert client.get("/best", params=params).status_code == 422, params
 
 
+def test_names_outside_the_catalog_that_imported_results_hold_are_valid_filters(client: TestClient, store: Any) -> None:
+    imported = store({"foo/2b/1": [T({"lr": 1e-3}, loss=2.4)]}, name="someone's import", imported=True)
+    for params in ({"scale": "2b"}, {"optimizer": "foo"}, {"optimizer": "foo", "scale": "2b", "chinchilla": 1}):
+        r = client.get("/best", params=params)
+        assert r.status_code == 200, (params, r.text)
+        (row,) = r.json()["results"]
+        assert (row["optimizer"], row["scale"], row["sweep_id"]) == ("foo", "2b", imported.sweep_id)
+    r = client.get("/best", params={"scale": "3b"})  # held by no cell and not in the catalog: still unknown
+    assert r.status_code == 422
+    assert "tiny-130k" in r.json()["detail"][0]["msg"] and "2b" in r.json()["detail"][0]["msg"]
+
+
 def test_a_cell_whose_best_is_not_recorded_yet_is_ranked_from_its_trials(client: TestClient, store: Any) -> None:
     # Two seeds per config: the engine records a config's mean only when all its seeds finished. The API
     # ranks what has finished by the same rules (analysis.best_per_cell): mean over seeds, diverged = +inf.
