@@ -14,7 +14,11 @@ goes and which statement is slowest, and counts its CPU time per request, which 
 sustain at all (a figure that depends little on what else the machine runs). A request not answered within
 10 s of its due time is an error, so an overloaded server cannot stretch the run. Runs on SQLite (a temporary
 file) and PostgreSQL (a throwaway database, dropped at the end; skipped with a note when the server does not
-answer). Prints the p99 last.
+answer).
+
+Baseline, measured in the same run on the same server: `GET /healthz` (one trivial `SELECT 1` round trip to
+the database, a tiny JSON body) at the same rate and concurrency, for the same number of seconds, after the
+endpoints: the fixed cost of a request through this stack (client, uvicorn, FastAPI, a database session) here. Prints the p99 last, with its ratio to the baseline's p99.
 
 While the clients read, a writer process does what the dispatcher does in `sweep-service serve`: it runs trials
 through the running sweep with the engine's own repository calls and transactions (db/repository.py: add the
@@ -72,6 +76,7 @@ SWEEP = "GET /sweeps/{id}"
 BEST = "GET /best"
 PAGE = "GET /sweeps/{id}/trials"
 KINDS = (SWEEP, BEST, PAGE)
+HEALTH = "GET /healthz"  # the baseline: one SELECT 1, a tiny body
 PAGE_SIZE = 50  # the API's default page size (api/deps.py DEFAULT_LIMIT)
 
 # Populated rows. 13 optimizers x 4 paper scales x 4 multiples (PAPER.md: 1, 2, 4, 8x Chinchilla) make 208
@@ -655,8 +660,8 @@ def percentile(xs: list[float], q: float) -> float:
 # ---- one database ---------------------------------------------------------------------------------------
 
 
-def bench_database(label: str, url: str, shape: Shape, args: argparse.Namespace) -> float:
-    """Populate, serve, load; prints the figures and returns the overall p99 in ms."""
+def bench_database(label: str, url: str, shape: Shape, args: argparse.Namespace) -> tuple[float, float]:
+    """Populate, serve, load; prints the figures and returns the overall p99 and the baseline's p99, in ms."""
     upgrade(url)
     engine = make_engine(url)
     try:
@@ -700,6 +705,14 @@ def bench_database(label: str, url: str, shape: Shape, args: argparse.Namespace)
         with writer(url, args.writes, args.points_per_trial) as written:
             samples, window = asyncio.run(drive(base, requests, args.rate, warmup, args.concurrency))
         stats: dict[str, Any] = httpx.get(base + STATS_PATH, timeout=10).json()
+        # The baseline: the same load on /healthz, same server, same rate, no writer.
+        health = [(HEALTH, "/healthz")] * len(requests)
+        baseline, _ = asyncio.run(drive(base, health, args.rate, warmup, args.concurrency))
+    base_ms = [1000 * x.latency for x in baseline]
+    print(
+        f"{label}: baseline {HEALTH} at {args.rate:g}/s: p50 {percentile(base_ms, 50):.1f} ms, "
+        f"p99 {percentile(base_ms, 99):.1f} ms, {len(base_ms) - sum(x.ok for x in baseline)} errors"
+    )
     if written.get("commits"):
         print(
             f"{label}: meanwhile the writer ran {written['trials']} trials through the running sweep "
@@ -709,7 +722,7 @@ def bench_database(label: str, url: str, shape: Shape, args: argparse.Namespace)
         )
     elif args.writes > 0:
         print(f"{label}: the writer wrote nothing: {written.get('error', 'no figures came back')}")
-    return report(label, samples, window, stats, args)
+    return report(label, samples, window, stats, args), percentile(base_ms, 99)
 
 
 def report(label: str, samples: list[Sample], window: float, stats: dict[str, Any], args: argparse.Namespace) -> float:
@@ -800,7 +813,7 @@ def main() -> None:
         parser.error("--points-per-trial, --warmup and --writes must not be negative")
     per_cell = max(1, args.trials // (args.sweeps * args.cells_per_sweep))
     shape = Shape(args.sweeps, args.cells_per_sweep, per_cell, args.points_per_trial)
-    p99: dict[str, float] = {}
+    p99: dict[str, tuple[float, float]] = {}  # database -> (p99 of the endpoints, p99 of the baseline), ms
     if args.db in ("sqlite", "both"):
         with sqlite_database() as url:
             p99["sqlite"] = bench_database("sqlite", url, shape, args)
@@ -808,7 +821,11 @@ def main() -> None:
         with postgres_database(args.postgres_url) as pg_url:
             if pg_url is not None:
                 p99["postgres"] = bench_database("postgres", pg_url, shape, args)
-    verdict = ", ".join(f"{k} {v:.1f} ms ({'meets' if v < TARGET_P99_MS else 'misses'})" for k, v in p99.items())
+    verdict = ", ".join(
+        f"{k} {v:.1f} ms ({'meets' if v < TARGET_P99_MS else 'misses'}; {v / b:.1f}x the {HEALTH} baseline's "
+        f"{b:.1f} ms)"
+        for k, (v, b) in p99.items()
+    )
     verdict = verdict or "no database measured"
     print(f"p99 latency, all endpoints at {args.rate:g} req/s: {verdict}; target < {TARGET_P99_MS:g} ms")
 
