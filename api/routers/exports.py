@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import math
+from datetime import datetime
 from typing import Annotated, Any
 
 import pandas as pd
@@ -96,6 +97,23 @@ def _one_type_per_column(frame: pd.DataFrame, names: list[str]) -> pd.DataFrame:
     return frame
 
 
+def _json_value(value: Any) -> Any:
+    """A cell of the frame as JSON: missing -> null, a timestamp as the REST API writes it (ISO 8601, microseconds
+    when there are any, UTC as "Z"), numpy scalars as Python numbers (every digit: a loss equals the REST API's)."""
+    if value is None or value is pd.NaT or (isinstance(value, float) and math.isnan(value)):
+        return None
+    if isinstance(value, datetime):  # pd.Timestamp is a datetime; stored times are naive UTC (db.models.utcnow)
+        return value.replace(tzinfo=None).isoformat() + "Z"
+    return value.item() if hasattr(value, "item") else value
+
+
+def json_records(frame: pd.DataFrame) -> bytes:
+    """The frame as a JSON array of records. Not pandas' to_json, which rounds floats to 15 digits at most and
+    timestamps to its `date_unit`, so that an exported loss or time differs from the one GET /trials/{id} gives."""
+    records = [{k: _json_value(v) for k, v in row.items()} for row in frame.to_dict(orient="records")]
+    return json.dumps(records, allow_nan=False).encode()
+
+
 def trials_frame(rows: list[tuple[Trial, Cell]]) -> pd.DataFrame:
     records = [_row(t, c) for t, c in rows]
     config_columns = sorted({k for r in records for k in r if k.startswith(CONFIG_PREFIX)})
@@ -130,7 +148,7 @@ def export_sweep(
     if format == "csv":
         body: bytes = frame.to_csv(index=False).encode()
     elif format == "json":
-        body = frame.to_json(orient="records", date_format="iso", date_unit="s").encode()
+        body = json_records(frame)
     else:
         buffer = io.BytesIO()
         frame.to_parquet(buffer, index=False)

@@ -55,6 +55,15 @@ def test_export_has_one_row_per_trial_with_flattened_configs(client: TestClient,
     assert {"optimizer", "scale", "chinchilla", "started_at", "finished_at", "repro"} <= set(frame.columns)
 
 
+def test_json_export_keeps_every_digit_and_the_api_s_timestamps(client: TestClient, stored: Any) -> None:
+    rows = client.get(f"/sweeps/{stored.sweep_id}/export", params={"format": "json"}).json()
+    for row in rows:
+        trial = client.get(f"/trials/{row['trial_id']}").json()
+        assert row["final_loss"] == trial["final_loss"]  # the same float, not one rounded to 10 or 15 digits
+        for field in ("created_at", "started_at", "finished_at"):
+            assert row[field] == trial["timings"][field], field
+
+
 def test_an_empty_sweep_exports_the_header_and_bad_formats_are_422(client: TestClient, store: Any) -> None:
     empty = client.post("/sweeps", json={"name": "e", "optimizers": ["adamw"], "scales": ["tiny-130k"]}).json()
     frame = read(client, empty["id"], "csv")
