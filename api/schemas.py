@@ -246,6 +246,23 @@ class SpeedupRow(BaseModel):
     fit_beta: float | None
     fit_n_points: int
     fit_underdetermined: bool
+    fit_unphysical: bool = Field(
+        False,
+        description="the baseline's unconstrained fit had a negative asymptote (or alpha, B <= 0); fit_* are from "
+        "the fit bounded to alpha, B, beta >= 0 and the speedup is unreliable",
+    )
+    fit_d_min: float | None = Field(None, description="the smallest baseline multiple fitted at this scale")
+    fit_d_max: float | None = Field(None, description="the largest baseline multiple fitted at this scale")
+    extrapolated: bool = Field(
+        False,
+        description="d_eff lies outside [fit_d_min, fit_d_max] (by more than 5%): the speedup is read off the "
+        "fitted curve beyond the baseline's data, an extrapolation",
+    )
+    extrapolation_factor: float | None = Field(
+        None,
+        description="d_eff / fit_d_max above the range, fit_d_min / d_eff below it, 1 inside; null when infinite "
+        "(beyond_asymptote) or unknown",
+    )
     note: str
 
 
@@ -301,6 +318,14 @@ class HparamFitOut(BaseModel):
     raw: HParamValue | None = Field(description="the prediction at the target, before snapping")
     predicted: HParamValue | None = Field(description="the prediction at the target (snapped when asked)")
     note: str
+    fallback: bool = Field(
+        False,
+        description="the power law missed its held-out cell by more than the value itself (holdout_rel_error > 1): "
+        "raw and predicted are the majority vote over the cells instead",
+    )
+    power_law_raw: HParamValue | None = Field(
+        None, description="the power law's own value at the target (also when fallback replaced it); null otherwise"
+    )
 
 
 class PredictResponse(BaseModel):
@@ -315,3 +340,8 @@ class PredictResponse(BaseModel):
     scales_used: dict[str, int] = Field(description="scale -> non-embedding parameters of the fitted cells")
     sweeps_used: list[int]
     note: str
+    dropped: list[str] = Field(
+        default_factory=list,
+        description="names in the fitted configs that the trainer does not take for this optimizer: not predicted",
+    )
+    fallbacks: list[str] = Field(default_factory=list, description="hyperparameters whose fit has fallback true")

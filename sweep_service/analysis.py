@@ -49,6 +49,8 @@ from scipy.optimize import OptimizeWarning, curve_fit
 
 __all__ = [
     "CELL_KEY",
+    "EXTRAPOLATION_SLACK",
+    "MAX_HOLDOUT_REL_ERROR",
     "NEAR_TIE_TOLERANCE",
     "PAPER_FIT_MULTIPLES",
     "TRIAL_COLUMNS",
@@ -89,6 +91,17 @@ N_BOOT = 1000
 CI_LEVEL = 0.95
 
 LOSS_FIT_PARAMS = 3  # alpha, B, beta (PAPER.md section 5)
+# The physical region of L(D) = alpha x D^-B + beta (PAPER.md section 5): a loss that falls with data (alpha > 0,
+# B > 0) towards an irreducible loss beta >= 0 (a cross-entropy is never negative). Lower bounds for the refit.
+LOSS_FIT_LOWER: tuple[float, float, float] = (0.0, 0.0, 0.0)
+# A D_eff within 5% of the baseline's fitted range is not flagged as extrapolated: the baseline's own points
+# move by about that much with the fit's residuals (at 130m the paper's fit leaves ~1e-3 in loss, which is
+# ~1.5% of D at 8x, where dL/dD = alpha x B x D^(-B-1) ~ 0.009; 5% is ~3 such residuals).
+EXTRAPOLATION_SLACK = 0.05
+# /predict falls back from a power law whose held-out cell it missed by more than the value itself
+# (|predicted - actual| > |actual|): such a law is no better than the measured values (PAPER.md section 4,
+# Phase III reports this error; it sets no threshold, so 1.0 is ours).
+MAX_HOLDOUT_REL_ERROR = 1.0
 HPARAM_FIT_PARAMS = 4  # A, B, C', D (PAPER.md section 4, Phase III)
 
 
@@ -499,6 +512,11 @@ class LossFit:
     `underdetermined` is True when there are no more distinct multiples than the 3 parameters: the curve
     then passes through the points and there is no error estimate (`*_se` are NaN). With fewer than 3 the
     fit is not attempted (`converged` False, parameters NaN).
+
+    `unphysical` is True when the paper's unconstrained fit left the physical region (alpha <= 0, B <= 0 or a
+    negative asymptote beta): the parameters are then those of the fit bounded to alpha, B, beta >= 0 (NaN if
+    that failed too) and `note` gives the unconstrained ones. `d_min` and `d_max` are the smallest and largest
+    multiple fitted: a D_eff outside them is read off the curve beyond the data (`extrapolation_factor`).
     """
 
     alpha: float
@@ -512,6 +530,9 @@ class LossFit:
     beta_se: float
     converged: bool
     note: str = ""
+    unphysical: bool = False
+    d_min: float = math.nan
+    d_max: float = math.nan
 
     def loss_at(self, multiple: float) -> float:
         return float(_loss_curve(np.float64(multiple), self.alpha, self.B, self.beta))
@@ -522,11 +543,23 @@ class LossFit:
             return math.nan
         return float(_effective_data(np.float64(self.alpha), np.float64(self.B), np.float64(self.beta), loss))
 
+    def extrapolation_factor(self, d_eff: float) -> float:
+        """How far `d_eff` lies outside the fitted multiples [d_min, d_max], as a ratio: d_eff / d_max above,
+        d_min / d_eff below, 1.0 inside; +inf for an infinite D_eff; NaN when D_eff is unknown or 0 (a
+        diverged cell) or nothing was fitted."""
+        if not (self.converged and math.isfinite(self.d_min) and math.isfinite(self.d_max)):
+            return math.nan
+        if math.isnan(d_eff) or d_eff <= 0:
+            return math.nan
+        return max(d_eff / self.d_max, self.d_min / d_eff, 1.0)
+
     def describe(self) -> str:
         """One line; no error bars when they would be false precision."""
         if not self.converged:
             return f"no fit ({self.note})"
         text = f"L(D) = {self.alpha:.4g} x D^-{self.B:.4g} + {self.beta:.4g} from {self.n_points} points"
+        if self.unphysical:
+            text += " (bounded to alpha, B, beta >= 0: the unconstrained fit was unphysical)"
         if self.underdetermined:
             return text + " (underdetermined: as few points as parameters, no error estimate)"
         return text + (
@@ -535,21 +568,54 @@ class LossFit:
         )
 
 
-def _nan_loss_fit(n_points: int, note: str) -> LossFit:
+def _nan_loss_fit(n_points: int, note: str, unphysical: bool = False) -> LossFit:
     nan = math.nan
-    return LossFit(nan, nan, nan, n_points, True, nan, nan, nan, nan, converged=False, note=note)
+    return LossFit(nan, nan, nan, n_points, True, nan, nan, nan, nan, converged=False, note=note, unphysical=unphysical)
 
 
-def _curve_fit_quiet(func: Any, x: Any, y: np.ndarray, p0: Sequence[float], maxfev: int) -> np.ndarray | None:
-    """curve_fit's parameters and covariance, or None when it fails; its warnings are ours to report."""
+def _curve_fit_quiet(
+    func: Any,
+    x: Any,
+    y: np.ndarray,
+    p0: Sequence[float],
+    maxfev: int,
+    lower: Sequence[float] | None = None,
+) -> np.ndarray | None:
+    """curve_fit's parameters and standard errors, or None when it fails; its warnings are ours to report.
+    `lower` bounds the parameters from below (curve_fit's 'trf' method then; unbounded: Levenberg-Marquardt)."""
+    bounds: Any = (list(lower), [math.inf] * len(lower)) if lower is not None else (-math.inf, math.inf)
     try:
         with warnings.catch_warnings(), np.errstate(all="ignore"):
             warnings.simplefilter("ignore", OptimizeWarning)
-            popt, pcov = curve_fit(func, x, y, p0=list(p0), maxfev=maxfev)
+            popt, pcov = curve_fit(func, x, y, p0=list(p0), maxfev=maxfev, bounds=bounds)
     except (RuntimeError, ValueError, TypeError, FloatingPointError):
         return None
     result: np.ndarray = np.concatenate([np.asarray(popt, np.float64), np.sqrt(np.abs(np.diag(pcov)))])
     return result if np.all(np.isfinite(result[: len(p0)])) else None
+
+
+def _physical(alpha: float, b: float, beta: float) -> bool:
+    """Inside L(D)'s physical region: falling with data towards a non-negative loss (LOSS_FIT_LOWER)."""
+    return alpha > 0 and b > 0 and beta >= 0
+
+
+def _fit_loss_curve(d: np.ndarray, y: np.ndarray, p0: Sequence[float]) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """L(D)'s (alpha, B, beta, and their standard errors), or None; and the unconstrained (alpha, B, beta) when
+    they were unphysical (else None).
+
+    First the paper's unbounded curve_fit (PAPER.md section 5), so a physical fit is exactly the paper's. Three
+    points that bend the wrong way (concave in log D) have no physical exact fit, and the unbounded one runs
+    off to B ~ 0, alpha ~ 1e3 and beta ~ -1e3: a negative irreducible loss, whose D_eff is meaningless. Then
+    the fit is redone bounded to alpha, B, beta >= 0: PAPER.md's form is a falling power law towards an
+    asymptote, and a cross-entropy's asymptote cannot be negative, so the bounds only exclude what the form
+    cannot mean.
+    """
+    result = _curve_fit_quiet(_loss_curve, d, y, p0, maxfev=10000)
+    if result is None or _physical(*(float(v) for v in result[:3])):
+        return result, None
+    start = [max(float(v), low) for v, low in zip(p0, LOSS_FIT_LOWER, strict=True)]  # trf starts inside its bounds
+    bounded = _curve_fit_quiet(_loss_curve, d, y, start, maxfev=10000, lower=LOSS_FIT_LOWER)
+    return bounded, result[:3]
 
 
 def fit_loss_vs_data(multiples: Sequence[float], losses: Sequence[float], p0: Sequence[float] | None = None) -> LossFit:
@@ -557,7 +623,9 @@ def fit_loss_vs_data(multiples: Sequence[float], losses: Sequence[float], p0: Se
 
     `p0` defaults to the paper's [L(D_min) - L(D_max), 0.5, L(D_max)]. Non-finite losses (diverged) and
     non-positive multiples are left out and said so in `note`. Repeated multiples (several seeds) are
-    fitted as separate points; `n_points` counts them, underdetermination counts distinct multiples.
+    fitted as separate points; `n_points` counts them, underdetermination counts distinct multiples. An
+    unconstrained fit outside alpha, B > 0, beta >= 0 is redone bounded to them and flagged `unphysical`
+    (`_fit_loss_curve` says why).
     """
     d = np.asarray(multiples, dtype=np.float64)
     y = np.asarray(losses, dtype=np.float64)
@@ -576,10 +644,19 @@ def fit_loss_vs_data(multiples: Sequence[float], losses: Sequence[float], p0: Se
     if p0 is None:
         first, last = float(y[d == d[0]].mean()), float(y[d == d[-1]].mean())
         p0 = [first - last, 0.5, last]
-    result = _curve_fit_quiet(_loss_curve, d, y, p0, maxfev=10000)
+    result, unconstrained = _fit_loss_curve(d, y, p0)
+    unphysical = unconstrained is not None
+    if unphysical:
+        assert unconstrained is not None  # for mypy
+        a0, b0, beta0 = (float(v) for v in unconstrained)
+        notes.append(
+            f"unconstrained fit unphysical (alpha {a0:.4g}, B {b0:.4g}, beta {beta0:.4g}): "
+            + ("refitted with alpha, B, beta >= 0" if result is not None else "the fit bounded to >= 0 failed too")
+        )
     if result is None:
-        notes.append("curve_fit did not converge")
-        return _nan_loss_fit(len(d), "; ".join(notes))
+        if not unphysical:
+            notes.append("curve_fit did not converge")
+        return _nan_loss_fit(len(d), "; ".join(notes), unphysical=unphysical)
     alpha, b, beta = (float(v) for v in result[:3])
     residuals = y - _loss_curve(d, alpha, b, beta)
     se = [math.nan] * 3 if underdetermined else [float(v) for v in result[3:]]
@@ -597,6 +674,9 @@ def fit_loss_vs_data(multiples: Sequence[float], losses: Sequence[float], p0: Se
         beta_se=se[2],
         converged=True,
         note="; ".join(notes),
+        unphysical=unphysical,
+        d_min=float(d[0]),
+        d_max=float(d[-1]),
     )
 
 
@@ -637,6 +717,11 @@ _SPEEDUP_COLUMNS = [
     "fit_beta",
     "fit_n_points",
     "fit_underdetermined",
+    "fit_unphysical",
+    "fit_d_min",
+    "fit_d_max",
+    "extrapolated",
+    "extrapolation_factor",
     "note",
 ]
 
@@ -658,7 +743,15 @@ def speedups(
 
     Columns: scale, optimizer, chinchilla, non_embedding_params, loss, n_seeds, d_eff, speedup,
     speedup_ci_low/high, loss_ci_low/high, beyond_asymptote (loss <= the baseline's beta: speedup +inf),
-    fit_alpha, fit_B, fit_beta, fit_n_points, fit_underdetermined, note.
+    fit_alpha, fit_B, fit_beta, fit_n_points, fit_underdetermined, note, and the flags that say how far to trust
+    the speedup:
+    - fit_unphysical: the baseline's unconstrained fit at this scale had alpha <= 0, B <= 0 or a negative
+      asymptote beta; fit_* are then from the fit bounded to >= 0 (`fit_loss_vs_data`).
+    - fit_d_min, fit_d_max: the smallest and largest baseline multiple fitted (NaN when not fitted).
+    - extrapolation_factor: how far D_eff lies outside [fit_d_min, fit_d_max] (D_eff / fit_d_max above,
+      fit_d_min / D_eff below, 1 inside, +inf beyond the asymptote, NaN when D_eff is unknown or 0).
+    - extrapolated: extrapolation_factor > 1 + EXTRAPOLATION_SLACK: D_eff is read off the baseline's curve
+      beyond the data it was fitted to, so the speedup rests on the curve's form rather than on measurements.
     """
     rng = np.random.default_rng(seed)
     summaries = _summarize(trials)
@@ -677,7 +770,7 @@ def speedups(
         scale_note = ""
         if not base_points:
             scale_note = f"no {baseline} results at this scale"
-        elif not fit.converged or fit.underdetermined:
+        elif not fit.converged or fit.underdetermined or fit.unphysical:
             scale_note = f"{baseline} fit: {fit.note}"
 
         # Bootstrap of the baseline curve: resample each fitted point's seeds, refit. Shapes (n_boot,).
@@ -690,7 +783,7 @@ def speedups(
             boot_fit = np.full((n_boot, 3), np.nan)
             x = np.asarray(base_d, np.float64)
             for i in range(n_boot):
-                refit = _curve_fit_quiet(_loss_curve, x, draws[i], (fit.alpha, fit.B, fit.beta), maxfev=10000)
+                refit, _ = _fit_loss_curve(x, draws[i], (fit.alpha, fit.B, fit.beta))
                 if refit is not None:
                     boot_fit[i] = refit[:3]
             failed = int(np.isnan(boot_fit[:, 0]).sum())
@@ -721,6 +814,15 @@ def _speedup_row(
     beyond = bool(fit.converged and math.isfinite(loss) and loss <= fit.beta)
     if beyond:
         notes.append("loss below the baseline's asymptote beta: D_eff is infinite")
+    factor = fit.extrapolation_factor(d_eff)
+    extrapolated = bool(factor > 1.0 + EXTRAPOLATION_SLACK)  # False for NaN
+    if extrapolated and math.isfinite(factor):
+        side = (
+            f"{factor:.3g}x above the largest fitted multiple {fit.d_max:g}"
+            if d_eff > fit.d_max
+            else f"{factor:.3g}x below the smallest fitted multiple {fit.d_min:g}"
+        )
+        notes.append(f"extrapolated: D_eff {d_eff:.3g} is {side}")
     if best is None:
         notes.append("no finished config with a finite loss")
 
@@ -757,6 +859,11 @@ def _speedup_row(
         "fit_beta": fit.beta,
         "fit_n_points": fit.n_points,
         "fit_underdetermined": fit.underdetermined,
+        "fit_unphysical": fit.unphysical,
+        "fit_d_min": fit.d_min,
+        "fit_d_max": fit.d_max,
+        "extrapolated": extrapolated,
+        "extrapolation_factor": factor,
         "note": "; ".join(notes),
     }
 
@@ -777,6 +884,8 @@ class HparamFit:
     value, ties going to the larger model). A, B, C_prime (the paper's C') and D are NaN unless power_law.
     `holdout_*` describe the held-out cell: its value, the prediction of a fit made without it, and the
     relative error |predicted - actual| / |actual| (NaN for a non-numeric value or when no cell was held out).
+    `fallback` is the value without a fit (the majority vote over the cells, ties to the larger model): what
+    `predict_hparams` uses instead of a power law that `misses_holdout`.
     """
 
     name: str
@@ -794,6 +903,11 @@ class HparamFit:
     holdout_predicted: HParamValue | None
     holdout_rel_error: float
     note: str = ""
+    fallback: HParamValue | None = None
+
+    def misses_holdout(self, max_rel_error: float = MAX_HOLDOUT_REL_ERROR) -> bool:
+        """A power law whose held-out relative error exceeds `max_rel_error` (False when there is no error)."""
+        return self.method == "power_law" and self.holdout_rel_error > max_rel_error
 
     def predict(self, n_params: float, chinchilla: float) -> HParamValue:
         """The hyperparameter at N non-embedding parameters and Chinchilla multiple C (not snapped)."""
@@ -885,7 +999,7 @@ def _fit_one_hparam(
         return HparamFit(
             method=method, A=nan, B=nan, C_prime=nan, D=nan, value=_majority(values),
             underdetermined=method == "majority_vote" and numeric, holdout_predicted=voted,
-            holdout_rel_error=rel, note=note, **base,
+            holdout_rel_error=rel, note=note, fallback=_majority(values), **base,
         )  # fmt: skip
 
     def arrays(pts: list[tuple[str, float, float, HParamValue]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -901,7 +1015,7 @@ def _fit_one_hparam(
         return HparamFit(
             method="majority_vote", A=nan, B=nan, C_prime=nan, D=nan, value=_majority(values),
             underdetermined=False, holdout_predicted=None, holdout_rel_error=nan,
-            note="power-law fit failed: predicted by majority vote", **base,
+            note="power-law fit failed: predicted by majority vote", fallback=_majority(values), **base,
         )  # fmt: skip
     underdetermined = n <= HPARAM_FIT_PARAMS
     if underdetermined:
@@ -923,7 +1037,8 @@ def _fit_one_hparam(
     a, b, c, d = (float(v) for v in params)
     return HparamFit(
         method="power_law", A=a, B=b, C_prime=c, D=d, value=None, underdetermined=underdetermined,
-        holdout_predicted=held_pred, holdout_rel_error=rel, note="; ".join(notes), **base,
+        holdout_predicted=held_pred, holdout_rel_error=rel, note="; ".join(notes), fallback=_majority(values),
+        **base,
     )  # fmt: skip
 
 
@@ -996,16 +1111,22 @@ def predict_hparams(
     n_params: float,
     chinchilla: float,
     grid: Mapping[str, Sequence[HParamValue]] | None = None,
+    max_holdout_rel_error: float | None = None,
 ) -> dict[str, HParamValue]:
     """Every fitted hyperparameter at (N, C); snapped to `grid` (nearest value, log space) where it has one.
 
-    Each fit's `method` and `note` say how its value was obtained (e.g. majority vote for booleans).
+    Each fit's `method` and `note` say how its value was obtained (e.g. majority vote for booleans). With
+    `max_holdout_rel_error`, a power law that missed its held-out cell by more (`HparamFit.misses_holdout`)
+    gives way to its `fallback`, the value without a fit (None: every power law is used, as the paper did).
     """
     predicted: dict[str, HParamValue] = {}
     for name, fit in fits.items():
-        value = fit.predict(n_params, chinchilla)
+        use_fallback = (
+            max_holdout_rel_error is not None and fit.misses_holdout(max_holdout_rel_error) and fit.fallback is not None
+        )
+        value = fit.fallback if use_fallback and fit.fallback is not None else fit.predict(n_params, chinchilla)
         if grid is not None and name in grid:
-            if fit.method == "power_law":
+            if fit.method == "power_law" and not use_fallback:
                 # Snap the unrounded value so an integer hparam is not rounded twice.
                 value = fit.A * float(n_params) ** fit.B * float(chinchilla) ** fit.C_prime + fit.D
             value = snap_to_grid(value, grid[name])
@@ -1031,6 +1152,7 @@ def hparam_fits_frame(fits: Mapping[str, HparamFit]) -> pd.DataFrame:
                 "holdout_actual": f.holdout_actual,
                 "holdout_predicted": f.holdout_predicted,
                 "holdout_rel_error": f.holdout_rel_error,
+                "fallback": f.fallback,
                 "note": f.note,
             }
             for f in fits.values()

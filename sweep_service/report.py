@@ -436,8 +436,14 @@ def _speedup_section(sp: pd.DataFrame, baseline: str, images: Sequence[str]) -> 
                 f"L(D) = {_num(first['fit_alpha'])} x D^-{_num(first['fit_B'])} + {_num(first['fit_beta'])} "
                 f"from {int(first['fit_n_points'])} points"
             )
+            if bool(first["fit_unphysical"]):
+                text += (
+                    " (UNRELIABLE: the unconstrained fit was unphysical, a negative asymptote or a non-falling "
+                    "curve; refitted with alpha, B, beta >= 0)"
+                )
             if bool(first["fit_underdetermined"]):
                 text += " (underdetermined: as few points as parameters, no error estimate)"
+            text += f"; measured D from {_num(first['fit_d_min'])} to {_num(first['fit_d_max'])}"
         else:
             text = "not fitted"
         fits.append([_esc(scale), _esc(text)])
@@ -453,12 +459,23 @@ def _speedup_section(sp: pd.DataFrame, baseline: str, images: Sequence[str]) -> 
                 _num(r.loss),
                 _num(r.loss_vs_baseline, 3),
                 _num(r.d_eff, 3),
-                _esc(_num(r.speedup, 3) + ci),
+                _esc(_num(r.speedup, 3) + ci + _speedup_caveat(r, baseline)),
                 _esc(r.note),
             ]
         )
+    n_flagged = int((sp["extrapolated"].astype(bool) | sp["fit_unphysical"].astype(bool)).sum())
+    caveat = ""
+    if n_flagged:
+        caveat = (
+            f"<p class='note'>{n_flagged} of {len(sp)} speedups are not measurements: <b>extrapolated</b> ones "
+            f"have a D_eff outside the data multiples {_esc(baseline)} was measured at (the factor says how far "
+            f"beyond), so they rest on the fitted curve's form alone; <b>unreliable</b> ones come from a scale "
+            f"where {_esc(baseline)}'s unconstrained fit was unphysical. The numbers are kept, flagged, in "
+            f"{SPEEDUPS_CSV} (columns extrapolated, extrapolation_factor, fit_unphysical).</p>"
+        )
     parts.append(
         "<h3>Speedup per cell</h3>"
+        + caveat
         + _table(
             ["scale", "optimizer", "D", "loss", f"loss - {baseline}", "D_eff", "speedup D_eff/D", "note"],
             body,
@@ -466,6 +483,18 @@ def _speedup_section(sp: pd.DataFrame, baseline: str, images: Sequence[str]) -> 
         )
     )
     return "".join(parts)
+
+
+def _speedup_caveat(row: Any, baseline: str) -> str:
+    """What the speedup column adds to a flagged number (analysis.speedups' extrapolated, fit_unphysical)."""
+    words = []
+    if bool(row.extrapolated):
+        factor = float(row.extrapolation_factor)
+        far = f" {_num(factor, 3)}x beyond {baseline}'s measured D" if math.isfinite(factor) else ""
+        words.append(f"extrapolated{far}")
+    if bool(row.fit_unphysical):
+        words.append(f"unreliable: {baseline}'s fit unphysical")
+    return f" ({'; '.join(words)})" if words else ""
 
 
 def _curves_section(data: SweepData, images: Sequence[tuple[str, str]]) -> str:

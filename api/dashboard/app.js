@@ -918,7 +918,8 @@ data: builtin
                   let sp = speed.data ? "—" : "not available";
                   if (r && r.speedup !== null) {
                     const ci = r.speedup_ci_low !== null && r.speedup_ci_high !== null ? ` [${r.speedup_ci_low.toFixed(2)}, ${r.speedup_ci_high.toFixed(2)}]` : "";
-                    sp = `${r.speedup.toFixed(2)}×${ci}${r.beyond_asymptote ? " (beyond AdamW's asymptote)" : ""}`;
+                    const flags = speedupFlags(r);
+                    sp = `${r.speedup.toFixed(2)}×${ci}${flags.length ? ` (${flags.join("; ")})` : ""}`;
                   } else if (r && r.note) sp = r.note;
                   return h(
                     "tr",
@@ -947,6 +948,16 @@ data: builtin
 
   function fitLoss(r, d) {
     return r.fit_alpha * Math.pow(d, -r.fit_B) + r.fit_beta;
+  }
+
+  // Why a speedup row is not a plain measurement (api/schemas.py SpeedupRow): beyond AdamW's asymptote, D_eff
+  // extrapolated beyond the multiples AdamW was measured at, or AdamW's fit unphysical at that scale.
+  function speedupFlags(r) {
+    const flags = [];
+    if (r.beyond_asymptote) flags.push("beyond AdamW's asymptote");
+    else if (r.extrapolated) flags.push(r.extrapolation_factor !== null ? `extrapolated ${r.extrapolation_factor.toFixed(1)}× beyond AdamW's measured D` : "extrapolated");
+    if (r.fit_unphysical) flags.push("unreliable: AdamW's fit unphysical");
+    return flags;
   }
 
   async function tabSpeedup(ctx, body, detail) {
@@ -1025,7 +1036,7 @@ data: builtin
                   : [r.chinchilla, r.d_eff]
               ),
           }));
-        const notes = rs.filter((r) => r.note || r.fit_underdetermined || r.beyond_asymptote);
+        const notes = rs.filter((r) => r.note || r.fit_underdetermined || r.beyond_asymptote || r.extrapolated || r.fit_unphysical);
         return h(
           "section",
           { class: "scale-speedup", dataset: { scale } },
@@ -1070,7 +1081,7 @@ data: builtin
                   h("td", { class: "num", text: r.speedup === null ? "—" : `${r.speedup.toFixed(2)}×` }),
                   h("td", { class: "num", text: r.speedup_ci_low === null || r.speedup_ci_high === null ? "—" : `${r.speedup_ci_low.toFixed(2)}–${r.speedup_ci_high.toFixed(2)}` }),
                   h("td", { class: "num", text: String(r.n_seeds ?? "—") }),
-                  h("td", { class: "muted", text: [r.beyond_asymptote ? "beyond AdamW's asymptote" : "", r.fit_underdetermined ? `fit underdetermined (${r.fit_n_points} points)` : "", r.note || ""].filter(Boolean).join("; ") })
+                  h("td", { class: "muted", text: [...speedupFlags(r), r.fit_underdetermined ? `fit underdetermined (${r.fit_n_points} points)` : "", r.note || ""].filter(Boolean).join("; ") })
                 )
               )
             )

@@ -14,6 +14,7 @@ from typing import Annotated, Any, Literal
 import numpy as np
 import pandas as pd
 from fastapi import APIRouter, HTTPException, Query, status
+from pydantic import BeforeValidator
 
 from api.deps import DatabaseDep, Guarded, IdPath, unknown_name
 from api.schemas import (
@@ -98,7 +99,9 @@ def get_speedups(
     """Speedup over the baseline (default AdamW) of every cell's best loss (PAPER.md section 5): per scale the
     baseline's best losses are fitted as L(D) = alpha x D^-B + beta over the paper's multiples 1, 2, 4, 8 (or
     every multiple it has, when it lacks three of those), and each cell's D_eff / D is its speedup. A scale
-    where the baseline cannot be fitted has null speedups and says why in `note`."""
+    where the baseline cannot be fitted has null speedups and says why in `note`. `extrapolated` marks a D_eff
+    outside the baseline's fitted multiples (`extrapolation_factor` says how far) and `fit_unphysical` a scale
+    whose unconstrained fit had a negative asymptote (or alpha, B <= 0): such speedups are not measurements."""
     from workers.optimizers import REGISTRY
 
     trials = _load(db, sweep_id)
@@ -128,6 +131,11 @@ def get_speedups(
             fit_beta=_float(r["fit_beta"]),
             fit_n_points=int(r["fit_n_points"]),
             fit_underdetermined=bool(r["fit_underdetermined"]),
+            fit_unphysical=bool(r["fit_unphysical"]),
+            fit_d_min=_float(r["fit_d_min"]),
+            fit_d_max=_float(r["fit_d_max"]),
+            extrapolated=bool(r["extrapolated"]),
+            extrapolation_factor=_float(r["extrapolation_factor"]),
             note=str(r["note"]),
         )
         for r in sp.to_dict("records")
@@ -186,14 +194,49 @@ def _family(scale: str, n_params: float, catalog: dict[str, tuple[str, int]]) ->
 
 
 def _predict_one(
-    fit: analysis.HparamFit, n_params: float, chinchilla: float, grid: dict[str, Any] | None
+    fit: analysis.HparamFit,
+    n_params: float,
+    chinchilla: float,
+    grid: dict[str, Any] | None,
+    max_holdout_rel_error: float | None = analysis.MAX_HOLDOUT_REL_ERROR,
 ) -> bool | int | float | str | None:
-    """One hyperparameter at (N, C); None where the fit's value overflows or is not finite."""
+    """One hyperparameter at (N, C); None where the fit's value overflows or is not finite. A power law that
+    missed its held-out cell by more than `max_holdout_rel_error` gives way to its fallback (seen: an eps law
+    off by a factor of 5e9 on the held-out cell; analysis.MAX_HOLDOUT_REL_ERROR says why 1.0)."""
     try:
-        value = analysis.predict_hparams({fit.name: fit}, n_params, chinchilla, grid)[fit.name]
+        value = analysis.predict_hparams(
+            {fit.name: fit}, n_params, chinchilla, grid, max_holdout_rel_error=max_holdout_rel_error
+        )[fit.name]
     except (OverflowError, ValueError, ZeroDivisionError):
         return None
     return _hvalue(value)
+
+
+def _whole_number(value: object) -> object:
+    """A query value written as a float (1e9, 1.2e9) as the whole number it is; anything else that is not an
+    integer is refused here, so the 422 names `params` and says what it takes."""
+    if not isinstance(value, str):
+        return value
+    text = value.strip()
+    try:
+        return int(text)
+    except ValueError:
+        pass
+    try:
+        number = float(text)
+    except ValueError:
+        number = math.nan
+    if not (math.isfinite(number) and number.is_integer()):
+        raise ValueError(f"params must be a whole number of parameters (e.g. 1207959552 or 1.2e9), got {text[:40]!r}")
+    return int(number)
+
+
+def _trainer_names(optimizer: str, family: str) -> set[str]:
+    """The hyperparameter names the trainer takes for `optimizer` in `family`: those `resolve_hparams` accepts
+    as overrides (the check `sweep-service train --set` and workers/trainer.py run)."""
+    from workers.optimizers import get_spec, resolve_hparams
+
+    return set(resolve_hparams(get_spec(optimizer), family))
 
 
 @router.get(
@@ -208,7 +251,11 @@ def _predict_one(
 def predict(
     db: DatabaseDep,
     optimizer: Annotated[str, Query(min_length=1, max_length=64, pattern=NAME, description="registry name")],
-    params: Annotated[int, Query(ge=1, le=MAX_PARAMS, description="non-embedding parameter count N")],
+    params: Annotated[
+        int,
+        Query(ge=1, le=MAX_PARAMS, description="non-embedding parameter count N (a whole number; 1.2e9 is taken)"),
+        BeforeValidator(_whole_number),
+    ],
     chinchilla: Annotated[
         float, Query(gt=0, le=MAX_CHINCHILLA, allow_inf_nan=False, description="data multiple C")
     ] = 1.0,
@@ -222,7 +269,10 @@ def predict(
     `chinchilla` x 20 x N tokens (PAPER.md section 4, Phase III): each hyperparameter is fitted as
     h(N, C) = A x N^B x C^C' + D over the best configs of every finished cell of the optimizer, in every sweep
     (imported ones too), of one model family; the largest cell is held out to report the relative error.
-    A non-numeric or boolean hyperparameter, or one with fewer cells than parameters, is a majority vote."""
+    A non-numeric or boolean hyperparameter, or one with fewer cells than parameters, is a majority vote; so
+    is a power law whose held-out relative error exceeds 1 (`fallback`). Only names the trainer takes for the
+    optimizer are predicted: the others (imported results carry e.g. lr_schedule or nesterov) are listed in
+    `dropped`, so `config` can be passed to `sweep-service train --set` as it is."""
     from workers.optimizers import REGISTRY
 
     if optimizer not in REGISTRY:
@@ -260,8 +310,13 @@ def predict(
             detail=f"{optimizer!r} has finished {target_family}-family cells at one model size only "
             f"({', '.join(sizes)}): a scaling law in N needs at least two sizes",
         )
+    # Imported results carry names our trainer does not take (the paper's Muon and Scion configs hold
+    # lr_schedule, its Adam-family ones nesterov): a config with them would be rejected by resolve_hparams.
+    known = _trainer_names(optimizer, target_family)
+    present = list(dict.fromkeys(k for c in usable["best_config"] for k in c))
+    dropped = sorted(n for n in present if n not in known)
     try:
-        fits = analysis.fit_hparam_scaling(usable, optimizer=optimizer)
+        fits = analysis.fit_hparam_scaling(usable, optimizer=optimizer, hparams=[n for n in present if n in known])
     except ValueError as exc:
         raise HTTPException(status.HTTP_409_CONFLICT, detail=f"cannot fit {optimizer!r}: {exc}") from None
 
@@ -273,12 +328,26 @@ def predict(
             notes.append(f"{optimizer} has no {target_family} grid: values are not snapped")
         else:
             grid = {k: list(v) for k, v in space.grid.items()}
+    if dropped:
+        notes.append(f"not predicted, the trainer does not take them for {optimizer}: {', '.join(dropped)}")
     out: list[HparamFitOut] = []
     config: dict[str, bool | int | float | str | None] = {}
+    fallbacks: list[str] = []
     for name, fit in fits.items():
         raw = _predict_one(fit, float(params), chinchilla, None)
         predicted = _predict_one(fit, float(params), chinchilla, grid) if grid is not None else raw
         config[name] = predicted
+        fit_notes = [fit.note] if fit.note else []
+        if raw is None:
+            fit_notes.append("not finite at this size")
+        fell_back = fit.misses_holdout()
+        if fell_back:
+            fallbacks.append(name)
+            fit_notes.append(
+                f"held-out relative error {fit.holdout_rel_error:.3g} > {analysis.MAX_HOLDOUT_REL_ERROR:g}: "
+                f"power law not used, majority vote over the cells instead"
+            )
+        law = _predict_one(fit, float(params), chinchilla, None, None) if fit.method == "power_law" else None
         out.append(
             HparamFitOut(
                 name=name,
@@ -296,8 +365,14 @@ def predict(
                 holdout_rel_error=_float(fit.holdout_rel_error),
                 raw=raw,
                 predicted=predicted,
-                note=fit.note if raw is not None else "; ".join(filter(None, [fit.note, "not finite at this size"])),
+                note="; ".join(fit_notes),
+                fallback=fell_back,
+                power_law_raw=law,
             )
+        )
+    if fallbacks:
+        notes.append(
+            f"power law not used (held-out error > {analysis.MAX_HOLDOUT_REL_ERROR:g}): {', '.join(fallbacks)}"
         )
     if any(v is None for v in config.values()):
         notes.append("some predictions are not finite numbers at this size (null)")
@@ -314,4 +389,6 @@ def predict(
         scales_used=sizes,
         sweeps_used=sweeps,
         note="; ".join(notes),
+        dropped=dropped,
+        fallbacks=fallbacks,
     )

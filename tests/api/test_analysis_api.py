@@ -11,7 +11,7 @@ from fastapi.testclient import TestClient
 
 from db.session import Database
 from sweep_service.importer import PAPER_RESULTS, import_results
-from workers.optimizers import REGISTRY
+from workers.optimizers import REGISTRY, resolve_hparams
 
 
 @pytest.fixture
@@ -49,6 +49,11 @@ def test_speedups_on_the_paper_results(client: TestClient, paper: int) -> None:
     first = next(x for x in rows if x["scale"] == "130m")
     assert first["fit_alpha"] == pytest.approx(0.417, abs=5e-3) and first["fit_B"] == pytest.approx(0.493, abs=5e-3)
     assert first["non_embedding_params"] == 134_217_728 and first["speedup_ci_low"] is None  # one seed per cell
+    # AdamW was fitted on 1-8x: Muon's 16x D_eff lies beyond that range, and the row says by how much.
+    assert first["fit_d_min"] == 1 and first["fit_d_max"] == 8 and not any(x["fit_unphysical"] for x in rows)
+    muon_16 = next(x for x in rows if (x["optimizer"], x["scale"], x["chinchilla"]) == ("muon", "130m", 16))
+    assert muon_16["extrapolated"] and muon_16["extrapolation_factor"] == pytest.approx(muon_16["d_eff"] / 8)
+    assert not any(x["extrapolated"] for x in adamw)
 
     # Another baseline: Muon's own curve; a name outside the registry and the sweep lists the valid ones.
     muon = client.get(f"/sweeps/{paper}/speedups", params={"baseline": "muon"}).json()
@@ -57,6 +62,26 @@ def test_speedups_on_the_paper_results(client: TestClient, paper: int) -> None:
     assert len(on_fit) == 12 and all(x["speedup"] == pytest.approx(1.0, abs=0.05) for x in on_fit)
     r = client.get(f"/sweeps/{paper}/speedups", params={"baseline": "adamx"})
     assert r.status_code == 422 and "adamw" in r.json()["detail"][0]["msg"]
+
+
+def test_speedups_flag_an_extrapolation_from_an_unphysical_fit(client: TestClient, store: Any) -> None:
+    """The quickstart's case: AdamW at 0.03/0.06/0.12x whose three losses no physical L(D) passes through, and
+    Muon at 0.06x far below them. Before the flags the API reported a plain speedup of ~10 with D_eff ~5 off a
+    fit with a negative asymptote."""
+    cells = {
+        f"adamw/tiny-300k/{d}": [T({"lr": 1e-2}, loss=loss)] for d, loss in ((0.03, 5.0), (0.06, 4.8), (0.12, 4.599))
+    }
+    cells["muon/tiny-300k/0.06"] = [T({"lr": 2e-2}, loss=4.5)]
+    stored = store(cells)
+    body = client.get(f"/sweeps/{stored.sweep_id}/speedups").json()
+    assert body["fit_multiples"] is None  # no paper multiples: every AdamW multiple is fitted
+    rows = {(x["optimizer"], x["chinchilla"]): x for x in body["rows"]}
+    muon = rows[("muon", 0.06)]
+    assert muon["fit_unphysical"] and muon["fit_beta"] >= 0 and "unconstrained fit unphysical" in muon["note"]
+    assert muon["fit_d_min"] == 0.03 and muon["fit_d_max"] == 0.12
+    assert muon["extrapolated"] and muon["d_eff"] > 0.12 and muon["speedup"] is not None  # kept, flagged
+    assert muon["extrapolation_factor"] == pytest.approx(muon["d_eff"] / 0.12)
+    assert not rows[("adamw", 0.06)]["extrapolated"]
 
 
 def test_best_and_predict_on_the_paper_results(client: TestClient, paper: int) -> None:
@@ -90,6 +115,33 @@ def test_best_and_predict_on_the_paper_results(client: TestClient, paper: int) -
         if name in snapped["config"]:
             assert snapped["config"][name] in values, name
     assert snapped["config"]["lr"] in grid["lr"]
+
+    # Only names the trainer takes: the release's lr_schedule (Muon, Scion) and nesterov (the Adam family) are
+    # dropped and listed; what is left passes the trainer's own check.
+    for optimizer, extra in (("muon", "lr_schedule"), ("scion", "lr_schedule"), ("adamw", "nesterov"),
+                             ("nadamw", "nesterov"), ("adam_mini", "nesterov")):  # fmt: skip
+        got = client.get("/predict", params={**params, "optimizer": optimizer, "snap": True}).json()
+        assert extra not in got["config"] and extra in got["dropped"] and extra in got["note"], optimizer
+        assert {f["name"] for f in got["fits"]} == set(got["config"])
+        resolve_hparams(REGISTRY[optimizer], "paper", {k: v for k, v in got["config"].items() if v is not None})
+
+    # Muon's eps law misses its held-out cell by a factor of ~5e9: not used, the majority vote instead.
+    eps = next(f for f in snapped["fits"] if f["name"] == "eps")
+    assert eps["method"] == "power_law" and eps["holdout_rel_error"] > 1 and eps["fallback"]
+    assert snapped["fallbacks"] == ["eps"] and "held-out relative error" in eps["note"]
+    assert eps["power_law_raw"] is not None and eps["raw"] != eps["power_law_raw"]
+    assert snapped["config"]["eps"] == eps["predicted"] and eps["predicted"] in grid["eps"]
+    assert not lr["fallback"] and lr["power_law_raw"] == lr["raw"]
+
+    # params as a float-formatted whole number
+    for text, n in (("1e9", 10**9), ("1.2e9", 1_200_000_000), ("1207959552", 1_207_959_552)):
+        r = client.get("/predict", params={**params, "params": text})
+        assert r.status_code == 200 and r.json()["non_embedding_params"] == n, text
+    for text in ("1.5", "1e9.5", "x", "inf", "nan"):
+        r = client.get("/predict", params={**params, "params": text})
+        assert r.status_code == 422, text
+        detail = r.json()["detail"][0]
+        assert detail["loc"] == ["query", "params"] and "whole number" in detail["msg"], text
 
 
 def test_predict_says_when_it_cannot(client: TestClient, paper: int, store: Any) -> None:

@@ -314,6 +314,49 @@ def test_speedups_hand_built() -> None:
     assert sp["fit_alpha"].iloc[0] == pytest.approx(0.5, rel=1e-6)
     assert not sp["fit_underdetermined"].any()
     assert sp["speedup_ci_low"].isna().all()  # one seed everywhere: no interval
+    # AdamW measured at 1-8x: D_eff 2 lies inside, D_eff 16 is 2x beyond 8x, an infinite one is beyond too.
+    assert (sp["fit_d_min"] == 1.0).all() and (sp["fit_d_max"] == 8.0).all() and not sp["fit_unphysical"].any()
+    assert not muon[1.0]["extrapolated"] and muon[1.0]["extrapolation_factor"] == 1.0
+    assert muon[4.0]["extrapolated"] and muon[4.0]["extrapolation_factor"] == pytest.approx(2.0, rel=1e-5)
+    assert "extrapolated: D_eff 16 is 2x above the largest fitted multiple 8" in muon[4.0]["note"]
+    assert muon[8.0]["extrapolated"] and math.isinf(muon[8.0]["extrapolation_factor"])
+    assert not adamw["extrapolated"].any()
+
+
+# The quickstart's tiny-300k AdamW (0.03/0.06/0.12x): three losses that fall faster in log D at the end
+# (concave), which no physical L(D) passes through. Unbounded, curve_fit ran off to alpha 1180, B 0.00025,
+# beta -1178 and reported Muon at 0.06x as an exact-looking 10x speedup.
+QUICKSTART_ADAMW = {0.03: 5.0, 0.06: 4.8, 0.12: 4.599}
+
+
+def test_unphysical_fit_is_bounded_and_flagged() -> None:
+    d, y = list(QUICKSTART_ADAMW), list(QUICKSTART_ADAMW.values())
+    fit = A.fit_loss_vs_data(d, y)
+    assert fit.converged and fit.unphysical and fit.underdetermined
+    assert fit.alpha > 0 and fit.B > 0 and fit.beta >= 0  # refitted inside the physical region
+    assert "unconstrained fit unphysical" in fit.note and "beta -10" in fit.note  # the unbounded numbers kept
+    assert "bounded" in fit.describe() and (fit.d_min, fit.d_max) == (0.03, 0.12)
+    # a physical fit is the paper's unbounded one, untouched
+    paper = A.fit_loss_vs_data([1, 2, 4, 8], PAPER_130M_ADAMW)
+    assert not paper.unphysical and (round(paper.alpha, 3), round(paper.beta, 3)) == (0.417, 3.112)
+
+
+def test_speedups_flag_extrapolation_and_unphysical_fit() -> None:
+    rows = [trial({"lr": 1e-2}, loss, chinchilla=d, scale="tiny-300k") for d, loss in QUICKSTART_ADAMW.items()]
+    rows.append(trial({"lr": 2e-2}, 4.5, optimizer="muon", chinchilla=0.06, scale="tiny-300k"))
+    sp = A.speedups(frame(rows), fit_multiples=None, n_boot=0)
+    assert sp["fit_unphysical"].all() and (sp["fit_beta"] >= 0).all()
+    muon = sp[sp["optimizer"] == "muon"].iloc[0]
+    assert muon["extrapolated"] and muon["d_eff"] > 0.12
+    assert muon["extrapolation_factor"] == pytest.approx(muon["d_eff"] / 0.12)
+    assert math.isfinite(muon["speedup"])  # the number is kept, flagged
+    assert "unconstrained fit unphysical" in muon["note"] and "extrapolated" in muon["note"]
+    # below the range: a loss worse than AdamW's at its smallest multiple
+    rows.append(trial({"lr": 2e-2}, 5.2, optimizer="lion", chinchilla=0.06, scale="tiny-300k"))
+    sp = A.speedups(frame(rows), fit_multiples=None, n_boot=0)
+    lion = sp[sp["optimizer"] == "lion"].iloc[0]
+    assert lion["extrapolated"] and lion["extrapolation_factor"] == pytest.approx(0.03 / lion["d_eff"])
+    assert "below the smallest fitted multiple 0.03" in lion["note"]
 
 
 def test_speedups_flag_too_few_adamw_points() -> None:
@@ -444,6 +487,27 @@ def test_predict_hparams_snaps_to_grid() -> None:
     assert snapped["beta1"] == 0.9 and snapped["nesterov"] is True
 
 
+def test_predict_hparams_falls_back_from_a_law_that_misses_its_holdout() -> None:
+    trials = _scaling_trials((2.0, -0.3, -0.2, 1e-3))
+    # eps as in the paper's Muon cells: steps on a log grid that no power law follows; the law fitted without
+    # the held-out cell (520m at 8x) misses it by orders of magnitude.
+    eps = {"130m": 1e-20, "300m": 1e-10, "520m": 1e-25}
+    for config, scale, c in zip(trials["config"], trials["scale"], trials["chinchilla"], strict=True):
+        config["eps"] = 1e-15 if (scale, c) == ("520m", 8.0) else eps[scale]
+    fits = A.fit_hparam_scaling(trials)
+    n = PAPER_N["1.2b"]
+    assert fits["eps"].method == "power_law" and fits["eps"].holdout_rel_error > A.MAX_HOLDOUT_REL_ERROR
+    assert fits["eps"].misses_holdout() and not fits["lr"].misses_holdout()
+    # the value without a fit: the majority vote (4 cells each of 1e-20 and 1e-10; the tie goes to the larger
+    # model, 300m)
+    assert fits["eps"].fallback == 1e-10
+    used = A.predict_hparams(fits, n, 1.0, max_holdout_rel_error=A.MAX_HOLDOUT_REL_ERROR)
+    assert used["eps"] == fits["eps"].fallback and used["lr"] == fits["lr"].predict(n, 1.0)
+    # without a threshold every law is used (Phase III's default, as the paper did)
+    assert A.predict_hparams(fits, n, 1.0)["eps"] == fits["eps"].predict(n, 1.0)
+    assert A.hparam_fits_frame(fits).set_index("hparam").loc["eps", "fallback"] == fits["eps"].fallback
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # the paper's released results
 # ---------------------------------------------------------------------------------------------------------------
@@ -479,7 +543,11 @@ def test_paper_speedups_muon_soap(paper: pd.DataFrame) -> None:
         # and the speedup shrinks with scale
         assert mean[("520m", optimizer)] < mean[("130m", optimizer)] - 0.05
     assert np.allclose(main[main["optimizer"] == "adamw"]["speedup"], 1.0, atol=0.02)
-    assert not sp["beyond_asymptote"].any()
+    assert not sp["beyond_asymptote"].any() and not sp["fit_unphysical"].any()
+    # AdamW's curve is fitted on 1-8x: a 16x cell's D_eff (or a fast optimizer's at 8x) is an extrapolation
+    sixteen = sp[(sp["chinchilla"] == 16) & (sp["optimizer"] == "muon")]
+    assert sixteen["extrapolated"].all() and (sixteen["extrapolation_factor"] > 2).all()
+    assert not sp[(sp["optimizer"] == "adamw") & sp["chinchilla"].isin([1, 2, 4, 8])]["extrapolated"].any()
     assert sp["speedup_ci_low"].isna().all()  # one seed per cell in the release
 
 

@@ -5,7 +5,7 @@ training), and its command."""
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -79,7 +79,7 @@ def _loss(run: dict[str, Any]) -> float:
     return _l(LION_SPEEDUP * c) + math.log2(h["lr"] / 2e-3) ** 2 * 0.05
 
 
-def _small_sweep(db: Database) -> int:
+def _small_sweep(db: Database, loss_of: Callable[[dict[str, Any]], float] = _loss) -> int:
     doc = {
         "name": "small",
         "optimizers": ["adamw", "lion"],
@@ -97,7 +97,7 @@ def _small_sweep(db: Database) -> int:
     sweep_id = new_sweep(db, doc)
     driver = SweepDriver(db, sweep_id)
     driver.prepare()
-    drive(driver, loss_of=_loss, curve=(0, 10, 20, 30, 40))
+    drive(driver, loss_of=loss_of, curve=(0, 10, 20, 30, 40))
     return sweep_id
 
 
@@ -124,6 +124,12 @@ def test_report_on_a_sweep_with_curves(db: Database, tmp_path: Path) -> None:
     assert lion["speedup"].tolist() == pytest.approx([LION_SPEEDUP] * 3, rel=1e-3)
     assert speedups["fit_B"].iloc[0] == pytest.approx(0.5, rel=1e-3) and speedups["fit_underdetermined"].all()
     assert lion["loss_vs_baseline"].lt(0).all()
+    # AdamW was measured at 0.1-0.4x: Lion's D_eff at 0.4x (0.6) is an extrapolation by 1.5, flagged in the CSV
+    # and in the page; D_eff 0.15 and 0.3 are inside the range.
+    assert lion["extrapolated"].tolist() == [False, False, True] and not speedups["fit_unphysical"].any()
+    assert lion["extrapolation_factor"].iloc[2] == pytest.approx(LION_SPEEDUP, rel=1e-3)
+    assert not speedups[speedups["optimizer"] == "adamw"]["extrapolated"].any()
+    assert "1.5 (extrapolated 1.5x beyond adamw&#x27;s measured D)" in page and "1 of 6 speedups" in page
     sensitivity = pd.read_csv(out / "sensitivity.csv")
     lr = sensitivity[(sensitivity["hparam"] == "lr") & (sensitivity["optimizer"] == "adamw")]
     assert lr["diverged"].any() and set(sensitivity["hparam"]) == {"lr", "wd"}
@@ -135,6 +141,30 @@ def test_report_on_a_sweep_with_curves(db: Database, tmp_path: Path) -> None:
     write_report(db, sweep_id, out)
     assert not (out / "curves-999.png").exists()
     assert pd.read_csv(out / "best_configs.csv").equals(best)
+
+
+# AdamW's three best losses bend the wrong way (concave in log D): no physical L(D) passes through them.
+CONCAVE_ADAMW = {0.1: 5.0, 0.2: 4.8, 0.4: 4.599}
+
+
+def _concave_loss(run: dict[str, Any]) -> float:
+    c, h = float(run["chinchilla"]), run["hparams"]
+    if run["optimizer"] == "adamw":
+        return adamw_penalty(h) - 3.0 + CONCAVE_ADAMW[c]
+    return 4.5 + math.log2(h["lr"] / 2e-3) ** 2 * 0.05  # below every AdamW loss
+
+
+def test_report_says_a_speedup_from_an_unphysical_fit_is_unreliable(db: Database, tmp_path: Path) -> None:
+    sweep_id = _small_sweep(db, loss_of=_concave_loss)
+    out = tmp_path / "report"
+    page = write_report(db, sweep_id, out, n_boot=0).read_text()
+    speedups = pd.read_csv(out / "speedups.csv")
+    assert speedups["fit_unphysical"].all() and (speedups["fit_beta"] >= 0).all()
+    lion = speedups[speedups["optimizer"] == "lion"]
+    assert lion["extrapolated"].all() and lion["speedup"].notna().all()  # every D_eff beyond 0.4x; kept
+    assert "UNRELIABLE: the unconstrained fit was unphysical" in page
+    assert page.count("unreliable: adamw&#x27;s fit unphysical") == len(speedups)
+    assert page.count("extrapolated ") >= len(lion) and "6 of 6 speedups are not measurements" in page
 
 
 def test_unknown_sweep(db: Database, tmp_path: Path) -> None:
