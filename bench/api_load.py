@@ -18,7 +18,8 @@ answer).
 
 Baseline, measured in the same run on the same server: `GET /healthz` (one trivial `SELECT 1` round trip to
 the database, a tiny JSON body) at the same rate and concurrency, for the same number of seconds, after the
-endpoints: the fixed cost of a request through this stack (client, uvicorn, FastAPI, a database session) here. Prints the p99 last, with its ratio to the baseline's p99.
+endpoints: the fixed cost of a request through this stack (client, uvicorn, FastAPI, a database session) here.
+Prints the p99 last, with its ratio to the baseline's p99.
 
 While the clients read, a writer process does what the dispatcher does in `sweep-service serve`: it runs trials
 through the running sweep with the engine's own repository calls and transactions (db/repository.py: add the
