@@ -9,11 +9,13 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import re
 import sys
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from workers.optimizers.base import HParam
+if TYPE_CHECKING:  # workers.optimizers imports torch and every optimizer: seconds that --help and status skip
+    from workers.optimizers.base import HParam
 
 
 class UsageError(Exception):
@@ -100,15 +102,42 @@ class Progress:
             self.bar.close()
 
 
+def check_chinchilla(value: float | None) -> None:
+    if value is not None and not (math.isfinite(value) and value > 0):
+        raise UsageError(
+            f"--chinchilla must be a finite number > 0 (tokens = X x 20 x non-embedding params), got {value:g}"
+        )
+
+
+def check_train_args(args: argparse.Namespace) -> None:
+    """Numbers no run can use, named by their flag (workers.trainer.check_config names the RunConfig fields)."""
+    check_chinchilla(args.chinchilla)
+    for flag, value in (("--threads", args.threads), ("--max-steps", args.max_steps)):
+        if value is not None and value < 1:
+            raise UsageError(f"{flag} must be at least 1, got {value}")
+    if args.micro_batch_size is not None and args.micro_batch_size < 1:
+        raise UsageError(f"--micro-batch-size must be at least 1, got {args.micro_batch_size}")
+    for flag, value in (("--eval-every", args.eval_every), ("--checkpoint-every", args.checkpoint_every)):
+        if value < 0:
+            raise UsageError(f"{flag} must be >= 0 (0: the default), got {value}")
+    if args.checkpoint_every and not args.checkpoint_dir:
+        raise UsageError("--checkpoint-every needs --checkpoint-dir (the directory to write checkpoints to)")
+    if not args.max_loss > 0:  # also NaN, which no loss would ever exceed
+        raise UsageError(f"--max-loss must be a number > 0, got {args.max_loss:g}")
+
+
 def cmd_train(args: argparse.Namespace) -> int:
+    check_train_args(args)
+    hparams = parse_assignments(args.set)
     # Imported here so that `sweep-service --help` does not pay for importing torch.
+    from workers.optimizers.base import HParamTypeError
     from workers.trainer import DivergenceRule, RunConfig, train
 
     config = RunConfig(
         scale=args.scale,
         optimizer=args.optimizer,
         chinchilla=args.chinchilla,
-        hparams=parse_assignments(args.set),
+        hparams=hparams,
         seed=args.seed,
         data=args.data,
         vocab_size=args.vocab_size,
@@ -125,6 +154,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     progress = Progress(f"{args.optimizer} {args.scale}", enabled=not args.quiet)
     try:
         result = train(config, report=progress)
+    except HParamTypeError as exc:  # name the --set that gave it, as typed
+        typed = {k.strip(): v.strip() for k, _, v in (item.partition("=") for item in args.set)}
+        raise UsageError(f"--set {exc.name}={typed.get(exc.name, exc.value)}: expected {exc.expected}") from None
     finally:
         progress.close()
     if args.json:
@@ -141,14 +173,55 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+# scheme://user:PASSWORD@host...: up to the last "@" before a "/", so that a password with an unescaped "@" is
+# hidden whole (SQLAlchemy's own parse, and so URL.render_as_string(hide_password=True), puts its tail in the host).
+_URL_PASSWORD = re.compile(r"[^:/]*://[^/:@]*:(?P<password>[^/]*)@")
+
+
+def masked_url(url: str) -> str:
+    """A database URL fit to print: the password replaced by ***."""
+    m = _URL_PASSWORD.match(url)
+    return url if m is None else url[: m.start("password")] + "***" + url[m.end("password") :]
+
+
+def _scrub(text: str, url: str) -> str:
+    """`text` (a driver's error) without the URL's password, nor the pieces an unescaped "@" split it into."""
+    m = _URL_PASSWORD.match(url)
+    if m is None:
+        return text
+    password = m.group("password")
+    for piece in sorted({password, *password.split("@")}, key=len, reverse=True):
+        if piece and (piece == password or len(piece) >= 3):  # not a stray letter of the host name
+            text = text.replace(piece, "***")
+    return text
+
+
 def _database() -> Any:
+    """Open (and migrate) the configured database; a bad URL or an unreachable server is one UsageError line."""
+    from sqlalchemy.exc import ArgumentError, InterfaceError, OperationalError
+
     from db.migrate import upgrade
     from db.session import Database
     from sweep_service.settings import get_settings
 
-    url = get_settings().db_url()
-    upgrade(url)
-    return Database(url)
+    settings = get_settings()
+    url = settings.db_url()
+    where = f"{masked_url(url)!r} ({'DATABASE_URL' if settings.database_url else 'under SWEEP_HOME'})"
+    try:
+        upgrade(url)
+        return Database(url)
+    except ArgumentError:  # also NoSuchModuleError: an unknown dialect
+        raise UsageError(
+            f"{where} is not a database URL SQLAlchemy knows; e.g. sqlite:///path/to.db or "
+            "postgresql+psycopg2://user@host:5432/db"
+        ) from None
+    except ImportError as exc:  # the dialect is known but its driver is not installed
+        raise UsageError(f"{where}: its database driver is not installed ({exc.name or exc})") from None
+    except (OperationalError, InterfaceError) as exc:  # connection refused, no such database, bad password, ...
+        reason = str(exc.orig).strip().splitlines()[0] if str(exc.orig).strip() else type(exc.orig).__name__
+        raise UsageError(f"cannot open the database {where}: {_scrub(reason, url)}") from None
+    except OSError as exc:  # e.g. SWEEP_HOME where no directory can be made
+        raise UsageError(f"cannot open the database {where}: {exc.strerror or exc}") from None
 
 
 def _fmt(value: Any) -> str:
@@ -210,7 +283,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         else:
             print(f"resuming sweep {sweep.id} '{plan.name}'", file=sys.stderr)
         sweep_id, status = sweep.id, sweep.status
-    print(f"database: {db.url}", file=sys.stderr)
+    print(f"database: {masked_url(db.url)}", file=sys.stderr)
     if status in ("queued", "running"):
         run_sweep(
             db,
@@ -225,58 +298,152 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+STATUS_LIMIT = 20  # sweeps `status` lists without --all, newest first
+NAME_WIDTH = 40  # a longer sweep name is cut, with "...", to keep the columns
+
+
+def _clip(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
 def cmd_status(args: argparse.Namespace) -> int:
+    from db import queries
     from db import repository as repo
 
     db = _database()
     with db.session() as s:
-        sweeps = [repo.get_sweep(s, args.sweep_id)] if args.sweep_id else repo.list_sweeps(s, limit=20)
-        rows = [
-            (sw.id, sw.name, sw.status, repo.count_trials_by_status(s, sw.id), len(sw.cells))
-            for sw in sweeps
-            if sw is not None
-        ]
+        if args.sweep_id is not None:
+            sweep = repo.get_sweep(s, args.sweep_id)
+            if sweep is None:
+                raise UsageError(f"no sweep {args.sweep_id} (sweep-service status lists them)")
+            sweeps, total = [sweep], 1
+        else:
+            total = queries.count_sweeps(s)
+            sweeps = repo.list_sweeps(s, limit=total if args.all else STATUS_LIMIT)
+        counts = queries.trial_counts_for_sweeps(s, [sw.id for sw in sweeps])
+        rows = [(sw.id, sw.name, sw.status, counts[sw.id], len(sw.cells)) for sw in sweeps]
     if not rows:
-        print("no sweeps yet" if not args.sweep_id else f"no sweep {args.sweep_id}")
-        return 0 if not args.sweep_id else 2
-    for sweep_id, name, status, counts, n_cells in rows:
-        trials = ", ".join(f"{k} {v}" for k, v in sorted(counts.items())) or "no trials"
-        print(f"sweep {sweep_id:<4} {name:<24} {status:<10} {n_cells} cells; trials: {trials}")
-    if args.sweep_id:
+        print("no sweeps yet")
+        return 0
+    width = min(max(len(name) for _, name, *_ in rows), NAME_WIDTH)
+    for sweep_id, name, status, by_status, n_cells in rows:
+        trials = ", ".join(f"{k} {v}" for k, v in sorted(by_status.items())) or "no trials"
+        print(f"sweep {sweep_id:<4} {_clip(name, width):<{width}} {status:<10} {n_cells} cells; trials: {trials}")
+    if len(rows) < total:
+        print(f"showing the newest {len(rows)} of {total} sweeps; sweep-service status --all lists every one")
+    if args.sweep_id is not None:
         print()
         print_best_table(_cell_rows(db, args.sweep_id))
     return 0
 
 
-def cmd_best(args: argparse.Namespace) -> int:
-    from db import repository as repo
+def _catalog() -> tuple[list[str], list[str], dict[str, int]]:
+    """Registered optimizers, scale presets and each preset's non-embedding parameter count (imports torch)."""
+    from workers.model import SCALES, non_embedding_params
+    from workers.optimizers import REGISTRY
 
+    return list(REGISTRY), list(SCALES), {name: non_embedding_params(cfg) for name, cfg in SCALES.items()}
+
+
+def _check_names(s: Any, optimizer: str | None, scale: str | None) -> None:
+    """An optimizer or scale that is neither in the catalog nor in any sweep (imported results may hold names the
+    catalog lacks) is a UsageError that lists the valid names."""
+    from db import queries
+
+    optimizers, scales, _ = _catalog()
+    if (optimizer is None or optimizer in optimizers) and (scale is None or scale in scales):
+        return
+    cells = [c for c, _ in queries.cells_with_sweeps(s)]
+    for field, name, known in (("optimizer", optimizer, optimizers), ("scale", scale, scales)):
+        if name is None or name in known:
+            continue
+        stored = sorted({getattr(c, field) for c in cells} - set(known))
+        if name not in stored:
+            raise UsageError(f"unknown {field} {name!r}; valid {field}s: {', '.join([*known, *stored])}")
+
+
+def _best_result(winner: Any, sweep: Any, considered: int) -> dict[str, Any]:
+    return {
+        "optimizer": winner.optimizer,
+        "scale": winner.scale,
+        "chinchilla": winner.chinchilla,
+        "loss": winner.best_loss,
+        "config": winner.best_config,
+        "near_ties": winner.near_ties or [],
+        "sweep_id": sweep.id,
+        "trial_id": winner.best_trial_id,
+        "cells_considered": considered,
+    }
+
+
+def near_tie_text(n: int) -> str:
+    """How many configs came within the near-tie tolerance; the count includes the best config itself."""
+    if n <= 1:
+        return "1 config within tolerance (the best itself)"
+    return f"{n} configs within tolerance of the best, itself included"
+
+
+def cmd_best(args: argparse.Namespace) -> int:
+    """One answer when --scale and --chinchilla are both given (the lowest loss there, across optimizers unless
+    --optimizer names one); otherwise one row per (optimizer, scale, chinchilla) cell, as GET /best answers:
+    losses of different scales or token budgets are not comparable (more data always gives a lower loss)."""
+    from db import queries
+
+    check_chinchilla(args.chinchilla)
+    single = args.scale is not None and args.chinchilla is not None
     db = _database()
     with db.session() as s:
-        cells = [c for c in repo.find_cells(s, args.optimizer, args.scale, args.chinchilla) if c.best_loss is not None]
-        if not cells:
+        # The query GET /best reads; like the CLI before it, only cells with a recorded (finished) best count.
+        finished = [
+            (c, sw)
+            for c, sw in queries.cells_with_sweeps(s, args.optimizer, args.scale, args.chinchilla)
+            if c.best_loss is not None and math.isfinite(c.best_loss)
+        ]
+        if not finished:
+            _check_names(s, args.optimizer, args.scale)
             print("no finished cell matches", file=sys.stderr)
             return 1
-        best = min(cells, key=lambda c: c.best_loss if c.best_loss is not None else math.inf)
-        out: dict[str, Any] = {
-            "optimizer": best.optimizer,
-            "scale": best.scale,
-            "chinchilla": best.chinchilla,
-            "loss": best.best_loss,
-            "config": best.best_config,
-            "near_ties": best.near_ties or [],
-            "sweep_id": best.sweep_id,
-            "trial_id": best.best_trial_id,
-            "cells_considered": len(cells),
-        }
-    if args.json:
-        print(json.dumps(_json_safe(out), sort_keys=True))
+        groups: dict[tuple[str, str, float], list[tuple[Any, Any]]] = {}
+        for c, sw in finished:
+            groups.setdefault(("", "", 0.0) if single else (c.optimizer, c.scale, c.chinchilla), []).append((c, sw))
+        results = []
+        for members in groups.values():
+            winner, sweep = min(members, key=lambda pair: (pair[0].best_loss, pair[0].id))
+            results.append(_best_result(winner, sweep, len(members)))
+    if single:
+        out = results[0]
+        if args.json:
+            print(json.dumps(_json_safe(out), sort_keys=True))
+            return 0
+        print(f"{out['optimizer']} at {out['scale']}, {out['chinchilla']:g}x Chinchilla: loss {out['loss']:.4f}")
+        ties = f"; {near_tie_text(len(out['near_ties']))}" if out["near_ties"] else ""
+        print(f"  from sweep {out['sweep_id']}, trial {out['trial_id']}{ties}")
+        for k, v in sorted((out["config"] or {}).items()):
+            print(f"  {k:<20} {_fmt(v)}")
         return 0
-    print(f"{out['optimizer']} at {out['scale']}, {out['chinchilla']:g}x Chinchilla: loss {out['loss']:.4f}")
-    print(f"  from sweep {out['sweep_id']}, trial {out['trial_id']} ({len(out['near_ties'])} near-tie configs)")
-    for k, v in sorted((out["config"] or {}).items()):
-        print(f"  {k:<20} {_fmt(v)}")
+    params = _catalog()[2]
+    results.sort(key=lambda r: (r["optimizer"], params.get(r["scale"], math.inf), r["scale"], r["chinchilla"]))
+    if args.json:
+        print(json.dumps(_json_safe(results), sort_keys=True))
+        return 0
+    print_best_results(results)
     return 0
+
+
+def print_best_results(results: list[dict[str, Any]]) -> None:
+    """One row per (optimizer, scale, chinchilla): loss, where it came from, near-ties, config."""
+    w_opt = max(len("optimizer"), *(len(r["optimizer"]) for r in results))
+    w_scale = max(len("scale"), *(len(r["scale"]) for r in results))
+    head = f"{'optimizer':<{w_opt}} {'scale':<{w_scale}} {'chinchilla':>10}"
+    print(f"{head} {'loss':>8} {'sweep':>5} {'trial':>7} {'ties':>4}  config")
+    for r in results:
+        config = ", ".join(f"{k}={_fmt(v)}" for k, v in sorted((r["config"] or {}).items()))
+        trial = "-" if r["trial_id"] is None else str(r["trial_id"])
+        print(
+            f"{r['optimizer']:<{w_opt}} {r['scale']:<{w_scale}} {r['chinchilla']:>9g}x {r['loss']:>8.4f} "
+            f"{r['sweep_id']:>5} {trial:>7} {len(r['near_ties']):>4}  {config}"
+        )
+    print("ties: configs within the near-tie tolerance of the cell's best, the best included")
 
 
 def cmd_import_results(args: argparse.Namespace) -> int:
@@ -359,7 +526,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     # The API serves from a thread; the dispatcher keeps the main thread, where Ray Tune wants to run.
     api = threading.Thread(target=server.run, name="api", daemon=True)
     api.start()
-    print(f"API on http://{args.host}:{args.port} (docs at /docs); database {db.url}", file=sys.stderr)
+    print(f"API on http://{args.host}:{args.port} (docs at /docs); database {masked_url(db.url)}", file=sys.stderr)
     dispatcher = _dispatcher(db)
     try:
         dispatcher.run_forever(poll_seconds=args.poll)
@@ -371,7 +538,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def cmd_db_upgrade(args: argparse.Namespace) -> int:
     db = _database()
-    print(f"database at the latest schema: {db.url}")
+    print(f"database at the latest schema: {masked_url(db.url)}")
     return 0
 
 
@@ -408,11 +575,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--new", action="store_true", help="start a new sweep even if this spec ran before")
     p.set_defaults(func=cmd_run)
 
-    p = sub.add_parser("status", help="list sweeps, or one sweep's cells")
+    p = sub.add_parser("status", help="list sweeps (the newest 20), or one sweep's cells")
     p.add_argument("sweep_id", nargs="?", type=int, default=None)
+    p.add_argument("--all", action="store_true", help="list every sweep, not only the newest 20")
     p.set_defaults(func=cmd_status)
 
-    p = sub.add_parser("best", help="best hyperparameters and loss across all finished work")
+    p = sub.add_parser(
+        "best",
+        help="best hyperparameters and loss across all finished work",
+        description="With --scale and --chinchilla: the one best cell there. Otherwise one row per matching "
+        "(optimizer, scale, chinchilla) cell, like GET /best (--json: a list).",
+    )
     p.add_argument("--optimizer", default=None)
     p.add_argument("--scale", default=None)
     p.add_argument("--chinchilla", type=float, default=None)

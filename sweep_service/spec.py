@@ -202,16 +202,28 @@ def cell_key(optimizer: str, scale: str, chinchilla: float) -> str:
     return f"{optimizer}/{scale}/{chinchilla:g}"
 
 
+def _one_line(exc: Exception) -> str:
+    """PyYAML's messages span lines (a context, the offending line, a caret): keep the problem and where."""
+    mark = getattr(exc, "problem_mark", None)
+    if isinstance(exc, yaml.MarkedYAMLError) and exc.problem and mark is not None:
+        return f"{exc.problem} at line {mark.line + 1}, column {mark.column + 1}"
+    return " ".join(str(exc).split())
+
+
 def load_spec_file(path: str | Path) -> dict[str, Any]:
     """Read a YAML or JSON spec file into a dict (errors name the file)."""
     p = Path(path)
     if not p.exists():
         raise SpecError([(str(p), "file not found")])
+    if p.is_dir():
+        raise SpecError([(str(p), "is a directory, not a spec file (e.g. examples/quickstart.yaml)")])
     try:
         text = p.read_text()
         doc = json.loads(text) if p.suffix == ".json" else yaml.safe_load(text)
+    except OSError as exc:  # e.g. no permission to read it
+        raise SpecError([(str(p), f"cannot read: {exc.strerror or exc}")]) from None
     except (yaml.YAMLError, json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise SpecError([(str(p), f"not valid YAML/JSON: {exc}")]) from None
+        raise SpecError([(str(p), f"not valid YAML/JSON: {_one_line(exc)}")]) from None
     if not isinstance(doc, dict):
         raise SpecError([(str(p), "a sweep spec is a mapping (name, optimizers, scales, ...)")])
     return doc

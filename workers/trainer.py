@@ -99,8 +99,23 @@ class RunResult:
 
 
 def resolve_device(name: str) -> torch.device:
+    """auto (CUDA when available, else CPU), cpu, cuda or cuda:N; anything else, or CUDA where there is none, is
+    a ValueError that says why (torch's own errors are an assertion or a list of twenty device types)."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cpu":
+        return torch.device("cpu")
+    kind, sep, index = name.partition(":")
+    if kind != "cuda" or (sep and not (index.isascii() and index.isdigit())):
+        raise ValueError(f"unknown device {name!r}; valid: auto, cpu, cuda, cuda:N")
+    if not torch.cuda.is_available():
+        why = "this torch build has no CUDA" if torch.version.cuda is None else "no CUDA device is visible"
+        raise ValueError(f"device {name!r}: CUDA is not available ({why}, torch {torch.__version__}); use cpu")
+    visible = torch.cuda.device_count()
+    if sep and int(index) >= visible:
+        raise ValueError(
+            f"device {name!r}: no such CUDA device; visible: {', '.join(f'cuda:{i}' for i in range(visible))}"
+        )
     return torch.device(name)
 
 
@@ -211,8 +226,25 @@ def _save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
     os.replace(tmp, path)  # atomic: a crash mid-write leaves the previous checkpoint intact
 
 
+def check_config(config: RunConfig) -> None:
+    """The numbers of a RunConfig that no run can use; each ValueError names the field."""
+    if not (math.isfinite(config.chinchilla) and config.chinchilla > 0):
+        raise ValueError(f"chinchilla must be a finite number > 0, got {config.chinchilla:g}")
+    for name in ("threads", "max_steps", "micro_batch_size"):
+        value = getattr(config, name)
+        if value is not None and value < 1:
+            raise ValueError(f"{name} must be at least 1, got {value}")
+    for name in ("eval_every", "checkpoint_every"):
+        if getattr(config, name) < 0:
+            raise ValueError(f"{name} must be >= 0 (0: the default), got {getattr(config, name)}")
+    if config.checkpoint_every and not config.checkpoint_dir:
+        raise ValueError("checkpoint_every needs a checkpoint_dir to write to")
+
+
 def train(config: RunConfig, report: Report | None = None) -> RunResult:
     """Run one training run to completion or divergence. Configuration errors raise ValueError before training."""
+    check_config(config)
+    device = resolve_device(config.device)
     spec = get_spec(config.optimizer)
     source = load_source(config.data, config.vocab_size)
     cfg = dataclasses.replace(get_scale(config.scale), vocab_size=source.vocab_size)
@@ -227,7 +259,6 @@ def train(config: RunConfig, report: Report | None = None) -> RunResult:
         raise ValueError(f"warmup {warmup} is not less than the run's {total_steps} steps (PAPER.md section 2)")
     run_steps = min(total_steps, config.max_steps) if config.max_steps else total_steps
 
-    device = resolve_device(config.device)
     if config.threads:
         torch.set_num_threads(config.threads)
     if device.type == "cuda":

@@ -86,3 +86,16 @@ def test_spec_file_errors(tmp_path: Path) -> None:
     listy.write_text("- a\n- b\n")
     with pytest.raises(SpecError, match="mapping"):
         load_spec_file(listy)
+
+
+def test_spec_file_errors_are_one_line(tmp_path: Path) -> None:
+    with pytest.raises(SpecError, match="is a directory, not a spec file"):
+        load_spec_file(tmp_path)
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: [unclosed\n")
+    with pytest.raises(SpecError) as info:
+        load_spec_file(bad)
+    assert "\n" not in str(info.value)
+    assert str(info.value).endswith(
+        "not valid YAML/JSON: expected ',' or ']', but got '<stream end>' at line 2, column 1"
+    )

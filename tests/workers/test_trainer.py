@@ -1,11 +1,15 @@
 from __future__ import annotations
 
+import dataclasses
 import math
+import re
 from pathlib import Path
+from typing import Any
 
 import pytest
+import torch
 
-from workers.trainer import DivergenceRule, RunConfig, train
+from workers.trainer import DivergenceRule, RunConfig, resolve_device, train
 
 # A short run: 0.1x Chinchilla of tiny-130k is 64 steps; warmup must fit inside it.
 SHORT = {"warmup": 8}
@@ -76,3 +80,45 @@ def test_real_run_at_1x_chinchilla_lowers_eval_loss_by_40_percent() -> None:
     assert result.final_eval_loss <= 0.6 * result.initial_eval_loss
     assert result.tokens_per_second > 0
     assert result.info["data"]["sha256"] and result.info["torch"]
+
+
+@pytest.mark.parametrize(
+    ("changes", "words"),
+    [
+        ({"chinchilla": 0.0}, "chinchilla must be a finite number > 0, got 0"),
+        ({"chinchilla": -1.0}, "chinchilla must be a finite number > 0, got -1"),
+        ({"chinchilla": math.nan}, "chinchilla must be a finite number > 0, got nan"),
+        ({"threads": 0}, "threads must be at least 1, got 0"),
+        ({"max_steps": 0}, "max_steps must be at least 1, got 0"),
+        ({"micro_batch_size": 0}, "micro_batch_size must be at least 1, got 0"),
+        ({"eval_every": -1}, "eval_every must be >= 0"),
+        ({"checkpoint_every": 5}, "checkpoint_every needs a checkpoint_dir"),
+        ({"device": "tpu"}, "unknown device 'tpu'; valid: auto, cpu, cuda, cuda:N"),
+        ({"hparams": {"lr": "abc"}}, "hyperparameter lr='abc': expected a float"),
+        ({"hparams": {"batch_size": "abc"}}, "hyperparameter batch_size='abc': expected an integer"),
+    ],
+)
+def test_unusable_configs_raise_a_value_error_naming_the_field(changes: dict[str, Any], words: str) -> None:
+    config = dataclasses.replace(RunConfig(scale="tiny-130k", chinchilla=0.02, hparams={"warmup": 2}), **changes)
+    with pytest.raises(ValueError, match=re.escape(words)):
+        train(config)
+
+
+def test_resolve_device(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert resolve_device("cpu") == torch.device("cpu")
+    assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    for bad in ("tpu", "cuda:", "cuda:x", "cuda:²", "CPU", "mps"):
+        with pytest.raises(ValueError, match="valid: auto, cpu, cuda, cuda:N"):
+            resolve_device(bad)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.version, "cuda", None)
+    with pytest.raises(ValueError, match=r"CUDA is not available \(this torch build has no CUDA"):
+        resolve_device("cuda")
+    monkeypatch.setattr(torch.version, "cuda", "12.8")
+    with pytest.raises(ValueError, match=r"CUDA is not available \(no CUDA device is visible"):
+        resolve_device("cuda:0")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert resolve_device("cuda:1") == torch.device("cuda:1")
+    with pytest.raises(ValueError, match="'cuda:2': no such CUDA device; visible: cuda:0, cuda:1"):
+        resolve_device("cuda:2")

@@ -113,8 +113,35 @@ def resolve_hparams(spec: OptimizerSpec, family: str, overrides: HParams | None 
             raise ValueError(
                 f"unknown hyperparameter {name!r} for optimizer {spec.name!r}; valid: {', '.join(sorted(resolved))}"
             )
+        check_hparam_type(name, value, resolved[name])
         resolved[name] = value
     return resolved
+
+
+class HParamTypeError(ValueError):
+    """A hyperparameter value of the wrong type (`lr="abc"`); names the hyperparameter and the type expected."""
+
+    def __init__(self, name: str, value: HParam, expected: str) -> None:
+        self.name, self.value, self.expected = name, value, expected
+        super().__init__(f"hyperparameter {name}={value!r}: expected {expected}")
+
+
+def check_hparam_type(name: str, value: HParam, default: HParam) -> None:
+    """Raise HParamTypeError unless `value` can stand where `default` does: a float takes any number, an int a
+    whole number (2.0 included: YAML and JSON writers may add the dot), a bool true/false (or 0/1), a string a
+    string. Booleans are not numbers here: `lr=true` is a typo, not 1.0."""
+    if isinstance(default, bool):
+        expected, ok = "true or false", isinstance(value, bool) or value in (0, 1)
+    elif isinstance(default, int | float):
+        expected = "an integer" if isinstance(default, int) else "a float"
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            ok = False
+        else:
+            ok = isinstance(default, float) or isinstance(value, int) or value.is_integer()
+    else:
+        expected, ok = "a string", isinstance(value, str)
+    if not ok:
+        raise HParamTypeError(name, value, expected)
 
 
 @runtime_checkable
