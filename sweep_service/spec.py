@@ -240,6 +240,7 @@ def _space_for(optimizer: str, scale: str, override: SearchOverride | None, cell
     # Catalog imports (torch) happen here, not at module import, so the API can validate cheaply.
     from workers.model import SCALES
     from workers.optimizers import REGISTRY, resolve_hparams
+    from workers.optimizers.base import HParamTypeError, check_hparam_type
 
     spec = REGISTRY[optimizer]
     family = SCALES[scale].family
@@ -256,6 +257,13 @@ def _space_for(optimizer: str, scale: str, override: SearchOverride | None, cell
             unknown = sorted(set(section) - names)
             if unknown:
                 raise SpecError([(where, f"unknown hyperparameters {unknown} for {optimizer}; valid: {sorted(names)}")])
+        # Each value must have its hyperparameter's type (the trainer's check, workers.optimizers.base), so that a
+        # wrong one is a 422 now rather than every trial failing later.
+        typed = [(f"grid.{k}", k, v) for k, values in override.grid.items() for v in values]
+        typed += [
+            (f"{section}.{k}", k, v) for section in ("baseline", "fixed") for k, v in getattr(override, section).items()
+        ]
+        _check_types(where, typed, resolved, check_hparam_type, HParamTypeError)
         for k, values in override.grid.items():
             if not values:
                 raise SpecError([(f"{where}.grid.{k}", "a grid needs at least one value")])
@@ -268,6 +276,13 @@ def _space_for(optimizer: str, scale: str, override: SearchOverride | None, cell
             baseline.pop(k, None)
         tune = override.tune
     if cell is not None:
+        unknown = sorted(set(cell.baseline) - names)
+        if unknown:
+            raise SpecError(
+                [("baseline", f"unknown hyperparameters {unknown} for {optimizer}; valid: {sorted(names)}")]
+            )
+        typed = [(f"baseline.{k}", k, v) for k, v in cell.baseline.items()]
+        _check_types("", typed, resolved, check_hparam_type, HParamTypeError)
         baseline.update(cell.baseline)
         if cell.tune is not None:
             tune = cell.tune
@@ -287,6 +302,20 @@ def _space_for(optimizer: str, scale: str, override: SearchOverride | None, cell
             raise SpecError([(f"{where}.baseline.{k}", f"baseline {baseline[k]!r} is not in the grid {list(grid[k])}")])
     baseline = {k: v for k, v in baseline.items() if k in grid}
     return Space(grid, baseline, fixed)
+
+
+def _check_types(
+    where: str, typed: list[tuple[str, str, Any]], resolved: dict[str, Any], check: Any, error: type[Exception]
+) -> None:
+    """SpecError naming every (location, hyperparameter, value) whose value has the wrong type for its default."""
+    errors = []
+    for loc, name, value in typed:
+        try:
+            check(name, value, resolved[name])
+        except error as exc:
+            errors.append((f"{where}.{loc}" if where else loc, str(exc)))
+    if errors:
+        raise SpecError(errors)
 
 
 def plan(spec: SweepSpec) -> SweepPlan:

@@ -57,6 +57,20 @@ def test_explicit_cells_with_baseline_from() -> None:
         ({**BASE, "search": {"adamw": {"grid": {"lrr": [1]}}}}, "search.adamw", "unknown hyperparameters"),
         ({**BASE, "search": {"adamw": {"baseline": {"lr": 5}}}}, "search.adamw.baseline.lr", "not in the grid"),
         ({**BASE, "search": {"adamw": {"tune": ["momentum"]}}}, "search.adamw.tune", "no grid"),
+        # Values of the wrong type for their hyperparameter (the trainer would reject every such trial).
+        ({**BASE, "search": {"adamw": {"grid": {"warmup": [4, 2.5]}}}}, "search.adamw.grid.warmup", "an integer"),
+        ({**BASE, "search": {"adamw": {"fixed": {"lr": "fast"}}}}, "search.adamw.fixed.lr", "a float"),
+        ({**BASE, "search": {"adamw": {"baseline": {"lr": True}}}}, "search.adamw.baseline.lr", "a float"),
+        (
+            {**BASE, "cells": [{"optimizer": "adamw", "scale": "tiny-130k", "chinchilla": 2, "baseline": {"wd": "x"}}]},
+            "cells.0.baseline.wd",
+            "a float",
+        ),
+        (
+            {**BASE, "cells": [{"optimizer": "adamw", "scale": "tiny-130k", "chinchilla": 2, "baseline": {"wdd": 1}}]},
+            "cells.0.baseline",
+            "unknown hyperparameters",
+        ),
         (
             {
                 **BASE,
