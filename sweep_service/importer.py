@@ -74,6 +74,8 @@ def resolve_path(name: str | Path) -> Path:
 
 def _read(path: Path) -> tuple[dict[str, Any], str]:
     """The parsed file and the hash of its content (canonical JSON: formatting does not change it)."""
+    if path.is_dir():
+        raise ValueError(f"{path}: is a directory; pass the results JSON file in it (or `paper`)")
     if not path.is_file():
         raise ValueError(f"{path}: file not found")
     try:

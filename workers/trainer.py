@@ -239,6 +239,8 @@ def check_config(config: RunConfig) -> None:
             raise ValueError(f"{name} must be >= 0 (0: the default), got {getattr(config, name)}")
     if config.checkpoint_every and not config.checkpoint_dir:
         raise ValueError("checkpoint_every needs a checkpoint_dir to write to")
+    if config.checkpoint_dir and Path(config.checkpoint_dir).exists() and not Path(config.checkpoint_dir).is_dir():
+        raise ValueError(f"checkpoint_dir {config.checkpoint_dir!r} is a file, not a directory")
 
 
 def train(config: RunConfig, report: Report | None = None) -> RunResult:

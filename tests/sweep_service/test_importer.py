@@ -226,3 +226,6 @@ def test_import_results_command(cli_db: str, capsys: pytest.CaptureFixture[str],
     assert main(["import-results", str(tmp_path / "missing.json")]) == 2
     err = capsys.readouterr().err
     assert "missing.json: file not found" in err and err.count("\n") == 1 and "Traceback" not in err
+    assert main(["import-results", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "is a directory; pass the results JSON file in it" in err and "Traceback" not in err

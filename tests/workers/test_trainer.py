@@ -104,6 +104,14 @@ def test_unusable_configs_raise_a_value_error_naming_the_field(changes: dict[str
         train(config)
 
 
+def test_a_checkpoint_dir_that_is_a_file_is_refused(tmp_path: Path) -> None:
+    a_file = tmp_path / "not-a-dir"
+    a_file.write_text("x")
+    config = RunConfig(scale="tiny-130k", chinchilla=0.02, hparams={"warmup": 2}, checkpoint_dir=str(a_file))
+    with pytest.raises(ValueError, match="is a file, not a directory"):
+        train(config)
+
+
 def test_resolve_device(monkeypatch: pytest.MonkeyPatch) -> None:
     assert resolve_device("cpu") == torch.device("cpu")
     assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
