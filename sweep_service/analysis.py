@@ -611,11 +611,13 @@ def _fit_loss_curve(d: np.ndarray, y: np.ndarray, p0: Sequence[float]) -> tuple[
     cannot mean.
     """
     result = _curve_fit_quiet(_loss_curve, d, y, p0, maxfev=10000)
-    if result is None or _physical(*(float(v) for v in result[:3])):
+    if result is not None and _physical(*(float(v) for v in result[:3])):
         return result, None
+    # Unphysical, or the unbounded fit did not converge at all (then there are no unconstrained values to report):
+    # the bounded fit, which may still converge.
     start = [max(float(v), low) for v, low in zip(p0, LOSS_FIT_LOWER, strict=True)]  # trf starts inside its bounds
     bounded = _curve_fit_quiet(_loss_curve, d, y, start, maxfev=10000, lower=LOSS_FIT_LOWER)
-    return bounded, result[:3]
+    return bounded, (result[:3] if result is not None else None)
 
 
 def fit_loss_vs_data(multiples: Sequence[float], losses: Sequence[float], p0: Sequence[float] | None = None) -> LossFit:
@@ -655,7 +657,7 @@ def fit_loss_vs_data(multiples: Sequence[float], losses: Sequence[float], p0: Se
         )
     if result is None:
         if not unphysical:
-            notes.append("curve_fit did not converge")
+            notes.append("curve_fit did not converge (unbounded, nor bounded to alpha, B, beta >= 0)")
         return _nan_loss_fit(len(d), "; ".join(notes), unphysical=unphysical)
     alpha, b, beta = (float(v) for v in result[:3])
     residuals = y - _loss_curve(d, alpha, b, beta)

@@ -340,7 +340,7 @@ def predict(
         fit_notes = [fit.note] if fit.note else []
         if raw is None:
             fit_notes.append("not finite at this size")
-        fell_back = fit.misses_holdout()
+        fell_back = fit.misses_holdout() and fit.fallback is not None  # as predict_hparams decides
         if fell_back:
             fallbacks.append(name)
             fit_notes.append(

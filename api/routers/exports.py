@@ -98,20 +98,23 @@ def _one_type_per_column(frame: pd.DataFrame, names: list[str]) -> pd.DataFrame:
 
 
 def _json_value(value: Any) -> Any:
-    """A cell of the frame as JSON: missing -> null, a timestamp as the REST API writes it (ISO 8601, microseconds
-    when there are any, UTC as "Z"), numpy scalars as Python numbers (every digit: a loss equals the REST API's)."""
-    if value is None or value is pd.NaT or (isinstance(value, float) and math.isnan(value)):
+    """A value of a row as JSON: missing or non-finite -> null (as in the other formats), a timestamp as the REST
+    API writes it (ISO 8601, microseconds when there are any, UTC as "Z"), anything else as it is stored."""
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
         return None
-    if isinstance(value, datetime):  # pd.Timestamp is a datetime; stored times are naive UTC (db.models.utcnow)
+    if isinstance(value, datetime):  # stored times are naive UTC (db.models.utcnow)
         return value.replace(tzinfo=None).isoformat() + "Z"
-    return value.item() if hasattr(value, "item") else value
+    return value
 
 
-def json_records(frame: pd.DataFrame) -> bytes:
-    """The frame as a JSON array of records. Not pandas' to_json, which rounds floats to 15 digits at most and
-    timestamps to its `date_unit`, so that an exported loss or time differs from the one GET /trials/{id} gives."""
-    records = [{k: _json_value(v) for k, v in row.items()} for row in frame.to_dict(orient="records")]
-    return json.dumps(records, allow_nan=False).encode()
+def json_records(rows: list[tuple[Trial, Cell]]) -> bytes:
+    """The rows as a JSON array of records with the table's columns, straight from the database values, not
+    through a DataFrame: pandas would turn an integer column with a gap into floats (steps 5.0), and its to_json
+    rounds floats to 15 digits and times to its `date_unit`, so a value would differ from GET /trials/{id}'s."""
+    records = [_row(t, c) for t, c in rows]
+    columns = COLUMNS + sorted({k for r in records for k in r if k.startswith(CONFIG_PREFIX)})
+    out = [{k: _json_value(r.get(k)) for k in columns} for r in records]
+    return json.dumps(out, allow_nan=False).encode()
 
 
 def trials_frame(rows: list[tuple[Trial, Cell]]) -> pd.DataFrame:
@@ -141,18 +144,20 @@ def export_sweep(
     with db.session() as s:
         if repo.get_sweep(s, sweep_id) is None:
             raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"no sweep {sweep_id}")
-        frame = trials_frame(queries.trials_with_cells(s, sweep_id))
-    # JSON and Parquet readers differ on infinity; a non-finite number is written as missing.
-    numeric = frame.select_dtypes("number").columns
-    frame[numeric] = frame[numeric].replace([math.inf, -math.inf], math.nan)
-    if format == "csv":
-        body: bytes = frame.to_csv(index=False).encode()
-    elif format == "json":
-        body = json_records(frame)
-    else:
-        buffer = io.BytesIO()
-        frame.to_parquet(buffer, index=False)
-        body = buffer.getvalue()
+        rows = queries.trials_with_cells(s, sweep_id)
+        if format == "json":
+            body = json_records(rows)
+        else:
+            frame = trials_frame(rows)
+            # Parquet readers and CSV consumers differ on infinity; a non-finite number is written as missing.
+            numeric = frame.select_dtypes("number").columns
+            frame[numeric] = frame[numeric].replace([math.inf, -math.inf], math.nan)
+            if format == "csv":
+                body = frame.to_csv(index=False).encode()
+            else:
+                buffer = io.BytesIO()
+                frame.to_parquet(buffer, index=False)
+                body = buffer.getvalue()
     filename = f"sweep-{sweep_id}-trials.{format}"
     return Response(
         content=body,

@@ -60,6 +60,11 @@ def test_json_export_keeps_every_digit_and_the_api_s_timestamps(client: TestClie
     for row in rows:
         trial = client.get(f"/trials/{row['trial_id']}").json()
         assert row["final_loss"] == trial["final_loss"]  # the same float, not one rounded to 10 or 15 digits
+        # Integers stay integers beside a gap (the pending trial has no steps; muon's config has no wd).
+        assert row["steps"] == trial["steps"] and type(row["steps"]) is type(trial["steps"])
+        exported = {k.removeprefix("config."): v for k, v in row.items() if k.startswith("config.") and v is not None}
+        assert exported == trial["config"]
+        assert all(type(exported[k]) is type(v) for k, v in trial["config"].items())
         for field in ("created_at", "started_at", "finished_at"):
             assert row[field] == trial["timings"][field], field
 
