@@ -463,14 +463,16 @@ def _speedup_section(sp: pd.DataFrame, baseline: str, images: Sequence[str]) -> 
                 _esc(r.note),
             ]
         )
-    n_flagged = int((sp["extrapolated"].astype(bool) | sp["fit_unphysical"].astype(bool)).sum())
+    flags = ("extrapolated", "fit_unphysical", "beyond_asymptote")
+    n_flagged = int(sp[list(flags)].astype(bool).any(axis=1).sum())
     caveat = ""
     if n_flagged:
         caveat = (
             f"<p class='note'>{n_flagged} of {len(sp)} speedups are not measurements: <b>extrapolated</b> ones "
             f"have a D_eff outside the data multiples {_esc(baseline)} was measured at (the factor says how far "
             f"beyond), so they rest on the fitted curve's form alone; <b>unreliable</b> ones come from a scale "
-            f"where {_esc(baseline)}'s unconstrained fit was unphysical. The numbers are kept, flagged, in "
+            f"where {_esc(baseline)}'s unconstrained fit was unphysical; a loss below {_esc(baseline)}'s asymptote "
+            f"has no finite D_eff at all. The numbers are kept, flagged, in "
             f"{SPEEDUPS_CSV} (columns extrapolated, extrapolation_factor, fit_unphysical).</p>"
         )
     parts.append(
@@ -488,7 +490,9 @@ def _speedup_section(sp: pd.DataFrame, baseline: str, images: Sequence[str]) -> 
 def _speedup_caveat(row: Any, baseline: str) -> str:
     """What the speedup column adds to a flagged number (analysis.speedups' extrapolated, fit_unphysical)."""
     words = []
-    if bool(row.extrapolated):
+    if bool(row.beyond_asymptote):  # loss below the baseline's asymptote: D_eff is infinite, said as such
+        words.append(f"beyond {baseline}'s asymptote: no finite D_eff")
+    elif bool(row.extrapolated):
         factor = float(row.extrapolation_factor)
         far = f" {_num(factor, 3)}x beyond {baseline}'s measured D" if math.isfinite(factor) else ""
         words.append(f"extrapolated{far}")

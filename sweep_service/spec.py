@@ -353,7 +353,10 @@ def plan(spec: SweepSpec) -> SweepPlan:
         try:
             space = _space_for(c.optimizer, c.scale, spec.search.get(c.optimizer), c)
         except SpecError as exc:
-            raise SpecError([(f"cells.{i}.{loc}", msg) for loc, msg in exc.errors]) from None
+            # An error in the spec's `search` section is named there; one in the cell's own fields under the cell.
+            raise SpecError(
+                [(loc if loc.startswith("search.") else f"cells.{i}.{loc}", msg) for loc, msg in exc.errors]
+            ) from None
         cells[key] = CellPlan(key, c.optimizer, c.scale, c.chinchilla, space, c.baseline_from, c.phase, (), c.ablation)
     for i, c in enumerate(spec.cells):
         key = cell_key(c.optimizer, c.scale, c.chinchilla)

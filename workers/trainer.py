@@ -99,15 +99,19 @@ class RunResult:
 
 
 def resolve_device(name: str) -> torch.device:
-    """auto (CUDA when available, else CPU), cpu, cuda or cuda:N; anything else, or CUDA where there is none, is
+    """auto (CUDA when available, else CPU), cpu, cuda, cuda:N or mps; anything else, or a device that is absent, is
     a ValueError that says why (torch's own errors are an assertion or a list of twenty device types)."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cpu":
         return torch.device("cpu")
+    if name == "mps":  # Apple silicon
+        if not torch.backends.mps.is_available():
+            raise ValueError("device 'mps': not available (no Apple-silicon GPU, or this torch build lacks MPS)")
+        return torch.device("mps")
     kind, sep, index = name.partition(":")
     if kind != "cuda" or (sep and not (index.isascii() and index.isdigit())):
-        raise ValueError(f"unknown device {name!r}; valid: auto, cpu, cuda, cuda:N")
+        raise ValueError(f"unknown device {name!r}; valid: auto, cpu, cuda, cuda:N, mps")
     if not torch.cuda.is_available():
         why = "this torch build has no CUDA" if torch.version.cuda is None else "no CUDA device is visible"
         raise ValueError(f"device {name!r}: CUDA is not available ({why}, torch {torch.__version__}); use cpu")

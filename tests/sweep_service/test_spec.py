@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import pytest
@@ -60,6 +61,16 @@ def test_explicit_cells_with_baseline_from() -> None:
         # Values of the wrong type for their hyperparameter (the trainer would reject every such trial).
         ({**BASE, "search": {"adamw": {"grid": {"warmup": [4, 2.5]}}}}, "search.adamw.grid.warmup", "an integer"),
         ({**BASE, "search": {"adamw": {"fixed": {"lr": "fast"}}}}, "search.adamw.fixed.lr", "a float"),
+        ({**BASE, "search": {"adamw": {"grid": {"lr": [math.nan, 0.01]}}}}, "search.adamw.grid.lr", "a finite float"),
+        (  # a search section used only by explicit cells is still named as itself
+            {
+                "name": "t",
+                "cells": [{"optimizer": "adamw", "scale": "tiny-130k", "chinchilla": 1}],
+                "search": {"adamw": {"grid": {"warmup": [2.5]}}},
+            },
+            "search.adamw.grid.warmup",
+            "an integer",
+        ),
         ({**BASE, "search": {"adamw": {"baseline": {"lr": True}}}}, "search.adamw.baseline.lr", "a float"),
         (
             {**BASE, "cells": [{"optimizer": "adamw", "scale": "tiny-130k", "chinchilla": 2, "baseline": {"wd": "x"}}]},

@@ -93,7 +93,7 @@ def test_real_run_at_1x_chinchilla_lowers_eval_loss_by_40_percent() -> None:
         ({"micro_batch_size": 0}, "micro_batch_size must be at least 1, got 0"),
         ({"eval_every": -1}, "eval_every must be >= 0"),
         ({"checkpoint_every": 5}, "checkpoint_every needs a checkpoint_dir"),
-        ({"device": "tpu"}, "unknown device 'tpu'; valid: auto, cpu, cuda, cuda:N"),
+        ({"device": "tpu"}, "unknown device 'tpu'; valid: auto, cpu, cuda, cuda:N, mps"),
         ({"hparams": {"lr": "abc"}}, "hyperparameter lr='abc': expected a float"),
         ({"hparams": {"batch_size": "abc"}}, "hyperparameter batch_size='abc': expected an integer"),
     ],
@@ -115,9 +115,14 @@ def test_a_checkpoint_dir_that_is_a_file_is_refused(tmp_path: Path) -> None:
 def test_resolve_device(monkeypatch: pytest.MonkeyPatch) -> None:
     assert resolve_device("cpu") == torch.device("cpu")
     assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
-    for bad in ("tpu", "cuda:", "cuda:x", "cuda:²", "CPU", "mps"):
-        with pytest.raises(ValueError, match="valid: auto, cpu, cuda, cuda:N"):
+    for bad in ("tpu", "cuda:", "cuda:x", "cuda:²", "CPU", "MPS"):
+        with pytest.raises(ValueError, match="valid: auto, cpu, cuda, cuda:N, mps"):
             resolve_device(bad)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    with pytest.raises(ValueError, match="device 'mps': not available"):
+        resolve_device("mps")
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: True)
+    assert resolve_device("mps") == torch.device("mps")
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     monkeypatch.setattr(torch.version, "cuda", None)
     with pytest.raises(ValueError, match=r"CUDA is not available \(this torch build has no CUDA"):

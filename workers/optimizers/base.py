@@ -19,6 +19,8 @@ Contract of `OptimizerSpec.build(model, hparams)`:
 
 from __future__ import annotations
 
+import math
+import numbers
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
@@ -127,17 +129,21 @@ class HParamTypeError(ValueError):
 
 
 def check_hparam_type(name: str, value: HParam, default: HParam) -> None:
-    """Raise HParamTypeError unless `value` can stand where `default` does: a float takes any number, an int a
-    whole number (2.0 included: YAML and JSON writers may add the dot), a bool true/false (or 0/1), a string a
-    string. Booleans are not numbers here: `lr=true` is a typo, not 1.0."""
+    """Raise HParamTypeError unless `value` can stand where `default` does: a float takes any finite number, an
+    int a whole number (2.0 included: YAML and JSON writers may add the dot), a bool true/false (or 0/1), a
+    string a string. Booleans are not numbers here: `lr=true` is a typo, not 1.0. NaN and infinity are not
+    hyperparameters: every run with one would diverge, and NaN equals nothing, so no grid could hold it.
+    numpy numbers count as numbers (numbers.Integral, numbers.Real)."""
     if isinstance(default, bool):
         expected, ok = "true or false", isinstance(value, bool) or value in (0, 1)
     elif isinstance(default, int | float):
-        expected = "an integer" if isinstance(default, int) else "a float"
-        if isinstance(value, bool) or not isinstance(value, int | float):
+        number = isinstance(value, numbers.Real) and not isinstance(value, bool)
+        finite = number and math.isfinite(value)  # type: ignore[arg-type]
+        expected = "an integer" if isinstance(default, int) else "a finite float" if number else "a float"
+        if not finite:
             ok = False
         else:
-            ok = isinstance(default, float) or isinstance(value, int) or value.is_integer()
+            ok = isinstance(default, float) or isinstance(value, numbers.Integral) or float(value).is_integer()
     else:
         expected, ok = "a string", isinstance(value, str)
     if not ok:
@@ -152,7 +158,9 @@ class HessianOptimizer(Protocol):
     averaged) loss with `torch.autograd.grad(loss, params, create_graph=True)` over `hessian_params()`,
     with attention on the MATH backend (fused kernels lack double backward, OPTIMIZERS.md section 8), and
     calls `update_hessian(grads)`; the optimizer draws its own probe vectors and takes the HVP from `grads`.
-    The trainer then uses the detached grads for the ordinary step.
+    The trainer then uses the detached grads for the ordinary step. `update_hessian` is called before that
+    step() but must not change it: the estimate counts from the next step on (Levanter's order: the update is
+    computed from the old estimate; see workers/optimizers/sophia.py).
     """
 
     def hessian_due(self) -> bool: ...

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from workers.optimizers import get_spec, resolve_hparams
@@ -8,7 +9,18 @@ from workers.optimizers.base import HParam, HParamTypeError, check_hparam_type
 
 @pytest.mark.parametrize(
     ("value", "default"),
-    [(1, 0.1), (1e-3, 0.1), (float("inf"), 0.1), (4, 5), (4.0, 5), (10**30, 5), (True, False), (0, True), ("x", "y")],
+    [
+        (1, 0.1),
+        (1e-3, 0.1),
+        (4, 5),
+        (4.0, 5),
+        (10**30, 5),
+        (np.int64(4), 5),
+        (np.float32(0.5), 0.1),
+        (True, False),
+        (0, True),
+        ("x", "y"),
+    ],
 )
 def test_values_of_the_defaults_type_are_accepted(value: HParam, default: HParam) -> None:
     check_hparam_type("h", value, default)
@@ -19,6 +31,9 @@ def test_values_of_the_defaults_type_are_accepted(value: HParam, default: HParam
     [
         ("abc", 0.1, "a float"),
         (True, 0.1, "a float"),  # lr=true is a typo, not 1.0
+        (float("inf"), 0.1, "a finite float"),
+        (float("nan"), 0.1, "a finite float"),
+        (float("inf"), 5, "an integer"),
         ("abc", 5, "an integer"),
         (2.5, 5, "an integer"),
         (False, 5, "an integer"),
