@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import re
 import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
@@ -173,41 +172,44 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-# scheme://user:PASSWORD@host...: up to the last "@" before a "/", so that a password with an unescaped "@" is
-# hidden whole (SQLAlchemy's own parse, and so URL.render_as_string(hide_password=True), puts its tail in the host).
-_URL_PASSWORD = re.compile(r"[^:/]*://[^/:@]*:(?P<password>[^/]*)@")
-
-
 def masked_url(url: str) -> str:
-    """A database URL fit to print: the password replaced by ***."""
-    m = _URL_PASSWORD.match(url)
-    return url if m is None else url[: m.start("password")] + "***" + url[m.end("password") :]
+    """db.session.masked_url, imported when called: `--help` does not pay for importing SQLAlchemy."""
+    from db.session import masked_url as mask
+
+    return mask(url)
 
 
-def _scrub(text: str, url: str) -> str:
-    """`text` (a driver's error) without the URL's password, nor the pieces an unescaped "@" split it into."""
-    m = _URL_PASSWORD.match(url)
-    if m is None:
-        return text
-    password = m.group("password")
-    for piece in sorted({password, *password.split("@")}, key=len, reverse=True):
-        if piece and (piece == password or len(piece) >= 3):  # not a stray letter of the host name
-            text = text.replace(piece, "***")
-    return text
+IN_MEMORY_SQLITE = (
+    "is an in-memory SQLite database, which every connection sees empty (the CLI migrates on one and reads on "
+    "another): name a file, e.g. sqlite:///path/to.db"
+)
 
 
-def _database() -> Any:
-    """Open (and migrate) the configured database; a bad URL or an unreachable server is one UsageError line."""
-    from sqlalchemy.exc import ArgumentError, InterfaceError, OperationalError
+def _database(create: bool = True) -> Any:
+    """Open (and migrate) the configured database; a bad URL or an unreachable server is one UsageError line.
+
+    With create=False (the read-only commands: status, best, report), a SQLite file that DATABASE_URL names but
+    that does not exist is an error: a typo in the path must not read as a new, empty database, nor make its
+    directories. The default file under SWEEP_HOME is made by every command, as are DATABASE_URL's by the others.
+    """
+    from sqlalchemy.exc import ArgumentError, DBAPIError
 
     from db.migrate import upgrade
-    from db.session import Database
+    from db.session import Database, scrub_password, sqlite_file, sqlite_in_memory
     from sweep_service.settings import get_settings
 
     settings = get_settings()
     url = settings.db_url()
     where = f"{masked_url(url)!r} ({'DATABASE_URL' if settings.database_url else 'under SWEEP_HOME'})"
     try:
+        if sqlite_in_memory(url):
+            raise UsageError(f"{where} {IN_MEMORY_SQLITE}")
+        path = sqlite_file(url)
+        if not create and settings.database_url and path is not None and not path.exists():
+            raise UsageError(
+                f"no database at {where}: the file does not exist (sweep-service db upgrade, run, serve or "
+                "import-results makes one)"
+            )
         upgrade(url)
         return Database(url)
     except ArgumentError:  # also NoSuchModuleError: an unknown dialect
@@ -215,11 +217,13 @@ def _database() -> Any:
             f"{where} is not a database URL SQLAlchemy knows; e.g. sqlite:///path/to.db or "
             "postgresql+psycopg2://user@host:5432/db"
         ) from None
+    except ValueError as exc:  # e.g. a port that is not a number, a SQLite timeout= that is not one
+        raise UsageError(f"{where} is not a valid database URL: {scrub_password(str(exc), url)}") from None
     except ImportError as exc:  # the dialect is known but its driver is not installed
         raise UsageError(f"{where}: its database driver is not installed ({exc.name or exc})") from None
-    except (OperationalError, InterfaceError) as exc:  # connection refused, no such database, bad password, ...
+    except DBAPIError as exc:  # connection refused, no such database, bad password, an option libpq lacks, ...
         reason = str(exc.orig).strip().splitlines()[0] if str(exc.orig).strip() else type(exc.orig).__name__
-        raise UsageError(f"cannot open the database {where}: {_scrub(reason, url)}") from None
+        raise UsageError(f"cannot open the database {where}: {scrub_password(reason, url)}") from None
     except OSError as exc:  # e.g. SWEEP_HOME where no directory can be made
         raise UsageError(f"cannot open the database {where}: {exc.strerror or exc}") from None
 
@@ -310,7 +314,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     from db import queries
     from db import repository as repo
 
-    db = _database()
+    db = _database(create=False)
     with db.session() as s:
         if args.sweep_id is not None:
             sweep = repo.get_sweep(s, args.sweep_id)
@@ -391,7 +395,7 @@ def cmd_best(args: argparse.Namespace) -> int:
 
     check_chinchilla(args.chinchilla)
     single = args.scale is not None and args.chinchilla is not None
-    db = _database()
+    db = _database(create=False)
     with db.session() as s:
         # The query GET /best reads; like the CLI before it, only cells with a recorded (finished) best count.
         finished = [
@@ -481,7 +485,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
     out = args.out if args.out is not None else get_settings().sweep_home / "reports" / f"sweep-{args.sweep_id}"
     try:
-        index = write_report(_database(), args.sweep_id, out)
+        index = write_report(_database(create=False), args.sweep_id, out)
     except OSError as exc:  # e.g. a directory we may not write to
         raise UsageError(f"cannot write the report to {out}: {exc.strerror or exc}") from None
     print(index)

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from db import repository as repo
-from db.session import Database
+from db.session import Database, masked_url
 from sweep_service.engine import Progress, run_sweep
 
 
@@ -83,7 +83,7 @@ class Dispatcher:
 
     def run_forever(self, poll_seconds: float = 2.0) -> None:
         """Claim and run sweeps until `stop` is set."""
-        self._say(f"dispatcher {self.owner} watching {self.db.url}")
+        self._say(f"dispatcher {self.owner} watching {masked_url(self.db.url)}")
         while not self.stop.is_set():
             sweep_id = self.claim_next()
             if sweep_id is None:
