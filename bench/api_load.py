@@ -64,7 +64,7 @@ from api.middleware import ASGIApp, Receive, Scope, Send
 from db.migrate import upgrade
 from db.models import Cell, CurvePoint, Sweep, Trial
 from db.repository import config_key
-from db.session import make_engine
+from db.session import make_engine, masked_url, scrub_password
 
 HOST = "127.0.0.1"  # loopback only: nothing leaves the machine
 POSTGRES_ADMIN_URL = "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
@@ -337,7 +337,8 @@ def postgres_database(admin_url: str) -> Iterator[str | None]:
             conn.execute(text(f'CREATE DATABASE "{name}"'))
     except OperationalError as exc:
         admin.dispose()
-        print(f"postgres: skipped, {admin_url} did not answer ({str(exc.orig).strip().splitlines()[0]})")
+        reason = scrub_password(str(exc.orig).strip().splitlines()[0], admin_url)
+        print(f"postgres: skipped, {masked_url(admin_url)} did not answer ({reason})")
         yield None
         return
     try:

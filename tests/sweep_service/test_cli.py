@@ -3,14 +3,14 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from db import repository as repo
 from db.migrate import upgrade
-from db.session import Database
+from db.session import Database, scrub_password
 from sweep_service.cli import main, masked_url, near_tie_text, parse_value
 from sweep_service.settings import get_settings
 
@@ -239,6 +239,19 @@ def test_status_says_when_it_lists_only_the_newest(home: Database, capsys: pytes
     assert len(lines) == 22 and lines[-1].startswith("sweep 1 ")
 
 
+@pytest.fixture
+def database_url(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[str], None]]:
+    """Sets DATABASE_URL (SWEEP_HOME in tmp_path); settings are read once, so re-read."""
+    monkeypatch.setenv("SWEEP_HOME", str(tmp_path))
+
+    def set_url(url: str) -> None:
+        monkeypatch.setenv("DATABASE_URL", url)
+        get_settings.cache_clear()
+
+    yield set_url
+    get_settings.cache_clear()
+
+
 @pytest.mark.parametrize(
     ("url", "words"),
     [
@@ -248,29 +261,133 @@ def test_status_says_when_it_lists_only_the_newest(home: Database, capsys: pytes
             "postgresql+psycopg2://postgres:secret@127.0.0.1:1/x",
             "cannot open the database 'postgresql+psycopg2://postgres:***@127.0.0.1:1/x' (DATABASE_URL): ",
         ),
+        (  # a "/" in the password
+            "postgresql+psycopg2://postgres:pa/secret@127.0.0.1:1/x",
+            "cannot open the database 'postgresql+psycopg2://postgres:***@127.0.0.1:1/x' (DATABASE_URL): ",
+        ),
+        (  # libpq refuses the option: ProgrammingError, not OperationalError
+            "postgresql+psycopg2://u:secret@127.0.0.1:1/x?foo=bar",
+            "cannot open the database 'postgresql+psycopg2://u:***@127.0.0.1:1/x?foo=bar' (DATABASE_URL): invalid dsn",
+        ),
+        (
+            "postgresql+psycopg2://u@127.0.0.1:1/x?password=secret",
+            "cannot open the database 'postgresql+psycopg2://u@127.0.0.1:1/x?password=***' (DATABASE_URL): ",
+        ),
+        (
+            "postgresql+psycopg2://u:secret@h:abc/x",
+            "'postgresql+psycopg2://u:***@h:abc/x' (DATABASE_URL) is not a valid database URL: invalid literal for int",
+        ),
+        ("sqlite://", "'sqlite://' (DATABASE_URL) is an in-memory SQLite database"),
+        ("sqlite:///", "'sqlite:///' (DATABASE_URL) is an in-memory SQLite database"),
+        ("sqlite:///:memory:", "'sqlite:///:memory:' (DATABASE_URL) is an in-memory SQLite database"),
     ],
 )
+@pytest.mark.parametrize("command", ["status", "run"])
 def test_a_bad_database_url_is_one_line_without_the_password(
-    url: str, words: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    url: str,
+    words: str,
+    command: str,
+    database_url: Callable[[str], None],
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
-    monkeypatch.setenv("SWEEP_HOME", str(tmp_path))
-    monkeypatch.setenv("DATABASE_URL", url)
-    get_settings.cache_clear()
-    try:
-        assert main(["status"]) == 2
-    finally:
-        get_settings.cache_clear()
+    database_url(url)
+    args = ["status"] if command == "status" else ["run", str(Path(__file__).parents[2] / "examples/quickstart.yaml")]
+    assert main(args) == 2
     err = capsys.readouterr().err
     assert err.startswith("sweep-service: error: ") and words in err, err
     assert err.count("\n") == 1 and "secret" not in err
 
 
-def test_masked_url() -> None:
-    assert masked_url("postgresql+psycopg2://u:pw@h:5432/db") == "postgresql+psycopg2://u:***@h:5432/db"
-    assert masked_url("postgresql://u:p@ss@h/db") == "postgresql://u:***@h/db"  # an unescaped @ in the password
-    assert masked_url("postgresql://u@h/db") == "postgresql://u@h/db"
-    assert masked_url("sqlite:////tmp/x.db") == "sqlite:////tmp/x.db"
-    assert masked_url("bogus") == "bogus"
+def test_read_only_commands_make_no_database_that_database_url_names(
+    tmp_path: Path, database_url: Callable[[str], None], capsys: pytest.CaptureFixture[str]
+) -> None:
+    missing = tmp_path / "missing"
+    url = f"sqlite:///{missing / 'x' / 'y.db'}"
+    database_url(url)
+    for args in (["status"], ["best"], ["report", "1"]):
+        assert main(args) == 2
+        err = capsys.readouterr().err
+        assert err == f"sweep-service: error: no database at '{url}' (DATABASE_URL): the file does not exist " + (
+            "(sweep-service db upgrade, run, serve or import-results makes one)\n"
+        )
+        assert not missing.exists()
+    assert main(["db", "upgrade"]) == 0 and (missing / "x" / "y.db").is_file()
+    assert main(["status"]) == 0 and capsys.readouterr().out.endswith("no sweeps yet\n")
+
+
+def test_read_only_commands_make_the_default_database(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("SWEEP_HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+    get_settings.cache_clear()
+    try:
+        assert main(["status"]) == 0 and capsys.readouterr().out == "no sweeps yet\n"
+    finally:
+        get_settings.cache_clear()
+    assert (tmp_path / "home" / "sweep-service.db").is_file()
+
+
+@pytest.mark.parametrize(
+    ("url", "masked"),
+    [
+        ("postgresql+psycopg2://u:pw@h:5432/db", "postgresql+psycopg2://u:***@h:5432/db"),
+        ("postgresql://u:p@ss@h/db", "postgresql://u:***@h/db"),  # an unescaped "@" in the password
+        ("postgresql://u:pa/ss@h/db", "postgresql://u:***@h/db"),  # an unescaped "/"
+        ("postgresql://u:pa@s/s@h/db", "postgresql://u:***@h/db"),  # both
+        ("postgresql://u:p:a@h:5432/db", "postgresql://u:***@h:5432/db"),
+        ("postgresql://u:p?w@h/db", "postgresql://u:***@h/db"),
+        ("postgresql://u:p%40w@h/db", "postgresql://u:***@h/db"),
+        ("postgresql://:pw@h/db", "postgresql://:***@h/db"),
+        ("postgresql://u:p@h/db?options=a@b", "postgresql://u:***@h/db?options=a@b"),
+        ("postgresql://u:p@h/db?password=secret&a=1", "postgresql://u:***@h/db?password=***&a=1"),
+        ("postgresql://h/db?sslmode=require&PASSWORD=s%26t", "postgresql://h/db?sslmode=require&PASSWORD=***"),
+        ("postgresql://u:p@h/db@x", "postgresql://u:***@x"),  # an "@" in a database name: hidden, not leaked
+        ("foo-bar://u:secret@h/db", "foo-bar://u:***@h/db"),  # a scheme SQLAlchemy cannot parse
+        ("postgresql:/u:secret@h/db", "***@h/db"),  # nor this
+        ("postgresql://u@h/db", "postgresql://u@h/db"),
+        ("postgresql://h:5432/db", "postgresql://h:5432/db"),
+        ("postgresql:///db", "postgresql:///db"),
+        ("sqlite:////tmp/x.db", "sqlite:////tmp/x.db"),
+        ("sqlite:////tmp/a@b/x.db", "sqlite:////tmp/a@b/x.db"),
+        ("sqlite:////tmp/a:b@c/x.db", "sqlite:////tmp/a:b@c/x.db"),
+        ("sqlite:///a:b@c.db", "sqlite:///a:b@c.db"),
+        ("sqlite://", "sqlite://"),
+        ("bogus", "bogus"),
+    ],
+)
+def test_masked_url(url: str, masked: str) -> None:
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    assert masked_url(url) == masked
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        return
+    hidden = make_url(masked)  # SQLAlchemy's own reading of what is printed finds no password
+    assert hidden.password in (None, "***") and hidden.query.get("password", "***") == "***"
+    # SQLAlchemy's own masking, where its password is the whole one and it re-quotes nothing (it would a query)
+    if parsed.password is not None and not parsed.query and "@" not in f"{parsed.host}{parsed.database}":
+        assert masked == parsed.render_as_string(hide_password=True)
+
+
+@pytest.mark.parametrize(
+    ("text", "url", "scrubbed"),
+    [
+        (  # SQLAlchemy gave the host the tail of a password with an unescaped "@"
+            'could not translate host name "t0pass@h" to address',
+            "postgresql://u:s3cr@t0pass@h/db",
+            'could not translate host name "***@h" to address',
+        ),
+        ('database "ghi@h/db" does not exist', "postgresql://u:abc@def/ghi@h/db", 'database "***@h/db" does not exist'),
+        ("password for p@ssw0rd refused", "postgresql://u:p%40ssw0rd@h/db", "password for *** refused"),
+        ("no hunter2 here", "postgresql://u@h/db?sslmode=require&password=hunter2", "no *** here"),
+        ("sqlite:////tmp/a@b/x.db: no such file", "sqlite:////tmp/a@b/x.db", "sqlite:////tmp/a@b/x.db: no such file"),
+    ],
+)
+def test_scrub_password(text: str, url: str, scrubbed: str) -> None:
+    assert scrub_password(text, url) == scrubbed
 
 
 def test_near_tie_wording() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from pathlib import Path
 
 from db import repository as repo
 from db.session import Database
@@ -94,4 +95,14 @@ def test_a_failing_sweep_is_marked_failed_and_the_dispatcher_goes_on(db_url: str
     with db.session() as s:
         sweep = repo.get_sweep(s, sweep_id)
         assert sweep is not None and sweep.status == "failed" and "boom" in (sweep.error or "")
+    db.dispose()
+
+
+def test_the_dispatcher_prints_its_database_without_the_password(tmp_path: Path) -> None:
+    db = Database("postgresql+psycopg2://u:pa/secret@127.0.0.1:1/x")  # never connected: stopped before a first look
+    lines: list[str] = []
+    d = Dispatcher(db, tmp_path, owner="x", progress=lines.append)
+    d.stop.set()
+    d.run_forever()
+    assert lines == ["dispatcher x watching postgresql+psycopg2://u:***@127.0.0.1:1/x"]
     db.dispose()
