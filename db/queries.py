@@ -37,6 +37,17 @@ def queue_depth(s: Session) -> int:
     return int(s.scalar(q) or 0)
 
 
+def cell_counts_for_sweeps(s: Session, sweep_ids: Sequence[int]) -> dict[int, int]:
+    """sweep id -> number of cells, for a page of sweeps in one query."""
+    out = dict.fromkeys(sweep_ids, 0)
+    if sweep_ids:
+        rows = s.execute(
+            select(Cell.sweep_id, func.count()).where(Cell.sweep_id.in_(list(sweep_ids))).group_by(Cell.sweep_id)
+        ).all()
+        out.update({int(sweep_id): int(n) for sweep_id, n in rows})
+    return out
+
+
 def trial_counts_for_sweeps(s: Session, sweep_ids: Sequence[int]) -> dict[int, dict[str, int]]:
     """sweep id -> trial status -> count, for a page of sweeps in one query."""
     out: dict[int, dict[str, int]] = {i: {} for i in sweep_ids}

@@ -325,7 +325,8 @@ def cmd_status(args: argparse.Namespace) -> int:
             total = queries.count_sweeps(s)
             sweeps = repo.list_sweeps(s, limit=total if args.all else STATUS_LIMIT)
         counts = queries.trial_counts_for_sweeps(s, [sw.id for sw in sweeps])
-        rows = [(sw.id, sw.name, sw.status, counts[sw.id], len(sw.cells)) for sw in sweeps]
+        cells_of = queries.cell_counts_for_sweeps(s, [sw.id for sw in sweeps])
+        rows = [(sw.id, sw.name, sw.status, counts[sw.id], cells_of[sw.id]) for sw in sweeps]
     if not rows:
         print("no sweeps yet")
         return 0
