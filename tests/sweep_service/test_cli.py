@@ -220,6 +220,14 @@ def test_status_of_a_missing_sweep_is_an_error_on_stderr(home: Database, capsys:
     assert main(["status"]) == 0 and capsys.readouterr().out == "no sweeps yet\n"
 
 
+def test_status_counts_each_sweep_s_cells(home: Database, capsys: pytest.CaptureFixture[str]) -> None:
+    add_sweep(home, "two", {"adamw/tiny-130k/1": (3.0, 1), "muon/tiny-130k/1": (2.9, 1)})
+    add_sweep(home, "none")
+    assert main(["status"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert " 0 cells; " in lines[0] and " 2 cells; " in lines[1], lines
+
+
 def test_status_says_when_it_lists_only_the_newest(home: Database, capsys: pytest.CaptureFixture[str]) -> None:
     long_name = "paper results (arXiv 2509.02046) " + "x" * 40
     for i in range(22):
