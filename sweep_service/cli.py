@@ -344,10 +344,11 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def _catalog() -> tuple[list[str], list[str], dict[str, int]]:
     """Registered optimizers, scale presets and each preset's non-embedding parameter count (imports torch)."""
-    from workers.model import SCALES, non_embedding_params
+    from sweep_service.importer import scale_params
     from workers.optimizers import REGISTRY
 
-    return list(REGISTRY), list(SCALES), {name: non_embedding_params(cfg) for name, cfg in SCALES.items()}
+    params = scale_params()
+    return list(REGISTRY), list(params), params
 
 
 def _check_names(s: Any, optimizer: str | None, scale: str | None) -> None:
@@ -358,11 +359,14 @@ def _check_names(s: Any, optimizer: str | None, scale: str | None) -> None:
     optimizers, scales, _ = _catalog()
     if (optimizer is None or optimizer in optimizers) and (scale is None or scale in scales):
         return
-    cells = [c for c, _ in queries.cells_with_sweeps(s)]
-    for field, name, known in (("optimizer", optimizer, optimizers), ("scale", scale, scales)):
+    held_optimizers, held_scales = queries.cell_names(s)
+    for field, name, known, held in (
+        ("optimizer", optimizer, optimizers, held_optimizers),
+        ("scale", scale, scales, held_scales),
+    ):
         if name is None or name in known:
             continue
-        stored = sorted({getattr(c, field) for c in cells} - set(known))
+        stored = [h for h in held if h not in known]
         if name not in stored:
             raise UsageError(f"unknown {field} {name!r}; valid {field}s: {', '.join([*known, *stored])}")
 

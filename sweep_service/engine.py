@@ -640,18 +640,16 @@ class SweepSearcher(_searcher_base()):  # type: ignore[misc]
 
 
 def _repro_of(result: dict[str, Any]) -> dict[str, Any] | None:
-    """The trial's reproducibility record from its final report: `info_json` (workers/tune_trainable.py; Ray Tune
-    flattens nested dicts, so the worker sends it as one string), or a nested `info` from a caller that does not
-    go through Tune."""
+    """The trial's reproducibility record from its final report's `info_json` (workers/tune_trainable.py: Ray Tune
+    flattens nested dicts, so the worker sends it as one string); None when there is none."""
     raw = result.get("info_json")
-    if isinstance(raw, str):
-        try:
-            decoded = json.loads(raw)
-        except ValueError:
-            return None
-        return decoded if isinstance(decoded, dict) else None
-    nested = result.get("info")
-    return nested if isinstance(nested, dict) else None
+    if not isinstance(raw, str):
+        return None
+    try:
+        decoded = json.loads(raw)
+    except ValueError:
+        return None
+    return decoded if isinstance(decoded, dict) else None
 
 
 def _callback_base() -> type:

@@ -240,7 +240,6 @@ def _space_for(optimizer: str, scale: str, override: SearchOverride | None, cell
     # Catalog imports (torch) happen here, not at module import, so the API can validate cheaply.
     from workers.model import SCALES
     from workers.optimizers import REGISTRY, resolve_hparams
-    from workers.optimizers.base import HParamTypeError, check_hparam_type
 
     spec = REGISTRY[optimizer]
     family = SCALES[scale].family
@@ -263,7 +262,7 @@ def _space_for(optimizer: str, scale: str, override: SearchOverride | None, cell
         typed += [
             (f"{section}.{k}", k, v) for section in ("baseline", "fixed") for k, v in getattr(override, section).items()
         ]
-        _check_types(where, typed, resolved, check_hparam_type, HParamTypeError)
+        _check_types(where, typed, resolved)
         for k, values in override.grid.items():
             if not values:
                 raise SpecError([(f"{where}.grid.{k}", "a grid needs at least one value")])
@@ -282,7 +281,7 @@ def _space_for(optimizer: str, scale: str, override: SearchOverride | None, cell
                 [("baseline", f"unknown hyperparameters {unknown} for {optimizer}; valid: {sorted(names)}")]
             )
         typed = [(f"baseline.{k}", k, v) for k, v in cell.baseline.items()]
-        _check_types("", typed, resolved, check_hparam_type, HParamTypeError)
+        _check_types("", typed, resolved)
         baseline.update(cell.baseline)
         if cell.tune is not None:
             tune = cell.tune
@@ -304,15 +303,15 @@ def _space_for(optimizer: str, scale: str, override: SearchOverride | None, cell
     return Space(grid, baseline, fixed)
 
 
-def _check_types(
-    where: str, typed: list[tuple[str, str, Any]], resolved: dict[str, Any], check: Any, error: type[Exception]
-) -> None:
+def _check_types(where: str, typed: list[tuple[str, str, Any]], resolved: dict[str, Any]) -> None:
     """SpecError naming every (location, hyperparameter, value) whose value has the wrong type for its default."""
+    from workers.optimizers.base import HParamTypeError, check_hparam_type  # torch: not at module import
+
     errors = []
     for loc, name, value in typed:
         try:
-            check(name, value, resolved[name])
-        except error as exc:
+            check_hparam_type(name, value, resolved[name])
+        except HParamTypeError as exc:
             errors.append((f"{where}.{loc}" if where else loc, str(exc)))
     if errors:
         raise SpecError(errors)

@@ -92,10 +92,11 @@ def _from_trials(s: Session, cells: list[tuple[Cell, Sweep]]) -> list[_Candidate
 def _catalog() -> tuple[dict[str, Any], list[str], dict[str, int]]:
     """The scale presets, the optimizer names and each scale's non-embedding parameter count. workers.model
     imports torch (seconds): imported on the first /best, not with the API, and computed once."""
-    from workers.model import SCALES, non_embedding_params
+    from sweep_service.importer import scale_params
+    from workers.model import SCALES
     from workers.optimizers import REGISTRY
 
-    return dict(SCALES), list(REGISTRY), {name: non_embedding_params(config) for name, config in SCALES.items()}
+    return dict(SCALES), list(REGISTRY), scale_params()
 
 
 # Answers of GET /best per database and filter, each with the version of the data it was computed from
