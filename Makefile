@@ -37,8 +37,10 @@ lint: $(STAMP)
 types: $(STAMP)
 	$(BIN)/mypy sweep_service workers db api bench tests
 
+# Parallel over the machine's cores (pytest-xdist); PYTEST_WORKERS=0 runs in one process.
+PYTEST_WORKERS ?= auto
 pytest: $(STAMP) browser
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n $(PYTEST_WORKERS) --dist loadgroup --durations=15
 
 test: lint types pytest
 

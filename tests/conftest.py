@@ -67,3 +67,15 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
         if names:
             conn.execute(text(f"TRUNCATE {names} RESTART IDENTITY CASCADE"))
     engine.dispose()
+
+
+# ---- parallel runs (pytest-xdist, `make test`) ------------------------------------------------------------
+# Tests that start a local Ray or a Chromium are each kept on one worker (`--dist loadgroup`): two Ray
+# instances or two browsers at once on a 2-core machine only slow each other down, and the browser's
+# session-scoped server is then started once, not once per worker.
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        for marker, group in (("ray", "ray"), ("browser", "browser")):
+            if item.get_closest_marker(marker) is not None and item.get_closest_marker("xdist_group") is None:
+                item.add_marker(pytest.mark.xdist_group(group))
+                break
