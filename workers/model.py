@@ -16,6 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+INITS = ("levanter", "gpt2")
+
 
 @dataclass(frozen=True)
 class ModelConfig:
@@ -29,8 +31,13 @@ class ModelConfig:
     family: str = "tiny"
     rope_theta: float = 10000.0  # Llama's RoPE base
     norm_eps: float = 1e-5  # Llama's RMSNorm epsilon
+    # Initialisation: "levanter" (the paper's: Levanter's Llama, see `init_levanter_`) or "gpt2" (nanoGPT's, for
+    # comparisons; see `init_gpt2_`).
+    init: str = "levanter"
 
     def __post_init__(self) -> None:
+        if self.init not in INITS:
+            raise ValueError(f"unknown init {self.init!r}; valid: {', '.join(INITS)}")
         if self.d_model % self.n_heads != 0:
             raise ValueError(f"d_model {self.d_model} is not divisible by n_heads {self.n_heads}")
         if (self.d_model // self.n_heads) % 2 != 0:
@@ -172,15 +179,11 @@ class Transformer(nn.Module):
 
     @torch.no_grad()
     def reset_parameters(self) -> None:
-        # GPT-2/nanoGPT init: N(0, 0.02) everywhere, residual output projections scaled by 1/sqrt(2 L).
-        std = 0.02
-        for name, p in self.named_parameters():
-            if p.ndim == 1:
-                p.fill_(1.0)  # RMSNorm gains
-            elif name.endswith(("attn.wo.weight", "mlp.w2.weight")):
-                p.normal_(0.0, std / math.sqrt(2 * self.config.n_layers))
-            else:
-                p.normal_(0.0, std)
+        """Initialise every parameter by `config.init` ("levanter" or "gpt2")."""
+        if self.config.init == "gpt2":
+            init_gpt2_(self)
+        else:
+            init_levanter_(self)
 
     def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None) -> torch.Tensor:
         """Logits (B, T, V) when targets is None, else the mean cross-entropy loss (a scalar)."""
@@ -191,6 +194,54 @@ class Transformer(nn.Module):
         if targets is None:
             return logits
         return F.cross_entropy(logits.float().view(-1, logits.size(-1)), targets.reshape(-1))
+
+
+# Levanter's embedding scale: haliax `Embedding.init(..., initializer_range=0.02)` (haliax nn/embedding.py), which
+# Levanter's `LlamaEmbedding.init` (levanter models/llama.py) calls without an initializer_range.
+EMBEDDING_STD = 0.02
+# haliax `Linear.init` draws a standard normal truncated to [-3, 3] (`hax.random.truncated_normal(key, ..., -3, 3)`).
+TRUNCATION = 3.0
+
+
+@torch.no_grad()
+def init_levanter_(model: Transformer, init_scale: float = 1.0) -> None:
+    """Levanter's Llama initialisation, as the paper's runs started.
+
+    Sources (stanford-crfm/levanter src/levanter/models/llama.py; stanford-crfm/haliax src/haliax/nn/linear.py,
+    src/haliax/nn/embedding.py):
+    - every `hnn.Linear` (`LlamaAttention.init`: q/k/v/o_proj; `LlamaMlp.init`: gate/up/down_proj;
+      `LlamaLMHeadModel.init`: lm_head) is made by haliax `Linear.init`: `truncated_normal(-3, 3) *
+      (init_scale / sqrt(input_size))` with init_scale 1. So W = T / sqrt(fan_in), T a standard normal truncated
+      to [-3, 3] (its std is 0.98658, not 1: the truncation's variance loss is not corrected), fan_in = the
+      layer's input width (d for q/k/v/o, w1, w3 and the head; d_ff for w2). No residual 1/sqrt(2 L) scaling.
+    - the token embedding: `LlamaEmbedding.init` calls haliax `Embedding.init`, whose weight is
+      `normal * initializer_range` with its default 0.02: N(0, 0.02^2), not truncated.
+    - RMSNorm gains: ones (`LlamaRMSNorm.init`: `hax.ones(axis)`).
+    torch's Linear weight is (out, in), so fan_in is `weight.shape[1]`.
+    """
+    for name, p in model.named_parameters():
+        role = param_role(name)
+        if role == "norm":
+            p.fill_(1.0)
+        elif role == "embedding":
+            p.normal_(0.0, EMBEDDING_STD)
+        else:  # "matrix" and "head": every Linear
+            nn.init.trunc_normal_(p, mean=0.0, std=1.0, a=-TRUNCATION, b=TRUNCATION)
+            p.mul_(init_scale / math.sqrt(p.shape[1]))
+
+
+@torch.no_grad()
+def init_gpt2_(model: Transformer) -> None:
+    """GPT-2/nanoGPT initialisation (nanoGPT model.py `_init_weights`): N(0, 0.02) everywhere, the residual output
+    projections (wo, w2) scaled by 1/sqrt(2 x layers), norm gains ones. Kept for comparisons with the paper's."""
+    std = 0.02
+    for name, p in model.named_parameters():
+        if p.ndim == 1:
+            p.fill_(1.0)  # RMSNorm gains
+        elif name.endswith(("attn.wo.weight", "mlp.w2.weight")):
+            p.normal_(0.0, std / math.sqrt(2 * model.config.n_layers))
+        else:
+            p.normal_(0.0, std)
 
 
 def build_model(config: ModelConfig, device: torch.device | str | None = None) -> Transformer:

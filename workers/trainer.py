@@ -253,8 +253,10 @@ def train(config: RunConfig, report: Report | None = None) -> RunResult:
     device = resolve_device(config.device)
     spec = get_spec(config.optimizer)
     source = load_source(config.data, config.vocab_size)
-    cfg = dataclasses.replace(get_scale(config.scale), vocab_size=source.vocab_size)
-    hp = resolve_hparams(spec, cfg.family, config.hparams)
+    scale = get_scale(config.scale)
+    hp = resolve_hparams(spec, scale.family, config.hparams)
+    # The init hyperparameter picks the model's initialisation (workers.model.INITS; ModelConfig names bad values).
+    cfg = dataclasses.replace(scale, vocab_size=source.vocab_size, init=str(hp["init"]))
     batch_size = int(hp["batch_size"])
     micro = config.micro_batch_size or batch_size
     if batch_size <= 0 or micro <= 0 or batch_size % micro != 0:

@@ -1,9 +1,13 @@
 from __future__ import annotations
 
+import dataclasses
+import math
+
 import pytest
 import torch
 
 from workers.model import (
+    EMBEDDING_STD,
     SCALES,
     Transformer,
     build_model,
@@ -46,9 +50,13 @@ def test_forward_shapes_and_loss(tiny_model: torch.nn.Module) -> None:
     idx = torch.randint(0, 256, (3, 16))
     logits = tiny_model(idx)
     assert logits.shape == (3, 16, 256)
-    loss = tiny_model(idx, idx)
-    # An untrained model predicts roughly uniformly over 256 bytes: loss near ln 256 = 5.545.
-    assert abs(float(loss.detach()) - 5.545) < 0.2
+    loss = float(tiny_model(idx, idx).detach())
+    # Levanter's head (std 0.987/sqrt(d) on unit-RMS features) gives logits of std ~1 at init, so the loss is
+    # about ln 256 + var/2 = 5.545 + ~0.49 rather than ln 256 (GPT-2's N(0, 0.02) head gives ~ln 256).
+    assert 5.6 < loss < 6.3
+    dataclass_cfg = dataclasses.replace(SCALES["tiny-130k"], init="gpt2")
+    torch.manual_seed(0)
+    assert abs(float(build_model(dataclass_cfg)(idx, idx).detach()) - 5.545) < 0.2
 
 
 def test_causal(tiny_model: torch.nn.Module) -> None:
@@ -72,3 +80,50 @@ def test_llama_shape_no_biases_untied(tiny_model: Transformer) -> None:
 def test_unknown_scale_lists_valid_names() -> None:
     with pytest.raises(ValueError, match=r"valid scales: 130m, 300m"):
         get_scale("7b")
+
+
+# The std of a standard normal truncated to [-3, 3]: sqrt(1 - 2 x 3 phi(3) / (Phi(3) - Phi(-3))) = 0.98658.
+TRUNC_STD = math.sqrt(1 - 6 * math.exp(-4.5) / math.sqrt(2 * math.pi) / math.erf(3 / math.sqrt(2)))
+
+
+def test_levanter_init_statistics_per_matrix() -> None:
+    """Every Linear (hidden matrices and the head): std x sqrt(fan_in) = 0.9866, |W| x sqrt(fan_in) <= 3, no
+    residual scaling (wo, w2 as the rest); the embedding N(0, 0.02) untruncated; norm gains ones."""
+    assert abs(TRUNC_STD - 0.98658) < 1e-5
+    torch.manual_seed(0)
+    model = build_model(SCALES["tiny-1.2m"])
+    assert model.config.init == "levanter"
+    checked = 0
+    for name, p in model.named_parameters():
+        w = p.detach().double()
+        role = param_role(name)
+        if role in ("matrix", "head"):
+            fan_in = p.shape[1]
+            scaled = w * math.sqrt(fan_in)
+            # 192 x 192 .. 256 x 192 entries: the std's sampling error is < 1.3%; 4% leaves room.
+            assert float(scaled.std()) == pytest.approx(TRUNC_STD, rel=0.04), name
+            assert float(scaled.abs().max()) <= 3.0 + 1e-6, name
+            assert float(scaled.abs().max()) > 2.5, name  # truncated at 3, not clipped narrower
+            assert abs(float(scaled.mean())) < 0.02, name
+            checked += 1
+        elif role == "embedding":
+            assert float(w.std()) == pytest.approx(EMBEDDING_STD, rel=0.04)
+            assert float(w.abs().max()) > 3 * EMBEDDING_STD  # a plain normal: 49k draws pass 3 sigma
+        else:
+            assert torch.equal(p, torch.ones_like(p)), name
+    assert checked == 2 * 7 + 1  # 2 blocks x (q, k, v, o, w1, w2, w3) + lm_head
+
+
+def test_gpt2_init_is_kept_for_comparisons() -> None:
+    torch.manual_seed(0)
+    cfg = dataclasses.replace(SCALES["tiny-1.2m"], init="gpt2")
+    model = build_model(cfg)
+    stds = {n: float(p.detach().std()) for n, p in model.named_parameters() if p.ndim == 2}
+    assert stds["blocks.0.attn.wq.weight"] == pytest.approx(0.02, rel=0.05)
+    assert stds["lm_head.weight"] == pytest.approx(0.02, rel=0.05)
+    assert stds["blocks.1.mlp.w2.weight"] == pytest.approx(0.02 / math.sqrt(2 * cfg.n_layers), rel=0.05)
+
+
+def test_unknown_init_is_refused() -> None:
+    with pytest.raises(ValueError, match="unknown init 'xavier'; valid: levanter, gpt2"):
+        dataclasses.replace(SCALES["tiny-130k"], init="xavier")

@@ -96,12 +96,25 @@ def test_real_run_at_1x_chinchilla_lowers_eval_loss_by_40_percent() -> None:
         ({"device": "tpu"}, "unknown device 'tpu'; valid: auto, cpu, cuda, cuda:N, mps"),
         ({"hparams": {"lr": "abc"}}, "hyperparameter lr='abc': expected a float"),
         ({"hparams": {"batch_size": "abc"}}, "hyperparameter batch_size='abc': expected an integer"),
+        ({"hparams": {"warmup": 2, "init": "xavier"}}, "unknown init 'xavier'; valid: levanter, gpt2"),
     ],
 )
 def test_unusable_configs_raise_a_value_error_naming_the_field(changes: dict[str, Any], words: str) -> None:
     config = dataclasses.replace(RunConfig(scale="tiny-130k", chinchilla=0.02, hparams={"warmup": 2}), **changes)
     with pytest.raises(ValueError, match=re.escape(words)):
         train(config)
+
+
+def test_init_hyperparameter_reaches_the_model() -> None:
+    """The model starts as `init` says: Levanter's head gives logits of std ~1 (initial loss ~ln 256 + 0.5),
+    GPT-2's N(0, 0.02) head near-uniform predictions (~ln 256 = 5.545)."""
+    runs = {
+        init: train(RunConfig(scale="tiny-130k", chinchilla=0.02, hparams={"warmup": 2, "init": init}, max_steps=1))
+        for init in ("levanter", "gpt2")
+    }
+    assert runs["levanter"].hparams["init"] == "levanter"
+    assert runs["levanter"].initial_eval_loss > 5.7
+    assert abs(runs["gpt2"].initial_eval_loss - math.log(256)) < 0.1
 
 
 def test_a_checkpoint_dir_that_is_a_file_is_refused(tmp_path: Path) -> None:

@@ -43,6 +43,7 @@ TRAINER_DEFAULTS: dict[str, dict[str, HParam]] = {
         "min_lr_ratio": 0.0,
         "decay": 1.0,  # fraction of steps in the final decay; 1.0 = decay from the end of warmup
         "max_grad_norm": 1.0,
+        "init": "levanter",  # the model's initialisation (workers.model.INITS); the paper's runs: Levanter's Llama
     },
     "tiny": {
         "lr": 1e-2,  # DESIGN.md calibration: AdamW lr 1e-2 beat 3e-3 at tiny-130k
@@ -51,6 +52,7 @@ TRAINER_DEFAULTS: dict[str, dict[str, HParam]] = {
         "min_lr_ratio": 0.0,
         "decay": 1.0,
         "max_grad_norm": 1.0,
+        "init": "levanter",
     },
 }
 TRAINER_HPARAMS = tuple(TRAINER_DEFAULTS["paper"])
