@@ -300,32 +300,37 @@ class HeldOutCell(BaseModel):
 
 
 class HparamFitOut(BaseModel):
-    """h(N, C) = A x N^B x C^C' + D for one hyperparameter (PAPER.md section 4, Phase III)."""
+    """How one hyperparameter was predicted (sweep_service/scaling.py; PAPER.md section 4, Phase III)."""
 
     name: str
-    method: Literal["power_law", "constant", "majority_vote"]
-    A: float | None
-    B: float | None
-    C_prime: float | None
-    D: float | None
-    value: HParamValue | None = Field(description="the predicted value unless method is power_law")
-    n_points: int
-    underdetermined: bool = Field(description="as few cells as parameters (or fewer): no reliable error")
-    holdout: HeldOutCell | None = Field(description="the cell fitted without, to measure the error")
+    method: Literal["robust", "paper"]
+    form: str = Field(
+        description="paper: power_law, constant, not_fitted or failed; robust: constant, nearest_cell, log_linear, "
+        "bounded_power_law or not_fitted (the form used; nearest_cell after a fallback)"
+    )
+    params: list[float] = Field(
+        description="power laws: (A, a, b, B) of A x N^a x C^b + B, N raw; log_linear: (c0, cN, cC) of "
+        "log h = c0 + cN log N + cC log C; empty otherwise"
+    )
+    error: float | None = Field(
+        description="robust: the form's mean leave-one-cell-out error (|log(pred/actual)| for positive values, "
+        "else relative); paper: the held-out cell's relative error"
+    )
+    form_errors: dict[str, float | None] = Field(description="robust: each candidate form's leave-one-out error")
+    n_points: int = Field(description="cells fitted (paper: the 12 cells, of which the 10 middle ones are fitted)")
+    holdout: HeldOutCell | None = Field(description="paper: the held-out cell (the largest)")
     holdout_actual: HParamValue | None
     holdout_predicted: HParamValue | None
-    holdout_rel_error: float | None = Field(description="|predicted - actual| / |actual| on the held-out cell")
-    raw: HParamValue | None = Field(description="the prediction at the target, before snapping")
+    raw: HParamValue | None = Field(description="the form's value at the target: unrounded, before guard and snap")
     predicted: HParamValue | None = Field(description="the prediction at the target (snapped when asked)")
-    note: str
+    low: float | None = Field(None, description="robust: interval from the leave-one-out residuals, low end")
+    high: float | None = Field(None, description="robust: interval from the leave-one-out residuals, high end")
     fallback: bool = Field(
         False,
-        description="the power law missed its held-out cell by more than the value itself (holdout_rel_error > 1): "
-        "raw and predicted are the majority vote over the cells instead",
+        description="robust: raw was outside [min/2, 2 x max] of the cells' values (or not finite): predicted is "
+        "the nearest cell's value",
     )
-    power_law_raw: HParamValue | None = Field(
-        None, description="the power law's own value at the target (also when fallback replaced it); null otherwise"
-    )
+    note: str
 
 
 class PredictResponse(BaseModel):
@@ -345,3 +350,4 @@ class PredictResponse(BaseModel):
         description="names in the fitted configs that the trainer does not take for this optimizer: not predicted",
     )
     fallbacks: list[str] = Field(default_factory=list, description="hyperparameters whose fit has fallback true")
+    method: Literal["robust", "paper"] = Field("robust", description="how the hyperparameters were fitted")

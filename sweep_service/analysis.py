@@ -37,10 +37,9 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -50,20 +49,22 @@ from scipy.optimize import OptimizeWarning, curve_fit
 __all__ = [
     "CELL_KEY",
     "EXTRAPOLATION_SLACK",
-    "MAX_HOLDOUT_REL_ERROR",
     "NEAR_TIE_TOLERANCE",
     "PAPER_FIT_MULTIPLES",
     "TRIAL_COLUMNS",
-    "HparamFit",
+    "HparamPrediction",
     "LossFit",
+    "ScalingFit",
+    "allowed_range",
     "best_per_cell",
     "check_trials",
     "config_key",
     "estimate_speedup",
     "fit_hparam_scaling",
     "fit_loss_vs_data",
-    "hparam_fits_frame",
+    "predict_hparam",
     "predict_hparams",
+    "scaling_fits_frame",
     "sensitivity",
     "snap_to_grid",
     "speedups",
@@ -98,11 +99,6 @@ LOSS_FIT_LOWER: tuple[float, float, float] = (0.0, 0.0, 0.0)
 # move by about that much with the fit's residuals (at 130m the paper's fit leaves ~1e-3 in loss, which is
 # ~1.5% of D at 8x, where dL/dD = alpha x B x D^(-B-1) ~ 0.009; 5% is ~3 such residuals).
 EXTRAPOLATION_SLACK = 0.05
-# /predict falls back from a power law whose held-out cell it missed by more than the value itself
-# (|predicted - actual| > |actual|): such a law is no better than the measured values (PAPER.md section 4,
-# Phase III reports this error; it sets no threshold, so 1.0 is ours).
-MAX_HOLDOUT_REL_ERROR = 1.0
-HPARAM_FIT_PARAMS = 4  # A, B, C', D (PAPER.md section 4, Phase III)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -871,226 +867,8 @@ def _speedup_row(
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Hyperparameter scaling laws (PAPER.md section 4, Phase III)
+# Hyperparameter scaling laws (PAPER.md section 4, Phase III): sweep_service/scaling.py, re-exported here
 # ---------------------------------------------------------------------------------------------------------------
-
-HparamMethod = Literal["power_law", "constant", "majority_vote"]
-
-
-@dataclass(frozen=True)
-class HparamFit:
-    """h(N, C) = A x N^B x C^C' + D for one hyperparameter (PAPER.md section 4, Phase III).
-
-    `method` says how it predicts: "power_law" (the fit above), "constant" (every cell had the same value),
-    or "majority_vote" (non-numeric or boolean values, or too few cells to fit 4 parameters: the most common
-    value, ties going to the larger model). A, B, C_prime (the paper's C') and D are NaN unless power_law.
-    `holdout_*` describe the held-out cell: its value, the prediction of a fit made without it, and the
-    relative error |predicted - actual| / |actual| (NaN for a non-numeric value or when no cell was held out).
-    `fallback` is the value without a fit (the majority vote over the cells, ties to the larger model): what
-    `predict_hparams` uses instead of a power law that `misses_holdout`.
-    """
-
-    name: str
-    method: HparamMethod
-    A: float
-    B: float
-    C_prime: float
-    D: float
-    value: HParamValue | None
-    integer: bool
-    n_points: int
-    underdetermined: bool
-    holdout: tuple[str, float] | None
-    holdout_actual: HParamValue | None
-    holdout_predicted: HParamValue | None
-    holdout_rel_error: float
-    note: str = ""
-    fallback: HParamValue | None = None
-
-    def misses_holdout(self, max_rel_error: float = MAX_HOLDOUT_REL_ERROR) -> bool:
-        """A power law whose held-out relative error exceeds `max_rel_error` (False when there is no error)."""
-        return self.method == "power_law" and self.holdout_rel_error > max_rel_error
-
-    def predict(self, n_params: float, chinchilla: float) -> HParamValue:
-        """The hyperparameter at N non-embedding parameters and Chinchilla multiple C (not snapped)."""
-        if self.method != "power_law":
-            if self.value is None:
-                raise ValueError(f"hyperparameter {self.name!r}: no value to predict")
-            return self.value
-        raw = self.A * float(n_params) ** self.B * float(chinchilla) ** self.C_prime + self.D
-        return round(raw) if self.integer else float(raw)
-
-
-def _power_law(x: np.ndarray, a: float, b: float, c: float, d: float) -> np.ndarray:
-    """A x N^B x C^C' + D with x = (N, C) stacked on axis 0; shape (2, n) -> (n,)."""
-    return a * np.power(x[0], b) * np.power(x[1], c) + d
-
-
-def _fit_power_law(n_params: np.ndarray, chinchilla: np.ndarray, y: np.ndarray) -> np.ndarray | None:
-    """(A, B, C', D) by least squares, or None when no start converges.
-
-    Starts from the paper's p0 = [0, -0.5, -0.5, mean] (PAPER.md section 4, as Marin's hyper_scaling.py),
-    in units of N / N_ref (N_ref the geometric mean of N) so that A is of the order of h rather than
-    ~1e4 x h; A is converted back to raw N: A = A' x N_ref^(-B). Only if that start fails are a few others
-    tried (first to converge wins): a lowest-error search over many starts picks wild extrapolations when
-    the best values are steps on a grid, as they are here.
-    """
-    n_ref = float(np.exp(np.mean(np.log(n_params))))
-    x = np.stack([n_params / n_ref, chinchilla])  # (2, n)
-    mean, spread = float(np.mean(y)), float(np.std(y)) or 1.0
-    starts: list[tuple[float, float, float, float]] = [(0.0, -0.5, -0.5, mean)]
-    for b0, c0 in ((-0.5, 0.5), (0.5, -0.5), (0.5, 0.5)):
-        for sign in (1.0, -1.0):
-            starts.append((sign * spread, b0, c0, mean))
-    for p0 in starts:
-        result = _curve_fit_quiet(_power_law, x, y, p0, maxfev=20000)
-        if result is not None:
-            a, b, c, d = (float(v) for v in result[:4])
-            return np.array([a * n_ref ** (-b), b, c, d])
-    return None
-
-
-def _majority(values: Sequence[HParamValue]) -> HParamValue:
-    """The most common value; ties go to the one seen first (callers order the largest model first)."""
-    counts: Counter[tuple[str, object]] = Counter(_value_key(v) for v in values)
-    firsts: dict[tuple[str, object], HParamValue] = {}
-    for v in values:
-        firsts.setdefault(_value_key(v), v)
-    top = max(counts.values())
-    return next(firsts[k] for k in firsts if counts[k] == top)
-
-
-def _relative_error(predicted: float, actual: float) -> float:
-    if actual == 0:
-        return 0.0 if predicted == 0 else math.inf
-    return abs(predicted - actual) / abs(actual)
-
-
-def _fit_one_hparam(
-    name: str, points: list[tuple[str, float, float, HParamValue]], holdout: tuple[str, float] | None
-) -> HparamFit:
-    """Fit one hyperparameter over (scale, C, N, value) points, largest model first."""
-    values = [p[3] for p in points]
-    numeric = all(_is_number(v) for v in values)
-    integer = numeric and all(isinstance(v, int | np.integer) for v in values)
-    held = next((p for p in points if holdout is not None and (p[0], p[1]) == holdout), None)
-    rest = [p for p in points if p is not held]
-    nan = math.nan
-    n = len(points)
-    base: dict[str, Any] = {
-        "name": name,
-        "integer": integer,
-        "n_points": n,
-        "holdout": (held[0], held[1]) if held is not None else None,
-        "holdout_actual": held[3] if held is not None else None,
-    }
-
-    if not numeric or len({_value_key(v) for v in values}) == 1 or n < HPARAM_FIT_PARAMS:
-        if not numeric:
-            method: HparamMethod = "majority_vote"
-            note = "not numeric: predicted by majority vote over the cells"
-        elif len({_value_key(v) for v in values}) == 1:
-            method, note = "constant", "the same value in every cell"
-        else:
-            method = "majority_vote"
-            note = f"{n} cells for {HPARAM_FIT_PARAMS} parameters: not fitted, predicted by majority vote"
-        voted = _majority([p[3] for p in rest]) if held is not None and rest else None
-        rel = nan
-        if held is not None and voted is not None and numeric:
-            rel = _relative_error(float(voted), float(held[3]))
-        return HparamFit(
-            method=method, A=nan, B=nan, C_prime=nan, D=nan, value=_majority(values),
-            underdetermined=method == "majority_vote" and numeric, holdout_predicted=voted,
-            holdout_rel_error=rel, note=note, fallback=_majority(values), **base,
-        )  # fmt: skip
-
-    def arrays(pts: list[tuple[str, float, float, HParamValue]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        return (
-            np.array([p[2] for p in pts], np.float64),
-            np.array([p[1] for p in pts], np.float64),
-            np.array([float(p[3]) for p in pts], np.float64),
-        )
-
-    params = _fit_power_law(*arrays(points))
-    notes: list[str] = []
-    if params is None:
-        return HparamFit(
-            method="majority_vote", A=nan, B=nan, C_prime=nan, D=nan, value=_majority(values),
-            underdetermined=False, holdout_predicted=None, holdout_rel_error=nan,
-            note="power-law fit failed: predicted by majority vote", fallback=_majority(values), **base,
-        )  # fmt: skip
-    underdetermined = n <= HPARAM_FIT_PARAMS
-    if underdetermined:
-        notes.append(f"underdetermined: {n} cells for {HPARAM_FIT_PARAMS} parameters")
-    held_pred: HParamValue | None = None
-    rel = nan
-    if held is not None:
-        if len(rest) >= HPARAM_FIT_PARAMS:
-            held_params = _fit_power_law(*arrays(rest))
-            if held_params is not None:
-                a, b, c, d = (float(v) for v in held_params)
-                raw = a * held[2] ** b * held[1] ** c + d
-                held_pred = round(raw) if integer else raw
-                rel = _relative_error(raw, float(held[3]))
-            else:
-                notes.append("fit without the held-out cell failed")
-        else:
-            notes.append(f"{len(rest)} cells left after holding one out: no held-out error")
-    a, b, c, d = (float(v) for v in params)
-    return HparamFit(
-        method="power_law", A=a, B=b, C_prime=c, D=d, value=None, underdetermined=underdetermined,
-        holdout_predicted=held_pred, holdout_rel_error=rel, note="; ".join(notes), fallback=_majority(values),
-        **base,
-    )  # fmt: skip
-
-
-def fit_hparam_scaling(
-    cells: pd.DataFrame,
-    optimizer: str | None = None,
-    hparams: Sequence[str] | None = None,
-    holdout: Literal["largest"] | tuple[str, float] | None = "largest",
-    tolerance: float = NEAR_TIE_TOLERANCE,
-) -> dict[str, HparamFit]:
-    """Fit h(N, C) = A x N^B x C^C' + D per hyperparameter over the best configs of cells (Phase III).
-
-    `cells` is `best_per_cell`'s frame, or a trials frame (reduced with `best_per_cell` first). N is
-    `non_embedding_params`, C the Chinchilla multiple. With several optimizers in the frame, `optimizer`
-    picks one. `hparams` defaults to every name in the best configs. `holdout` is the cell (scale,
-    chinchilla) whose relative error is reported from a fit made without it ("largest": the largest N, then
-    the largest C, as the paper's fit script does); the returned parameters are fitted on every cell.
-    """
-    if "best_config" not in cells.columns:
-        cells = best_per_cell(cells, tolerance=tolerance, n_boot=0)
-    if optimizer is not None:
-        cells = cells[cells["optimizer"] == optimizer]
-    optimizers = sorted(set(cells["optimizer"]))
-    if len(optimizers) > 1:
-        raise ValueError(f"cells of several optimizers {optimizers}: pass optimizer=")
-    records = [r for r in _records(cells) if isinstance(r["best_config"], dict)]
-    if not records:
-        raise ValueError("no cell with a best config to fit")
-    points_all: list[tuple[str, float, float, dict[str, Any]]] = []
-    for r in records:
-        n = _float_or_nan(r["non_embedding_params"])
-        if not (math.isfinite(n) and n > 0):
-            raise ValueError(f"cell {r['scale']} x{r['chinchilla']} has no positive non_embedding_params")
-        points_all.append((str(r["scale"]), float(r["chinchilla"]), n, r["best_config"]))
-    # Largest model (then largest multiple) first: majority-vote ties go to the cell nearest the target.
-    points_all.sort(key=lambda p: (p[2], p[1]), reverse=True)
-    if holdout == "largest":
-        held: tuple[str, float] | None = (points_all[0][0], points_all[0][1])
-    elif holdout is None:
-        held = None
-    else:
-        held = (str(holdout[0]), float(holdout[1]))
-    names = list(hparams) if hparams is not None else list(dict.fromkeys(k for p in points_all for k in p[3]))
-    fits: dict[str, HparamFit] = {}
-    for name in names:
-        points = [(scale, c, n, cfg[name]) for scale, c, n, cfg in points_all if name in cfg]
-        if not points:
-            raise ValueError(f"hyperparameter {name!r} is in no best config")
-        fits[name] = _fit_one_hparam(name, points, held)
-    return fits
 
 
 def snap_to_grid(value: HParamValue, grid: Sequence[HParamValue]) -> HParamValue:
@@ -1108,55 +886,12 @@ def snap_to_grid(value: HParamValue, grid: Sequence[HParamValue]) -> HParamValue
     return min(numbers, key=lambda g: abs(float(g) - v))
 
 
-def predict_hparams(
-    fits: Mapping[str, HparamFit],
-    n_params: float,
-    chinchilla: float,
-    grid: Mapping[str, Sequence[HParamValue]] | None = None,
-    max_holdout_rel_error: float | None = None,
-) -> dict[str, HParamValue]:
-    """Every fitted hyperparameter at (N, C); snapped to `grid` (nearest value, log space) where it has one.
-
-    Each fit's `method` and `note` say how its value was obtained (e.g. majority vote for booleans). With
-    `max_holdout_rel_error`, a power law that missed its held-out cell by more (`HparamFit.misses_holdout`)
-    gives way to its `fallback`, the value without a fit (None: every power law is used, as the paper did).
-    """
-    predicted: dict[str, HParamValue] = {}
-    for name, fit in fits.items():
-        use_fallback = (
-            max_holdout_rel_error is not None and fit.misses_holdout(max_holdout_rel_error) and fit.fallback is not None
-        )
-        value = fit.fallback if use_fallback and fit.fallback is not None else fit.predict(n_params, chinchilla)
-        if grid is not None and name in grid:
-            if fit.method == "power_law" and not use_fallback:
-                # Snap the unrounded value so an integer hparam is not rounded twice.
-                value = fit.A * float(n_params) ** fit.B * float(chinchilla) ** fit.C_prime + fit.D
-            value = snap_to_grid(value, grid[name])
-        predicted[name] = value
-    return predicted
-
-
-def hparam_fits_frame(fits: Mapping[str, HparamFit]) -> pd.DataFrame:
-    """The fits as a table: name, method, A, B, C_prime, D, value, n_points, underdetermined, holdout, ..."""
-    return pd.DataFrame(
-        [
-            {
-                "hparam": f.name,
-                "method": f.method,
-                "A": f.A,
-                "B": f.B,
-                "C_prime": f.C_prime,
-                "D": f.D,
-                "value": f.value,
-                "n_points": f.n_points,
-                "underdetermined": f.underdetermined,
-                "holdout": f.holdout,
-                "holdout_actual": f.holdout_actual,
-                "holdout_predicted": f.holdout_predicted,
-                "holdout_rel_error": f.holdout_rel_error,
-                "fallback": f.fallback,
-                "note": f.note,
-            }
-            for f in fits.values()
-        ]
-    )
+from sweep_service.scaling import (  # noqa: E402  (scaling imports snap_to_grid from here lazily)
+    HparamPrediction,
+    ScalingFit,
+    allowed_range,
+    fit_hparam_scaling,
+    predict_hparam,
+    predict_hparams,
+    scaling_fits_frame,
+)

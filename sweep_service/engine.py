@@ -147,6 +147,7 @@ class SweepDriver:
                         "phase": cell.phase,
                         "from_cells": list(cell.from_cells),
                         "ablation": cell.ablation,
+                        "method": cell.method,
                     },
                     status="pending",
                 )
@@ -243,7 +244,10 @@ class SweepDriver:
             return phases.phase_two(space, frame, cell.optimizer, dict(best), self.plan.tolerance)
         target = non_embedding_params(get_scale(cell.scale))
         ablation = bool(cell.settings.get("ablation"))
-        return phases.phase_three(space, frame, cell.optimizer, target, cell.chinchilla, ablation, self.plan.tolerance)
+        method = str(cell.settings.get("method", "robust"))
+        return phases.phase_three(
+            space, frame, cell.optimizer, target, cell.chinchilla, ablation, self.plan.tolerance, method
+        )
 
     def _seed_groups(
         self, trials: list[Trial], space: Space

@@ -7,8 +7,9 @@ the cell's settings, so the choice is visible in the API and a restarted driver 
 - Phase II: a hyperparameter is stable if one value lies in the near-best set of every source cell
   (`analysis.stable_hparams`); only the unstable ones are re-tuned, starting from a source cell's best; the
   stable ones stay at that best's values.
-- Phase III: each hyperparameter is fitted as h(N, C) = A x N^B x C^C' + D over the source cells' best
-  configs (`analysis.fit_hparam_scaling`) and predicted at the cell's own N and C, snapped to its grid. The
+- Phase III: each hyperparameter is fitted over the source cells' best configs with the cell's `method`
+  (`scaling.fit_hparam_scaling`: "robust" by default, or "paper", the authors' procedure) and predicted at the
+  cell's own N and C, snapped to its grid. The
   cell runs the prediction; with an ablation, also every one-at-a-time change of it (one round).
 """
 
@@ -21,7 +22,7 @@ from typing import Any
 
 import pandas as pd
 
-from sweep_service import analysis
+from sweep_service import analysis, scaling
 from sweep_service.spec import Space
 
 
@@ -71,30 +72,34 @@ def phase_three(
     chinchilla: float,
     ablation: bool,
     tolerance: float,
+    method: str = "robust",
 ) -> PhaseDecision:
-    """Predict the cell's config from the source cells' bests; run it (and its neighbourhood, with ablation)."""
+    """Predict the cell's config from the source cells' bests with `method` ("robust" or "paper",
+    sweep_service/scaling.py), snapped to the cell's grid; run it (and its neighbourhood, with ablation)."""
     bests = analysis.best_per_cell(trials, tolerance=tolerance, n_boot=0)
     bests = bests[(bests["optimizer"] == optimizer) & bests["best_config"].map(lambda c: isinstance(c, dict))]
     if bests.empty:
         raise ValueError("no source cell has a best config (every run diverged or failed)")
     names = [k for k in space.grid if all(k in c for c in bests["best_config"])]
-    fits = analysis.fit_hparam_scaling(bests, optimizer=optimizer, hparams=names, tolerance=tolerance)
-    # Every fit is used, as the paper's Phase III does (PAPER.md section 4); one that missed its held-out cell by
-    # more than the value itself (analysis.MAX_HOLDOUT_REL_ERROR, where GET /predict falls back to the majority
-    # vote) is flagged in the cell's settings, and the ablation round around the prediction is the safeguard.
-    limit = analysis.MAX_HOLDOUT_REL_ERROR
-    predicted = analysis.predict_hparams(fits, non_embedding_params, chinchilla, grid=space.grid)
-    baseline = {k: predicted.get(k, space.baseline[k]) for k in space.grid}
+    fits = scaling.fit_hparam_scaling(bests, optimizer=optimizer, hparams=names, method=method)  # type: ignore[arg-type]
+    predictions = {
+        name: scaling.predict_hparam(fit, non_embedding_params, chinchilla, space.grid.get(name))
+        for name, fit in fits.items()
+    }
+    # A value that is not finite at this size (None) leaves the grid's baseline in its place.
+    baseline: dict[str, Any] = {k: space.baseline[k] for k in space.grid}
+    baseline.update({k: p.value for k, p in predictions.items() if p.value is not None})
     record: dict[str, Any] = {
         "prediction": baseline,
+        "method": method,
         "fits": {
             name: {
-                "method": fit.method,
+                "form": fit.form,
                 "n_points": fit.n_points,
-                "underdetermined": fit.underdetermined,
-                "holdout_rel_error": None if math.isnan(fit.holdout_rel_error) else fit.holdout_rel_error,
-                "note": fit.note,
-                "misses_holdout": fit.misses_holdout(limit),
+                "error": None if math.isnan(fit.error) else fit.error,
+                "raw": predictions[name].raw,
+                "fallback": predictions[name].fallback,
+                "note": predictions[name].note,
             }
             for name, fit in fits.items()
         },

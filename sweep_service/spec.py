@@ -105,6 +105,7 @@ class CellSpec(_Model):
     phase: Literal[1, 2, 3] = 1  # PAPER.md section 4; see the module docstring
     from_cells: list[str] | None = None  # Phase II/III: the cells judged or fitted (default: the optimizer's Phase I)
     ablation: bool = False  # Phase III: also one round of one-at-a-time changes around the prediction
+    method: Literal["robust", "paper"] = "robust"  # Phase III: how the prediction is fitted (sweep_service/scaling.py)
 
     _coerce = field_validator("baseline", mode="before")(classmethod(lambda cls, v: _numbers(v)))
 
@@ -178,6 +179,7 @@ class CellPlan:
     phase: int = 1
     from_cells: tuple[str, ...] = ()
     ablation: bool = False
+    method: str = "robust"  # Phase III fit method (sweep_service/scaling.py)
 
 
 @dataclass(frozen=True)
@@ -356,7 +358,9 @@ def plan(spec: SweepSpec) -> SweepPlan:
             raise SpecError(
                 [(loc if loc.startswith("search.") else f"cells.{i}.{loc}", msg) for loc, msg in exc.errors]
             ) from None
-        cells[key] = CellPlan(key, c.optimizer, c.scale, c.chinchilla, space, c.baseline_from, c.phase, (), c.ablation)
+        cells[key] = CellPlan(
+            key, c.optimizer, c.scale, c.chinchilla, space, c.baseline_from, c.phase, (), c.ablation, c.method
+        )
     for i, c in enumerate(spec.cells):
         key = cell_key(c.optimizer, c.scale, c.chinchilla)
         if c.baseline_from is not None and c.baseline_from not in cells:

@@ -193,23 +193,14 @@ def _family(scale: str, n_params: float, catalog: dict[str, tuple[str, int]]) ->
     return _nearest_family(n_params, catalog) if math.isfinite(n_params) and n_params > 0 else None
 
 
-def _predict_one(
-    fit: analysis.HparamFit,
-    n_params: float,
-    chinchilla: float,
-    grid: dict[str, Any] | None,
-    max_holdout_rel_error: float | None = analysis.MAX_HOLDOUT_REL_ERROR,
-) -> bool | int | float | str | None:
-    """One hyperparameter at (N, C); None where the fit's value overflows or is not finite. A power law that
-    missed its held-out cell by more than `max_holdout_rel_error` gives way to its fallback (seen: an eps law
-    off by a factor of 5e9 on the held-out cell; analysis.MAX_HOLDOUT_REL_ERROR says why 1.0)."""
+def _prediction(
+    fit: analysis.ScalingFit, n_params: float, chinchilla: float, grid: list[Any] | None
+) -> analysis.HparamPrediction | None:
+    """One hyperparameter at (N, C), None where the fit's value overflows."""
     try:
-        value = analysis.predict_hparams(
-            {fit.name: fit}, n_params, chinchilla, grid, max_holdout_rel_error=max_holdout_rel_error
-        )[fit.name]
+        return analysis.predict_hparam(fit, n_params, chinchilla, grid)
     except (OverflowError, ValueError, ZeroDivisionError):
         return None
-    return _hvalue(value)
 
 
 def _whole_number(value: object) -> object:
@@ -264,15 +255,20 @@ def predict(
         Literal["paper", "tiny"] | None,
         Query(description="model family to fit (default: that of the catalog scale nearest to params)"),
     ] = None,
+    method: Annotated[
+        Literal["robust", "paper"],
+        Query(description="robust (default: never outside [min/2, 2 x max] of the cells) or paper (the authors' fit)"),
+    ] = "robust",
 ) -> PredictResponse:
     """Predicted hyperparameters of `optimizer` for a model of `params` non-embedding parameters trained at
-    `chinchilla` x 20 x N tokens (PAPER.md section 4, Phase III): each hyperparameter is fitted as
-    h(N, C) = A x N^B x C^C' + D over the best configs of every finished cell of the optimizer, in every sweep
-    (imported ones too), of one model family; the largest cell is held out to report the relative error.
-    A non-numeric or boolean hyperparameter, or one with fewer cells than parameters, is a majority vote; so
-    is a power law whose held-out relative error exceeds 1 (`fallback`). Only names the trainer takes for the
-    optimizer are predicted: the others (imported results carry e.g. lr_schedule or nesterov) are listed in
-    `dropped`, so `config` can be passed to `sweep-service train --set` as it is."""
+    `chinchilla` x 20 x N tokens (PAPER.md section 4, Phase III), from the best configs of every finished cell of
+    the optimizer, in every sweep (imported ones too), of one model family. `method=paper` is the authors'
+    procedure (the 12 cells of the three smallest sizes x 1-8x, a raw power law over the 10 middle ones, the last
+    held out; unrounded). `method=robust` (default) ranks constant, nearest-cell, log-linear and bounded power
+    law forms by leave-one-cell-out error, gives each value an interval from those residuals, and replaces a
+    value outside [min/2, 2 x max] of the cells by the nearest cell's (`fallbacks`). Only names the trainer
+    takes for the optimizer are predicted: the others (imported results carry e.g. lr_schedule or nesterov) are
+    listed in `dropped`."""
     from workers.optimizers import REGISTRY
 
     if optimizer not in REGISTRY:
@@ -316,7 +312,9 @@ def predict(
     present = list(dict.fromkeys(k for c in usable["best_config"] for k in c))
     dropped = sorted(n for n in present if n not in known)
     try:
-        fits = analysis.fit_hparam_scaling(usable, optimizer=optimizer, hparams=[n for n in present if n in known])
+        fits = analysis.fit_hparam_scaling(
+            usable, optimizer=optimizer, hparams=[n for n in present if n in known], method=method
+        )
     except ValueError as exc:
         raise HTTPException(status.HTTP_409_CONFLICT, detail=f"cannot fit {optimizer!r}: {exc}") from None
 
@@ -330,50 +328,42 @@ def predict(
             grid = {k: list(v) for k, v in space.grid.items()}
     if dropped:
         notes.append(f"not predicted, the trainer does not take them for {optimizer}: {', '.join(dropped)}")
+    if method == "paper" and not snap:
+        notes.append("method=paper values are unrounded, as the authors' fit gives them: pass snap=true to train")
     out: list[HparamFitOut] = []
     config: dict[str, bool | int | float | str | None] = {}
     fallbacks: list[str] = []
     for name, fit in fits.items():
-        raw = _predict_one(fit, float(params), chinchilla, None)
-        predicted = _predict_one(fit, float(params), chinchilla, grid) if grid is not None else raw
+        pred = _prediction(fit, float(params), chinchilla, grid.get(name) if grid is not None else None)
+        predicted = _hvalue(pred.value) if pred is not None else None
         config[name] = predicted
-        fit_notes = [fit.note] if fit.note else []
-        if raw is None:
+        fit_notes = [pred.note] if pred is not None and pred.note else []
+        if pred is None or predicted is None:
             fit_notes.append("not finite at this size")
-        fell_back = fit.misses_holdout() and fit.fallback is not None  # as predict_hparams decides
-        if fell_back:
+        if pred is not None and pred.fallback:
             fallbacks.append(name)
-            fit_notes.append(
-                f"held-out relative error {fit.holdout_rel_error:.3g} > {analysis.MAX_HOLDOUT_REL_ERROR:g}: "
-                f"power law not used, majority vote over the cells instead"
-            )
-        law = _predict_one(fit, float(params), chinchilla, None, None) if fit.method == "power_law" else None
         out.append(
             HparamFitOut(
                 name=name,
-                method=fit.method,
-                A=_float(fit.A),
-                B=_float(fit.B),
-                C_prime=_float(fit.C_prime),
-                D=_float(fit.D),
-                value=_hvalue(fit.value),
+                method=method,
+                form=pred.form if pred is not None else fit.form,
+                params=[float(v) for v in fit.params],
+                error=_float(fit.error),
+                form_errors={k: _float(v) for k, v in fit.form_errors.items()},
                 n_points=fit.n_points,
-                underdetermined=fit.underdetermined,
                 holdout=HeldOutCell(scale=fit.holdout[0], chinchilla=fit.holdout[1]) if fit.holdout else None,
                 holdout_actual=_hvalue(fit.holdout_actual),
                 holdout_predicted=_hvalue(fit.holdout_predicted),
-                holdout_rel_error=_float(fit.holdout_rel_error),
-                raw=raw,
+                raw=_hvalue(pred.raw) if pred is not None else None,
                 predicted=predicted,
+                low=_float(pred.low) if pred is not None else None,
+                high=_float(pred.high) if pred is not None else None,
+                fallback=bool(pred is not None and pred.fallback),
                 note="; ".join(fit_notes),
-                fallback=fell_back,
-                power_law_raw=law,
             )
         )
     if fallbacks:
-        notes.append(
-            f"power law not used (held-out error > {analysis.MAX_HOLDOUT_REL_ERROR:g}): {', '.join(fallbacks)}"
-        )
+        notes.append(f"outside [min/2, 2 x max] of the cells, the nearest cell's value instead: {', '.join(fallbacks)}")
     if any(v is None for v in config.values()):
         notes.append("some predictions are not finite numbers at this size (null)")
     sweeps = sorted({int(i) for i in trials[trials["scale"].isin(list(sizes))]["sweep_id"]})
@@ -391,4 +381,5 @@ def predict(
         note="; ".join(notes),
         dropped=dropped,
         fallbacks=fallbacks,
+        method=method,
     )

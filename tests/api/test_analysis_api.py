@@ -104,10 +104,18 @@ def test_best_and_predict_on_the_paper_results(client: TestClient, paper: int) -
     assert body["family"] == "paper" and body["sweeps_used"] == [paper] and body["snap"] is False
     assert body["scales_used"] == {"130m": 134_217_728, "300m": 301_989_888, "520m": 536_870_912}
     assert body["cells_used"] == 5 + 5 + 4  # muon: 130m and 300m at 1-16x, 520m at 1-8x
+    assert body["method"] == "robust"  # the default
     lr = next(f for f in body["fits"] if f["name"] == "lr")
-    assert lr["method"] == "power_law" and lr["holdout"] == {"scale": "520m", "chinchilla": 8.0}
-    assert lr["holdout_rel_error"] is not None and lr["holdout_rel_error"] < 1
+    assert lr["method"] == "robust" and lr["error"] is not None and lr["form_errors"]
+    assert lr["low"] <= body["config"]["lr"] <= lr["high"]
     assert 0 < body["config"]["lr"] < 0.128 and body["config"]["lr"] == lr["predicted"]
+
+    # method=paper: the authors' fit (12 cells, 520m 8x held out), unrounded
+    by_paper = client.get("/predict", params={**params, "method": "paper"}).json()
+    lr_paper = next(f for f in by_paper["fits"] if f["name"] == "lr")
+    assert by_paper["method"] == "paper" and lr_paper["form"] == "power_law" and lr_paper["n_points"] == 12
+    assert lr_paper["holdout"] == {"scale": "520m", "chinchilla": 8.0} and lr_paper["low"] is None
+    assert client.get("/predict", params={**params, "method": "magic"}).status_code == 422
 
     snapped = client.get("/predict", params={**params, "snap": True}).json()
     grid = REGISTRY["muon"].spaces["paper"].grid
@@ -125,13 +133,9 @@ def test_best_and_predict_on_the_paper_results(client: TestClient, paper: int) -
         assert {f["name"] for f in got["fits"]} == set(got["config"])
         resolve_hparams(REGISTRY[optimizer], "paper", {k: v for k, v in got["config"].items() if v is not None})
 
-    # Muon's eps law misses its held-out cell by a factor of ~5e9: not used, the majority vote instead.
-    eps = next(f for f in snapped["fits"] if f["name"] == "eps")
-    assert eps["method"] == "power_law" and eps["holdout_rel_error"] > 1 and eps["fallback"]
-    assert snapped["fallbacks"] == ["eps"] and "held-out relative error" in eps["note"]
-    assert eps["power_law_raw"] is not None and eps["raw"] != eps["power_law_raw"]
-    assert snapped["config"]["eps"] == eps["predicted"] and eps["predicted"] in grid["eps"]
-    assert not lr["fallback"] and lr["power_law_raw"] == lr["raw"]
+    # AdamW at 1.2b under robust: the old fit said wd 20.8 (issue 12); every value within [min/2, 2 x max].
+    adamw = client.get("/predict", params={**params, "optimizer": "adamw"}).json()
+    assert 0.0 <= adamw["config"]["wd"] <= 0.4 and adamw["method"] == "robust"
 
     # params as a float-formatted whole number
     for text, n in (("1e9", 10**9), ("1.2e9", 1_200_000_000), ("1207959552", 1_207_959_552)):
@@ -216,7 +220,7 @@ def test_openapi_documents_the_analysis_endpoints(client: TestClient) -> None:
         ref = op["responses"]["200"]["content"]["application/json"]["schema"]["$ref"]
         assert ref.endswith("/" + schema) and op["description"] and "404" in op["responses"]
     params = {p["name"] for p in paths["/predict"]["get"]["parameters"]}
-    assert params == {"optimizer", "params", "chinchilla", "snap", "family"}
+    assert params == {"optimizer", "params", "chinchilla", "snap", "family", "method"}
 
 
 def test_tokens_are_required_when_set(make_client: MakeClient, paper: int) -> None:

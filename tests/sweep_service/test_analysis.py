@@ -398,70 +398,8 @@ def test_speedups_bootstrap_over_seeds() -> None:
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# hyperparameter scaling (Phase III)
+# hyperparameter scaling (Phase III): tests/sweep_service/test_scaling.py
 # ---------------------------------------------------------------------------------------------------------------
-
-PAPER_N = {"130m": 134_217_728, "300m": 301_989_888, "520m": 536_870_912, "1.2b": 1_207_959_552}
-
-
-def _scaling_trials(true: tuple[float, float, float, float], scales: tuple[str, ...] = ("130m", "300m", "520m"),
-                    multiples: tuple[float, ...] = (1.0, 2.0, 4.0, 8.0)) -> pd.DataFrame:  # fmt: skip
-    a, b, c, d = true
-    rows = []
-    for scale in scales:
-        for m in multiples:
-            n = PAPER_N[scale]
-            config = {
-                "lr": a * n**b * m**c + d,
-                "warmup": round(3000 * (n / 1e8) ** -0.5 + 200 * m),  # not a power law, integers
-                "beta1": 0.9,
-                "nesterov": scale != "130m" or m == 1.0,  # True in 9 of 12 cells
-            }
-            rows.append(trial(config, 3.0, scale=scale, chinchilla=m, n_params=n))
-    return frame(rows)
-
-
-def test_fit_hparam_scaling_recovers_known_law() -> None:
-    true = (2.0, -0.3, -0.2, 1e-3)
-    fits = A.fit_hparam_scaling(_scaling_trials(true))
-    lr = fits["lr"]
-    assert lr.method == "power_law" and not lr.underdetermined and lr.n_points == 12
-    assert (lr.A, lr.B, lr.C_prime, lr.D) == pytest.approx(true, rel=1e-5)
-    assert lr.holdout == ("520m", 8.0)  # largest N, then largest C
-    assert lr.holdout_rel_error < 1e-6
-    n, m = PAPER_N["1.2b"], 2.0
-    assert lr.predict(n, m) == pytest.approx(2.0 * n**-0.3 * m**-0.2 + 1e-3, rel=1e-6)
-    assert fits["beta1"].method == "constant" and fits["beta1"].predict(n, m) == 0.9
-    assert fits["nesterov"].method == "majority_vote" and fits["nesterov"].value is True
-    assert "majority vote" in fits["nesterov"].note
-    assert fits["warmup"].integer and isinstance(fits["warmup"].predict(n, m), int)
-    frame_ = A.hparam_fits_frame(fits)
-    assert set(frame_["hparam"]) == {"lr", "warmup", "beta1", "nesterov"}
-
-
-def test_fit_hparam_scaling_accepts_best_per_cell_and_optimizer_filter() -> None:
-    trials = pd.concat([_scaling_trials((2.0, -0.3, -0.2, 1e-3)),
-                        frame([trial({"lr": 0.02}, 3.0, optimizer="muon")])])  # fmt: skip
-    with pytest.raises(ValueError, match="several optimizers"):
-        A.fit_hparam_scaling(trials)
-    from_best = A.fit_hparam_scaling(A.best_per_cell(trials, n_boot=0), optimizer="adamw", hparams=["lr"])
-    assert list(from_best) == ["lr"]
-    assert math.isclose(from_best["lr"].B, -0.3, rel_tol=1e-5)
-
-
-def test_fit_hparam_scaling_underdetermined() -> None:
-    true = (2.0, -0.3, -0.2, 1e-3)
-    four = A.fit_hparam_scaling(_scaling_trials(true, ("130m", "520m"), (1.0, 8.0)), holdout=None)["lr"]
-    assert four.method == "power_law" and four.underdetermined and "underdetermined" in four.note
-    three = A.fit_hparam_scaling(_scaling_trials(true, ("130m",), (1.0, 2.0, 8.0)))["lr"]
-    assert three.method == "majority_vote" and three.underdetermined and "not fitted" in three.note
-    # five cells: fitted and not underdetermined; the held-out error comes from the other four
-    cells = pd.concat(
-        [_scaling_trials(true, ("130m",), (1.0, 2.0, 4.0)), _scaling_trials(true, ("300m", "520m"), (1.0,))]
-    )
-    five = A.fit_hparam_scaling(cells)["lr"]
-    assert five.method == "power_law" and not five.underdetermined and five.n_points == 5
-    assert five.holdout == ("520m", 1.0) and math.isfinite(five.holdout_rel_error)
 
 
 def test_snap_to_grid() -> None:
@@ -471,41 +409,6 @@ def test_snap_to_grid() -> None:
     assert A.snap_to_grid(0.04, (0.0, 0.1, 0.2)) == 0.0  # a grid with 0: linear
     assert A.snap_to_grid(-1.0, lrs) == 1e-3  # a negative prediction goes to the nearest value linearly
     assert A.snap_to_grid(True, (True, False)) is True
-
-
-def test_predict_hparams_snaps_to_grid() -> None:
-    fits = A.fit_hparam_scaling(_scaling_trials((2.0, -0.3, -0.2, 1e-3)))
-    n = PAPER_N["1.2b"]
-    raw = A.predict_hparams(fits, n, 1.0)
-    assert raw["lr"] == pytest.approx(2.0 * n**-0.3 + 1e-3, rel=1e-6)
-    assert set(raw) == {"lr", "warmup", "beta1", "nesterov"}
-    grid = {"lr": (1e-3, 2e-3, 4e-3, 8e-3, 1.6e-2), "warmup": (500, 1000, 2000, 4000)}
-    snapped = A.predict_hparams(fits, n, 1.0, grid)
-    expected_lr = min(grid["lr"], key=lambda g: abs(math.log(g / float(raw["lr"]))))
-    assert snapped["lr"] == expected_lr
-    assert snapped["warmup"] in grid["warmup"]
-    assert snapped["beta1"] == 0.9 and snapped["nesterov"] is True
-
-
-def test_predict_hparams_falls_back_from_a_law_that_misses_its_holdout() -> None:
-    trials = _scaling_trials((2.0, -0.3, -0.2, 1e-3))
-    # eps as in the paper's Muon cells: steps on a log grid that no power law follows; the law fitted without
-    # the held-out cell (520m at 8x) misses it by orders of magnitude.
-    eps = {"130m": 1e-20, "300m": 1e-10, "520m": 1e-25}
-    for config, scale, c in zip(trials["config"], trials["scale"], trials["chinchilla"], strict=True):
-        config["eps"] = 1e-15 if (scale, c) == ("520m", 8.0) else eps[scale]
-    fits = A.fit_hparam_scaling(trials)
-    n = PAPER_N["1.2b"]
-    assert fits["eps"].method == "power_law" and fits["eps"].holdout_rel_error > A.MAX_HOLDOUT_REL_ERROR
-    assert fits["eps"].misses_holdout() and not fits["lr"].misses_holdout()
-    # the value without a fit: the majority vote (4 cells each of 1e-20 and 1e-10; the tie goes to the larger
-    # model, 300m)
-    assert fits["eps"].fallback == 1e-10
-    used = A.predict_hparams(fits, n, 1.0, max_holdout_rel_error=A.MAX_HOLDOUT_REL_ERROR)
-    assert used["eps"] == fits["eps"].fallback and used["lr"] == fits["lr"].predict(n, 1.0)
-    # without a threshold every law is used (Phase III's default, as the paper did)
-    assert A.predict_hparams(fits, n, 1.0)["eps"] == fits["eps"].predict(n, 1.0)
-    assert A.hparam_fits_frame(fits).set_index("hparam").loc["eps", "fallback"] == fits["eps"].fallback
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -571,26 +474,3 @@ def test_paper_phase1_unstable_hparams_agree(paper: pd.DataFrame) -> None:
             # best config need not be in the paper's recorded near-tie list.
             expected.discard("partition_grads_into_blocks")
         assert expected <= unstable, (optimizer, expected - unstable)
-
-
-def test_paper_adamw_prediction_for_1_2b(paper: pd.DataFrame) -> None:
-    """Phase III on the 12 AdamW cells (130m/300m/520m x 1/2/4/8) reproduces the paper's 1.2B 1x config."""
-    cells = paper[(paper["optimizer"] == "adamw") & paper["chinchilla"].isin([1, 2, 4, 8])]
-    fits = A.fit_hparam_scaling(cells)
-    # AdamW's Phase I grid (PAPER.md section 3), with lr extended two halvings down because the paper's
-    # 1.2B lr (2e-3) lies below it.
-    grid = {
-        "lr": (1e-3, 2e-3, 4e-3, 8e-3, 1.6e-2, 3.2e-2),
-        "wd": (0.0, 0.1, 0.2),
-        "warmup": (500, 1000, 2000, 4000),
-        "beta1": (0.9, 0.95, 0.98),
-        "beta2": (0.9, 0.95, 0.98),
-        "eps": (1e-25, 1e-20, 1e-15, 1e-10),
-        "max_grad_norm": (0.0, 1.0, 2.0),
-        "batch_size": (128, 256, 512, 1024),
-    }
-    predicted = A.predict_hparams(fits, PAPER_N["1.2b"], 1.0, grid)
-    paper_1_2b = {"lr": 2e-3, "wd": 0.2, "warmup": 1000, "beta1": 0.9, "beta2": 0.98, "eps": 1e-10,
-                  "max_grad_norm": 1.0, "batch_size": 256}  # fmt: skip  # PAPER.md section 4, Phase III
-    assert {k: predicted[k] for k in paper_1_2b} == paper_1_2b
-    assert fits["lr"].holdout == ("520m", 8.0) and math.isfinite(fits["lr"].holdout_rel_error)

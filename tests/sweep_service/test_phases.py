@@ -65,8 +65,8 @@ def test_phase_three_predicts_the_next_scale_on_the_grid() -> None:
     trials = frame({s: [(lr, wd) for lr in LADDER for wd in WD] for s in ["tiny-130k", "tiny-300k", "tiny-520k"]})
     n = non_embedding_params(get_scale("tiny-1.2m"))
     decision = phase_three(SPACE, trials, "adamw", n, 1.0, ablation=False, tolerance=3e-3)
-    # Three points for a 4-parameter law: a majority vote is not wanted for lr, so check what the fit says.
-    assert decision.record["fits"]["wd"]["method"] in ("constant", "majority_vote")
+    assert decision.record["method"] == "robust"  # the default
+    assert decision.record["fits"]["wd"]["form"] == "constant"
     assert decision.space.baseline["wd"] == 0.1
     assert decision.space.grid["wd"] == (0.1,) and len(decision.space.grid) == 2  # only the prediction runs
     assert decision.space.baseline["lr"] in LADDER
@@ -96,8 +96,15 @@ def test_phase_three_recovers_a_power_law_with_enough_cells() -> None:
                 )
     n = non_embedding_params(get_scale("tiny-1.2m"))
     decision = phase_three(SPACE, pd.DataFrame(rows), "adamw", n, 1.0, ablation=False, tolerance=3e-3)
-    assert decision.record["fits"]["lr"]["method"] == "power_law"
-    assert decision.space.baseline["lr"] == 3e-3  # the continuation of the halving, snapped to the grid
+    # Robust (default): the best-ranked form goes below half the smallest cell value (6e-3 / 2): flagged, and the
+    # nearest cell's value is run instead.
+    fit = decision.record["fits"]["lr"]
+    assert fit["fallback"] and fit["raw"] < 3e-3 and decision.space.baseline["lr"] == 6e-3
+    # method=paper (the cell's `method`): 6 of the paper's 12 cells fitted as the authors' script does, unguarded
+    paper = phase_three(SPACE, pd.DataFrame(rows), "adamw", n, 1.0, ablation=False, tolerance=3e-3, method="paper")
+    assert paper.record["method"] == "paper" and paper.record["fits"]["lr"]["form"] == "power_law"
+    assert "6 of the paper's 12 cells" in paper.record["fits"]["lr"]["note"]
+    assert paper.space.baseline["lr"] == 3e-3  # the continuation of the halving, snapped to the grid
 
 
 def test_a_sweep_runs_phase_one_then_two_then_three(tmp_path: Any) -> None:
