@@ -299,6 +299,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         )
     print()
     print_best_table(_cell_rows(db, sweep_id))
+    from sweep_service.answer import print_answer
+
+    print()
+    print_answer(db, sweep_id, sys.stdout)
     return 0
 
 
