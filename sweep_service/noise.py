@@ -161,3 +161,22 @@ def confirm(stats: Sequence[SeedStat], tolerance: float) -> Confirmed:
             "noise_std": pooled_std(ranked),
         },
     )
+
+
+def summary(settings: dict[str, Any] | None) -> dict[str, Any]:
+    """What `sweep-service status ID` and `GET /sweeps/{id}` show per cell: the best config's seed count, mean and
+    std, the pooled noise_std, and the near-tie tolerance with how it was set. None where not measured."""
+    settings = settings or {}
+    stats = settings.get("seed_stats") or []
+    best = stats[0] if stats and isinstance(stats[0], dict) else {}
+    tolerance = settings.get("tolerance")
+    return {
+        "seeds": len(best.get("seeds") or []) or None,
+        "best_mean": best.get("mean"),
+        "best_std": settings.get("best_std"),
+        "noise_std": settings.get("noise_std"),
+        "tolerance": float(tolerance)
+        if isinstance(tolerance, int | float) and not isinstance(tolerance, bool)
+        else None,
+        "tolerance_auto": settings.get("tolerance_auto"),
+    }

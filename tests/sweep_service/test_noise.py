@@ -109,3 +109,40 @@ def test_tolerance_auto_measures_the_baseline_before_deciding(tmp_path: Any) -> 
         assert {t.seed for t in repo.trials_of_cell(s, adamw.id) if t.config_key == baseline} == {0, 1, 2}
         assert cells["lion/tiny-130k/1"].best_config["lr"] == 2e-3  # type: ignore[index]
     db.dispose()
+
+
+def test_status_and_the_api_show_each_cells_seed_noise(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from fastapi.testclient import TestClient
+
+    from api.app import create_app
+    from db.migrate import upgrade
+    from sweep_service.cli import main
+    from sweep_service.settings import Settings, get_settings
+
+    monkeypatch.setenv("SWEEP_HOME", str(tmp_path))
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+    get_settings.cache_clear()
+    url = get_settings().db_url()
+    upgrade(url)
+    db = Database(url)
+    sweep_id = new_sweep(db, spec(confirm_seeds=2))
+    driver = SweepDriver(db, sweep_id)
+    driver.prepare()
+    drive(driver, loss_of=noisy)
+    db.dispose()
+
+    assert main(["status", str(sweep_id)]) == 0
+    out = capsys.readouterr().out
+    row = next(line for line in out.splitlines() if line.startswith("adamw/tiny-130k/1"))
+    assert "3.0000" in row and "0.0100 (3 seeds)" in row and "0.003" in row  # best ± std, pooled noise, tolerance
+    get_settings.cache_clear()
+
+    settings = Settings(SWEEP_HOME=tmp_path, SWEEP_API_TOKEN="", SWEEP_API_READ_TOKENS="", SWEEP_DATA_ROOTS="")
+    with TestClient(create_app(url, settings)) as client:
+        body = client.get(f"/sweeps/{sweep_id}").json()
+    noise_out = body["cells"][0]["noise"]
+    assert noise_out["seeds"] == 3 and noise_out["best_mean"] == pytest.approx(3.0)
+    assert noise_out["best_std"] == pytest.approx(0.01) and noise_out["noise_std"] == pytest.approx(0.01)
+    assert noise_out["tolerance"] == pytest.approx(3e-3) and noise_out["tolerance_auto"] is None
