@@ -31,6 +31,17 @@ class TrialCounts(BaseModel):
 # ---- sweeps -------------------------------------------------------------------------------------------
 
 
+class CellNoise(BaseModel):
+    """Seed noise of a cell (sweep_service/noise.py): filled in by `confirm_seeds` and `tolerance: auto`."""
+
+    seeds: int | None = Field(description="seeds the best config ran under (null before confirmation)")
+    best_mean: float | None = Field(description="the best config's mean loss over those seeds")
+    best_std: float | None = Field(description="their std (ddof 1); null below two seeds")
+    noise_std: float | None = Field(description="pooled std over the confirmed configs (best and near-ties)")
+    tolerance: float | None = Field(description="the cell's near-tie tolerance")
+    tolerance_auto: str | None = Field(description='"pending" or "measured" with `tolerance: auto`, else null')
+
+
 class CellProgress(BaseModel):
     id: int
     key: str = Field(description='"optimizer/scale/chinchilla"')
@@ -45,6 +56,7 @@ class CellProgress(BaseModel):
     best_config: dict[str, Any] | None
     best_trial_id: int | None
     near_ties: list[dict[str, Any]] = Field(description="configs within the tolerance of the best (paper: 3e-3)")
+    noise: CellNoise | None = None
 
 
 class BestSoFar(BaseModel):

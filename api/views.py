@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 
 from api.schemas import (
     BestSoFar,
+    CellNoise,
     CellProgress,
     CurvePointOut,
     SweepDetail,
@@ -28,6 +29,7 @@ from api.schemas import (
 )
 from db import queries
 from db.models import Cell, CurvePoint, Sweep, Trial
+from sweep_service import noise
 from sweep_service.spec import SweepSpec
 
 SECONDS_PER_HOUR = 3600.0
@@ -91,6 +93,7 @@ def cell_progress(cell: Cell, counts: dict[str, int]) -> CellProgress:
         best_config=cell.best_config,
         best_trial_id=cell.best_trial_id,
         near_ties=list(cell.near_ties or []),
+        noise=CellNoise(**noise.summary(cell.settings if isinstance(cell.settings, dict) else None)),
     )
 
 

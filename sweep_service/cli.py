@@ -235,16 +235,30 @@ def _fmt(value: Any) -> str:
 
 
 def print_best_table(rows: list[dict[str, Any]]) -> None:
-    """One row per cell: key, status, trials, best loss, best config."""
-    print(f"{'cell':<28} {'status':<10} {'trials':>6} {'best loss':>10}  best config")
+    """One row per cell: key, status, trials, best loss (± its std over seeds, how many), the pooled seed noise of
+    its confirmed configs, the near-tie tolerance, best config (sweep_service/noise.py fills the noise columns)."""
+    head = f"{'cell':<28} {'status':<10} {'trials':>6} {'best loss':>10}"
+    print(f"{head} {'± seed std':>16} {'noise':>7} {'tol':>7}  best config")
     for r in rows:
         loss = f"{r['best_loss']:.4f}" if r["best_loss"] is not None else "-"
+        n = r["noise"]
+        spread = f"{n['best_std']:.4f} ({n['seeds']} seeds)" if n["best_std"] is not None else "-"
+        noise_std = f"{n['noise_std']:.4f}" if n["noise_std"] is not None else "-"
+        tol = (
+            "auto?"
+            if n["tolerance_auto"] == "pending"
+            else f"{n['tolerance']:.4g}"
+            if n["tolerance"] is not None
+            else "-"
+        )
         config = ", ".join(f"{k}={_fmt(v)}" for k, v in sorted((r["best_config"] or {}).items()))
-        print(f"{r['key']:<28} {r['status']:<10} {r['trials']:>6} {loss:>10}  {config}")
+        head = f"{r['key']:<28} {r['status']:<10} {r['trials']:>6} {loss:>10}"
+        print(f"{head} {spread:>16} {noise_std:>7} {tol:>7}  {config}")
 
 
 def _cell_rows(db: Any, sweep_id: int) -> list[dict[str, Any]]:
     from db import repository as repo
+    from sweep_service.noise import summary
 
     with db.session() as s:
         return [
@@ -254,6 +268,7 @@ def _cell_rows(db: Any, sweep_id: int) -> list[dict[str, Any]]:
                 "trials": len(c.trials),
                 "best_loss": c.best_loss,
                 "best_config": c.best_config,
+                "noise": summary(c.settings if isinstance(c.settings, dict) else None),
             }
             for c in repo.cells_of(s, sweep_id)
         ]
@@ -299,6 +314,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         )
     print()
     print_best_table(_cell_rows(db, sweep_id))
+    from sweep_service.answer import print_answer
+
+    print()
+    print_answer(db, sweep_id, sys.stdout)
     return 0
 
 

@@ -38,7 +38,7 @@ from db import results
 from db.models import Cell, Trial
 from db.session import Database
 from sweep_service import coordinate_descent as cd
-from sweep_service import phases
+from sweep_service import noise, phases
 from sweep_service.importer import scale_params
 from sweep_service.spec import Space, SweepPlan, plan_document
 
@@ -143,7 +143,7 @@ class SweepDriver:
                     space=cell.space.to_dict(),
                     settings={
                         "baseline_from": cell.baseline_from,
-                        "tolerance": self.plan.tolerance,
+                        **noise.initial_settings(self.plan),
                         "phase": cell.phase,
                         "from_cells": list(cell.from_cells),
                         "ablation": cell.ablation,
@@ -241,13 +241,12 @@ class SweepDriver:
                 best = phases.default_source(candidates, cell.chinchilla).best_config
             if not best:
                 raise ValueError(f"cell {source_key} has no best config to start from")
-            return phases.phase_two(space, frame, cell.optimizer, dict(best), self.plan.tolerance)
+            return phases.phase_two(space, frame, cell.optimizer, dict(best), self._tolerance(cell))
         target = non_embedding_params(get_scale(cell.scale))
         ablation = bool(cell.settings.get("ablation"))
         method = str(cell.settings.get("method", "robust"))
-        return phases.phase_three(
-            space, frame, cell.optimizer, target, cell.chinchilla, ablation, self.plan.tolerance, method
-        )
+        tolerance = self._tolerance(cell)
+        return phases.phase_three(space, frame, cell.optimizer, target, cell.chinchilla, ablation, tolerance, method)
 
     def _seed_groups(
         self, trials: list[Trial], space: Space
@@ -290,20 +289,31 @@ class SweepDriver:
         if not self._activate(s, cell) or cell.status not in OPEN_CELL:
             return
         space = Space.from_dict(cell.space)
+        if cell.settings.get("confirming") is not None:
+            self._finish_confirm(s, cell, space)
+            return
         trials = repo.trials_of_cell(s, cell.id, ["pending", "running", *FINISHED_STATES])
         history, pending = self._seed_groups(trials, space)
         n_configs = len(history) + len(pending)
+        tolerance = noise.cell_tolerance(cell.settings, self.plan.tolerance)
+        if tolerance is None and history:
+            return  # tolerance auto: no decision before the baseline's seed noise is measured (noise.py)
         if not space.grid:
             self._plan_fixed(s, cell, space, history, pending)
         elif self.plan.strategy == "coordinate_descent":
             proposal = cd.propose(
-                space, space.baseline, history, self.plan.tolerance, pending=pending, steps_for=self._steps_for(cell)
+                space,
+                space.baseline,
+                history,
+                self._tolerance(cell),
+                pending=pending,
+                steps_for=self._steps_for(cell),
             )
             self._record_best(s, cell, proposal.best, proposal.best_loss, proposal.near_ties, history)
             if pending:
                 return  # synchronous rounds: wait for the whole neighbourhood (PAPER.md section 4)
             if proposal.converged:
-                repo.update_cell(s, cell.id, status="converged")
+                self._converged(s, cell, space, [proposal.best, *proposal.near_ties])
                 return
             max_rounds = cell.settings.get("max_rounds")
             if max_rounds is not None and cell.round >= max_rounds:
@@ -337,7 +347,7 @@ class SweepDriver:
         if pending:
             return
         self._record_best(s, cell, {}, history[0][1], [{}] if math.isfinite(history[0][1]) else [], history)
-        repo.update_cell(s, cell.id, status="converged")
+        self._converged(s, cell, space, [{}])
 
     def _plan_optuna(
         self,
@@ -350,7 +360,7 @@ class SweepDriver:
     ) -> None:
         best = min(history, key=lambda h: h[1], default=None)
         if best is not None:
-            near = [c for c, loss in history if loss <= best[1] + self.plan.tolerance]
+            near = [c for c, loss in history if loss <= best[1] + self._tolerance(cell)]
             self._record_best(s, cell, best[0] if math.isfinite(best[1]) else None, best[1], near, history)
         grid_size = math.prod(len(v) for v in space.grid.values())
         if n_configs >= min(self.plan.budget, grid_size):
@@ -407,10 +417,96 @@ class SweepDriver:
         )
 
     def refresh(self) -> None:
+        reference = noise.reference_cell(self.plan) if self.plan.tolerance_auto else None
         with self.lock, self.db.session() as s:
             for cell in repo.cells_of(s, self.sweep_id):
                 if cell.status in OPEN_CELL:
                     self._plan_cell(s, cell)
+                if reference is not None and cell.key == reference.key:
+                    self._measure_noise(s, cell)
+
+    # ---- noise: confirm_seeds and tolerance auto (sweep_service/noise.py) -------------------------------
+
+    def _tolerance(self, cell: Cell) -> float:
+        tolerance = noise.cell_tolerance(cell.settings, self.plan.tolerance)
+        return self.plan.tolerance if tolerance is None else tolerance
+
+    def _converged(self, s: Session, cell: Cell, space: Space, configs: list[dict[str, Any] | None]) -> None:
+        """A converged cell: done, or (confirm_seeds) its best and near-ties run K more seeds first."""
+        if self.plan.confirm_seeds == 0:
+            repo.update_cell(s, cell.id, status="converged")
+            return
+        searched, seen = [], set()
+        for config in configs:
+            if config is None:
+                continue
+            one = {k: config[k] for k in space.grid}
+            if repo.config_key(one) not in seen:
+                seen.add(repo.config_key(one))
+                searched.append(one)
+        for one in searched:
+            for seed in noise.all_seeds(self.plan):
+                repo.add_trial(s, cell, one, {**space.fixed, **one}, seed, cell.round + 1)
+        repo.update_cell(s, cell.id, round=cell.round + 1, settings={**cell.settings, "confirming": searched})
+        s.expire(cell)
+        self._finish_confirm(s, cell, space)
+
+    def _finish_confirm(self, s: Session, cell: Cell, space: Space) -> None:
+        """Once every confirmation seed has finished: the best by seed mean, its seed stats, converged."""
+        configs: list[dict[str, Any]] = list(cell.settings.get("confirming") or [])
+        by_key: dict[str, list[Trial]] = {}
+        for t in repo.trials_of_cell(s, cell.id):
+            by_key.setdefault(t.config_key, []).append(t)
+        stats = []
+        for config in configs:
+            group = sorted(by_key.get(repo.config_key(config), []), key=lambda t: t.seed)
+            if any(t.status not in FINISHED_STATES for t in group):
+                return
+            losses = [
+                float(t.final_loss) if t.status == "completed" and t.final_loss is not None else math.inf for t in group
+            ]
+            stats.append(noise.SeedStat(config, [t.seed for t in group], losses))
+        result = noise.confirm(stats, self._tolerance(cell))
+        history = [(st.config, st.mean) for st in stats]
+        self._record_best(s, cell, result.best, result.best_loss, result.near_ties, history)
+        settings = {k: v for k, v in cell.settings.items() if k != "confirming"}
+        repo.update_cell(s, cell.id, status="converged", settings={**settings, **result.settings})
+        s.expire(cell)
+
+    def _measure_noise(self, s: Session, reference: Cell) -> None:
+        """tolerance auto: run the reference cell's baseline under every seed; once all have finished, give every
+        cell the tolerance max(3e-3, 2 x std) (noise.auto_tolerance)."""
+        if reference.round < 1 or reference.status == "failed":
+            return
+        space = Space.from_dict(reference.space)
+        baseline = {k: space.baseline[k] for k in space.grid}
+        key = repo.config_key(baseline)
+        for seed in noise.all_seeds(self.plan):
+            repo.add_trial(s, reference, baseline, {**space.fixed, **baseline}, seed, 1)
+        group = sorted((t for t in repo.trials_of_cell(s, reference.id) if t.config_key == key), key=lambda t: t.seed)
+        if any(t.status not in FINISHED_STATES for t in group):
+            return
+        losses = [
+            float(t.final_loss) if t.status == "completed" and t.final_loss is not None else math.inf for t in group
+        ]
+        tolerance = noise.auto_tolerance(losses)
+        measured = {
+            "cell": reference.key,
+            "config": baseline,
+            "seeds": [t.seed for t in group],
+            "losses": [x if math.isfinite(x) else None for x in losses],
+            "std": noise.sample_std(losses),
+        }
+        updated = 0
+        for cell in repo.cells_of(s, self.sweep_id):
+            if cell.settings.get("tolerance_auto") == noise.PENDING:
+                settings = {**cell.settings, "tolerance": tolerance, "tolerance_auto": noise.MEASURED}
+                repo.update_cell(s, cell.id, settings={**settings, "tolerance_noise": measured})
+                s.expire(cell)
+                updated += 1
+        if updated:
+            std = "unknown (a seed diverged)" if measured["std"] is None else f"{measured['std']:.4g}"
+            self._say(f"tolerance auto: {reference.key} baseline seed std {std} -> near-tie tolerance {tolerance:.4g}")
 
     # ---- dispatch -------------------------------------------------------------------------------------
 

@@ -17,7 +17,8 @@
         baseline: {lr: 6e-3}
         fixed: {eps: 1e-15}
     strategy: coordinate_descent         # or tpe, random, cmaes, grid (Optuna samplers)
-    tolerance: 3e-3                      # near-tie tolerance (PAPER.md section 4)
+    tolerance: 3e-3                      # near-tie tolerance (PAPER.md section 4), or "auto" (below)
+    confirm_seeds: 0                     # K more seeds for each converged cell's best and near-ties
     budget: 60                           # most trials per cell
     seeds: [0]
     resources: {cpu: 1, gpu: 0}          # per trial (fractions allowed)
@@ -33,6 +34,11 @@ parameters, then the nearest Chinchilla multiple). A `phase: 3` cell waits for i
 h(N, C) = A x N^B x C^C' + D per hyperparameter over their best configs, and runs the prediction for its own
 scale and multiple, snapped to the grid; with `ablation: true` it also runs one round of one-at-a-time
 changes around the prediction (the neighbourhood, not a further descent).
+
+Noise (sweep_service/noise.py). With `confirm_seeds: K` (0-100), a cell that has converged runs its best config
+and its near-ties under K more seeds before it is marked converged, and its best is the lowest seed mean among
+them. `tolerance: auto` (needs K >= 1) first runs the baseline config of the reference cell (the first Phase I
+AdamW cell) under K more seeds and sets every cell's near-tie tolerance to max(3e-3, 2 x their std).
 
 Validation (pydantic, at this edge) gives errors that name the field; `plan()` turns a valid spec into
 plain frozen dataclasses that the engine runs.
@@ -129,7 +135,8 @@ class SweepSpec(_Model):
     cells: list[CellSpec] = Field(default_factory=list)
     search: dict[str, SearchOverride] = Field(default_factory=dict)
     strategy: Literal["coordinate_descent", "tpe", "random", "cmaes", "grid"] = "coordinate_descent"
-    tolerance: float = Field(default=TOLERANCE, ge=0)
+    tolerance: Annotated[float, Field(ge=0)] | Literal["auto"] = TOLERANCE
+    confirm_seeds: int = Field(default=0, ge=0, le=100)
     budget: int = Field(default=100, ge=1, le=100_000)
     seeds: list[Annotated[int, Field(ge=0, le=2**31 - 1)]] = Field(
         default_factory=lambda: [0], min_length=1, max_length=100
@@ -146,6 +153,11 @@ class SweepSpec(_Model):
         if any(v <= 0 for v in values):
             raise ValueError("multiples must be positive")
         return values
+
+    @field_validator("tolerance", mode="before")
+    @classmethod
+    def _tolerance_number(cls, value: Any) -> Any:
+        return value if value == "auto" else _number(value)
 
     @model_validator(mode="after")
     def _has_cells(self) -> SweepSpec:
@@ -198,6 +210,8 @@ class SweepPlan:
     late_step: int
     data: str
     eval_every: int
+    confirm_seeds: int = 0
+    tolerance_auto: bool = False  # `tolerance: auto`: `tolerance` is the floor until the seed noise is measured
 
 
 def cell_key(optimizer: str, scale: str, chinchilla: float) -> str:
@@ -371,13 +385,16 @@ def plan(spec: SweepSpec) -> SweepPlan:
         if c.phase != 1 and not any(loc.startswith(f"cells.{i}.") for loc, _ in errors):
             sources = c.from_cells if c.from_cells is not None else _phase_one_cells(c.optimizer, key, cells)
             cells[key] = dataclasses.replace(cells[key], from_cells=tuple(sources))
+    if spec.tolerance == "auto" and spec.confirm_seeds < 1:
+        errors.append(("tolerance", "`auto` measures the seed noise: it needs confirm_seeds >= 1"))
     if errors:
         raise SpecError(errors)
+    auto = spec.tolerance == "auto"
     return SweepPlan(
         name=spec.name,
         cells=tuple(cells.values()),
         strategy=spec.strategy,
-        tolerance=spec.tolerance,
+        tolerance=TOLERANCE if auto else float(spec.tolerance),
         budget=spec.budget,
         seeds=tuple(spec.seeds),
         cpu=spec.resources.cpu,
@@ -388,6 +405,8 @@ def plan(spec: SweepSpec) -> SweepPlan:
         late_step=spec.divergence.late_step,
         data=spec.data,
         eval_every=spec.eval_every,
+        confirm_seeds=spec.confirm_seeds,
+        tolerance_auto=auto,
     )
 
 

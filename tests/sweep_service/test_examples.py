@@ -14,17 +14,19 @@ EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 def test_quickstart() -> None:
     plan = plan_document(load_spec_file(EXAMPLES / "quickstart.yaml"))
-    assert {c.optimizer for c in plan.cells} == {"adamw", "muon", "lion"}
-    assert {c.scale for c in plan.cells} == {"tiny-130k", "tiny-300k"}
+    assert {c.optimizer for c in plan.cells} == {"adamw", "muon"}
+    assert {c.scale for c in plan.cells} == {"tiny-130k"}
     tuned = [c for c in plan.cells if c.baseline_from is None]
-    assert len(tuned) == 6 and all(len(c.space.grid) >= 4 for c in tuned)  # four hyperparameters per optimizer
-    # AdamW at three multiples per scale, for the speedup fit L(D) = alpha x D^-B + beta (PAPER.md section 5).
-    for scale in ("tiny-130k", "tiny-300k"):
-        assert sorted(c.chinchilla for c in plan.cells if c.optimizer == "adamw" and c.scale == scale) == [
-            0.03,
-            0.06,
-            0.12,
-        ]
+    assert len(tuned) == 2
+    for cell in tuned:  # two hyperparameters on a 3 x 3 grid that the budget covers: every cell can converge
+        assert [len(v) for v in cell.space.grid.values()] == [3, 3]
+        assert plan.budget >= 9
+    # Noise measured and used (sweep_service/noise.py).
+    assert plan.tolerance_auto and plan.confirm_seeds >= 1
+    # AdamW at multiples that bracket the others' 0.1x, for the speedup fit L(D) = alpha x D^-B + beta
+    # (PAPER.md section 5) measured rather than extrapolated.
+    multiples = sorted(c.chinchilla for c in plan.cells if c.optimizer == "adamw")
+    assert multiples == [0.05, 0.1, 0.2, 0.4]
     assert plan.strategy == "coordinate_descent"
     assert json.loads((EXAMPLES / "quickstart.json").read_text()) == yaml.safe_load(
         (EXAMPLES / "quickstart.yaml").read_text()
