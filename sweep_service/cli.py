@@ -263,17 +263,28 @@ def cmd_run(args: argparse.Namespace) -> int:
     import hashlib
 
     from db import repository as repo
+    from sweep_service import feasibility, preflight
     from sweep_service.engine import run_sweep
+    from sweep_service.resources import local_problem
     from sweep_service.settings import get_settings
     from sweep_service.spec import SpecError, load_spec_file, plan_document
 
     doc = load_spec_file(args.spec)
+    settings = get_settings()
     try:
-        plan = plan_document(doc)
+        plan = plan_document(doc, max_cells=settings.max_cells)
     except SpecError as exc:
         raise UsageError(f"{args.spec}: {exc}") from None
-    settings = get_settings()
+    # What the spec needs from this machine, then what run writes: all before the sweep is written.
+    problems = [feasibility.data_problem(plan.data)]
+    short = None if settings.ray_address else local_problem(plan.cpu, plan.gpu, settings.ray_num_cpus)
+    problems.append(("resources", short) if short else None)
+    for problem in problems:
+        if problem is not None:
+            raise UsageError(f"{args.spec}: {problem[0]}: {problem[1]}")
+    preflight.check_directory(settings.sweep_home / "ray_results", "Ray Tune's results under SWEEP_HOME,")
     db = _database()
+    preflight.check_database_writable(db)
     key = None if args.new else "spec:" + hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
     with db.session() as s:
         sweep = repo.sweep_by_idempotency_key(s, key) if key else None
@@ -299,6 +310,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         )
     print()
     print_best_table(_cell_rows(db, sweep_id))
+    with db.session() as s:
+        final = repo.get_sweep(s, sweep_id)
+        if final is not None and final.status == "failed":
+            print(f"sweep {sweep_id} failed: {final.error or 'no reason recorded'}", file=sys.stderr)
+            return 1
     return 0
 
 
