@@ -342,14 +342,16 @@ def cmd_status(args: argparse.Namespace) -> int:
             sweeps = repo.list_sweeps(s, limit=total if args.all else STATUS_LIMIT)
         counts = queries.trial_counts_for_sweeps(s, [sw.id for sw in sweeps])
         cells_of = queries.cell_counts_for_sweeps(s, [sw.id for sw in sweeps])
-        rows = [(sw.id, sw.name, sw.status, counts[sw.id], cells_of[sw.id]) for sw in sweeps]
+        rows = [(sw.id, sw.name, sw.status, counts[sw.id], cells_of[sw.id], sw.error) for sw in sweeps]
     if not rows:
         print("no sweeps yet")
         return 0
     width = min(max(len(name) for _, name, *_ in rows), NAME_WIDTH)
-    for sweep_id, name, status, by_status, n_cells in rows:
+    for sweep_id, name, status, by_status, n_cells, error in rows:
         trials = ", ".join(f"{k} {v}" for k, v in sorted(by_status.items())) or "no trials"
         print(f"sweep {sweep_id:<4} {_clip(name, width):<{width}} {status:<10} {n_cells} cells; trials: {trials}")
+        if error:  # why it failed, or what it waits for (e.g. "waiting for resources: ...")
+            print(f"  {error}")
     if len(rows) < total:
         print(f"showing the newest {len(rows)} of {total} sweeps; sweep-service status --all lists every one")
     if args.sweep_id is not None:
@@ -538,13 +540,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
     """The embedded default: the REST API and a dispatcher in one process."""
     import threading
 
-    import uvicorn
+    from api.app import create_app  # the composition root: the imports from the CLI up into the API
+    from api.server import make_server
+    from sweep_service.settings import get_settings
 
-    from api.app import create_app  # the composition root: the one import from the CLI up into the API
-
+    settings = get_settings()
     db = _database()
-    app = create_app(db.url)
-    server = uvicorn.Server(uvicorn.Config(app, host=args.host, port=args.port, log_level="info"))
+    # With its own dispatcher and no RAY_ADDRESS, sweeps run on the local Ray: POST /sweeps checks its resources.
+    app = create_app(db.url, local_ray=not args.no_dispatcher and not settings.ray_address)
+    server = make_server(app, args.host, args.port, settings)
     if args.no_dispatcher:
         server.run()
         return 0

@@ -38,8 +38,7 @@ from db import results
 from db.models import Cell, Trial
 from db.session import Database
 from sweep_service import coordinate_descent as cd
-from sweep_service import phases
-from sweep_service import resources as capacity
+from sweep_service import phases, resource_wait
 from sweep_service.importer import scale_params
 from sweep_service.spec import Space, SweepPlan, plan_document
 
@@ -733,7 +732,7 @@ def run_sweep(
 
     init_ray(ray_address, ray_num_cpus)
     plan = driver.plan
-    capacity.check_started(db, sweep_id, plan.cpu, plan.gpu, local=not ray_address)  # sweep_service/resources.py
+    resource_wait.check_started(db, sweep_id, plan.cpu, plan.gpu, local=not ray_address)
     resources = {"cpu": plan.cpu, "gpu": plan.gpu}
     tuner = tune.Tuner(
         tune.with_resources(function, resources),
@@ -748,7 +747,7 @@ def run_sweep(
             storage_path=str(storage_dir.resolve()),
             failure_config=tune.FailureConfig(max_failures=max_failures),
             verbose=0,
-            callbacks=[ErrorReasons(max_failures), capacity.ClearWaiting(sweep_id)],
+            callbacks=[ErrorReasons(max_failures), resource_wait.ClearWaiting(sweep_id)],
             stop=CancelStopper(sweep_id),
         ),
     )
