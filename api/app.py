@@ -17,10 +17,11 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.openapi.utils import get_openapi
-from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+from starlette.requests import ClientDisconnect
 
 from api.deps import AUTH_RESPONSES, Authorized
-from api.middleware import BodyLimitMiddleware, MetricsMiddleware, RequestMetrics
+from api.middleware import CLIENT_CLOSED, BodyLimitMiddleware, BodyTimeoutMiddleware, MetricsMiddleware, RequestMetrics
 from api.routers import analysis, best, catalog, dashboard, events, exports, ops, sweeps, trials
 from db.migrate import upgrade
 from db.session import Database
@@ -82,9 +83,10 @@ def _name_enums(components: dict[str, Any]) -> None:
     cell["scale"] = {**scale, "title": "Scale"}
 
 
-def create_app(database_url: str | None = None, settings: Settings | None = None) -> FastAPI:
+def create_app(database_url: str | None = None, settings: Settings | None = None, local_ray: bool = False) -> FastAPI:
     """The REST API on `database_url` (default: the settings' DATABASE_URL, else the SQLite file under
-    SWEEP_HOME), with the migrations applied."""
+    SWEEP_HOME), with the migrations applied. `local_ray`: sweeps run on a Ray this process starts (`serve` with
+    its dispatcher and no RAY_ADDRESS), so POST /sweeps refuses resources this machine lacks."""
     settings = settings if settings is not None else get_settings()
     url = database_url or settings.db_url()
     upgrade(url)
@@ -107,6 +109,7 @@ def create_app(database_url: str | None = None, settings: Settings | None = None
     app.state.settings = settings
     app.state.db = db
     app.state.tokens = settings.tokens()
+    app.state.local_ray = local_ray
     app.state.request_metrics = RequestMetrics()
     app.state.events_poll_seconds = events.POLL_SECONDS
 
@@ -126,6 +129,12 @@ def create_app(database_url: str | None = None, settings: Settings | None = None
 
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
 
+    @app.exception_handler(ClientDisconnect)
+    async def client_disconnected(request: Request, exc: ClientDisconnect) -> Response:
+        # The client went away mid-body: nothing to answer and not our error. Logged and counted as nginx's 499.
+        log.info("client closed the connection during %s %s", request.method, request.url.path)
+        return Response(status_code=CLIENT_CLOSED)
+
     @app.exception_handler(Exception)
     async def internal_error(request: Request, exc: Exception) -> JSONResponse:
         # The traceback goes to the log; the client gets no internals (and no request headers are logged).
@@ -133,6 +142,7 @@ def create_app(database_url: str | None = None, settings: Settings | None = None
         return JSONResponse({"detail": "internal server error"}, status_code=500)
 
     # The last added middleware runs first: metrics see every request, 413s included.
+    app.add_middleware(BodyTimeoutMiddleware, seconds=settings.body_timeout_seconds)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(MetricsMiddleware, metrics=app.state.request_metrics)
     return app

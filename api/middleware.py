@@ -1,4 +1,4 @@
-"""ASGI middleware: the request-body limit and the request metrics behind `GET /metrics`.
+"""ASGI middleware: the request-body limit and read timeout, and the request metrics behind `GET /metrics`.
 
 Both are plain ASGI (no BaseHTTPMiddleware), so streamed responses (the server-sent events) pass through
 unbuffered.
@@ -6,6 +6,7 @@ unbuffered.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import threading
 import time
@@ -68,6 +69,44 @@ class BodyLimitMiddleware:
             return message
 
         await self.app(scope, limited_receive, send)
+
+
+# nginx's "client closed request": what a request whose client went away mid-body is logged and counted as.
+CLIENT_CLOSED = 499
+
+
+class BodyTimeoutMiddleware:
+    """A 408 when the next piece of a request body does not arrive within `seconds` (SWEEP_BODY_TIMEOUT_SECONDS),
+    so a client sending its body slowly cannot hold a connection forever (issue 13: 200 such stayed open).
+
+    Only reads of the body are timed: once the body is complete, a `receive` waits for the disconnect (the
+    server-sent events do) without limit. The header read timeout is the server's (api/server.py).
+    """
+
+    def __init__(self, app: ASGIApp, seconds: float) -> None:
+        self.app = app
+        self.seconds = seconds
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        body_done = False
+
+        async def timed_receive() -> Message:
+            nonlocal body_done
+            if body_done:
+                return await receive()
+            try:
+                message = await asyncio.wait_for(receive(), self.seconds)
+            except TimeoutError:
+                detail = f"no request body data for {self.seconds:g} s (SWEEP_BODY_TIMEOUT_SECONDS)"
+                raise HTTPException(408, detail=detail, headers={"Connection": "close"}) from None
+            if message["type"] != "http.request" or not message.get("more_body", False):
+                body_done = True
+            return message
+
+        await self.app(scope, timed_receive, send)
 
 
 # Latency buckets in seconds: prometheus_client's default histogram buckets.

@@ -1,4 +1,5 @@
-"""Reading a submitted sweep spec: strict JSON, the spec's own validation, and the data-source rule.
+"""Reading a submitted sweep spec: strict JSON or YAML by Content-Type, the spec's own validation, what the
+sweep needs (cells under SWEEP_MAX_CELLS, resources the embedded Ray can give), and the data-source rule.
 
 Every refusal is a 422 whose `detail` lists one entry per problem, shaped like FastAPI's validation errors
 (`loc`, `msg`, `type`) plus `field`, the spec's dotted field path (sweep_service.spec.SpecError).
@@ -12,8 +13,11 @@ import re
 from pathlib import Path
 from typing import Any
 
+import yaml
 from fastapi import HTTPException, Request
 
+from sweep_service.resources import local_problem
+from sweep_service.settings import Settings
 from sweep_service.spec import SpecError, SweepPlan, parse_spec, plan
 
 BUILTIN_DATA = "builtin"
@@ -120,31 +124,70 @@ def check_data_source(value: str, roots: list[Path]) -> str:
         except OSError:
             continue
     if inside:
-        return str(inside[0])
+        raise spec_errors([("data", f"{value[:200]!r} does not exist under the data roots")])
     shown = ", ".join(str(r) for r in roots)
     raise spec_errors([("data", f"{value[:200]!r} is outside the data roots ({shown})")])
 
 
-def validate_spec(doc: dict[str, Any], data_roots: list[Path]) -> tuple[dict[str, Any], SweepPlan]:
-    """The document as it will be stored (data normalized) and its plan; a 422 listing every problem if not valid."""
+def validate_spec(doc: dict[str, Any], settings: Settings, local_ray: bool = False) -> tuple[dict[str, Any], SweepPlan]:
+    """The document as it will be stored (data normalized) and its plan; a 422 listing every problem if not valid.
+
+    `local_ray`: the sweep will run on a Ray this server starts (`serve` with its dispatcher, no RAY_ADDRESS), so
+    resources this machine lacks are refused now rather than waited for forever (sweep_service/resources.py).
+    """
     problems = string_problems(doc)
     if problems:
         raise spec_errors(problems)
     try:
         spec = parse_spec(doc)
-        sweep_plan = plan(spec)
+        sweep_plan = plan(spec, max_cells=settings.max_cells)
     except SpecError as exc:
         raise spec_errors(exc.errors) from None
     except (KeyError, TypeError, ValueError) as exc:  # a spec the planner could not expand: still the input's fault
         raise spec_errors([("spec", f"cannot plan this spec: {str(exc)[:200]}")]) from None
+    if local_ray:
+        short = local_problem(sweep_plan.cpu, sweep_plan.gpu, settings.ray_num_cpus)
+        if short is not None:
+            raise spec_errors([("resources", short)])
     stored = dict(doc)
-    data = check_data_source(sweep_plan.data, data_roots)
+    data = check_data_source(sweep_plan.data, settings.data_root_paths())
     if data != sweep_plan.data:
         stored["data"] = data
     return stored, sweep_plan
 
 
+# Media types of a spec body (RFC 8259 for JSON; RFC 9512 registers application/yaml, the others are in use).
+JSON_TYPES = frozenset({"application/json"})
+YAML_TYPES = frozenset({"application/yaml", "application/x-yaml", "text/yaml", "text/x-yaml"})
+
+
+def parse_yaml_object(body: bytes) -> dict[str, Any]:
+    """A YAML mapping, without anchors or aliases: an alias repeats a node without copying it, so a small body
+    could stand for billions of nodes to walk ("billion laughs")."""
+    if not body.strip():
+        raise spec_errors([("spec", "the request body must be a sweep spec (a YAML mapping)")])
+    try:
+        text = body.decode("utf-8")
+        for event in yaml.parse(text, Loader=yaml.SafeLoader):
+            if isinstance(event, yaml.AliasEvent):
+                raise spec_errors([("spec", "YAML anchors and aliases (&, *) are not accepted; write the values out")])
+        doc = yaml.safe_load(text)
+    except (yaml.YAMLError, UnicodeDecodeError, RecursionError) as exc:
+        raise spec_errors([("spec", f"not valid YAML: {' '.join(str(exc).split())[:200]}")]) from None
+    if not isinstance(doc, dict):
+        raise spec_errors([("spec", "a sweep spec is a YAML mapping (name, optimizers, scales, ...)")])
+    return doc
+
+
 async def read_spec_document(request: Request) -> dict[str, Any]:
-    """The request body as a JSON object. A dependency, so it runs after the auth check (an unauthenticated
-    caller learns nothing about the body), and under the body-size limit (api.middleware)."""
+    """The request body as a JSON object (Content-Type application/json, or none) or a YAML mapping
+    (application/yaml and the like); any other Content-Type is a 415. A dependency, so it runs after the auth
+    check (an unauthenticated caller learns nothing about the body), and under the body-size limit
+    (api.middleware)."""
+    media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media_type in YAML_TYPES:
+        return parse_yaml_object(await request.body())
+    if media_type and media_type not in JSON_TYPES:
+        shown = ", ".join(sorted(JSON_TYPES | YAML_TYPES))
+        raise HTTPException(415, detail=f"Content-Type {media_type[:100]!r} is not a sweep spec; send one of {shown}")
     return parse_json_object(await request.body())

@@ -278,17 +278,28 @@ def cmd_run(args: argparse.Namespace) -> int:
     import hashlib
 
     from db import repository as repo
+    from sweep_service import feasibility, preflight
     from sweep_service.engine import run_sweep
+    from sweep_service.resources import local_problem
     from sweep_service.settings import get_settings
     from sweep_service.spec import SpecError, load_spec_file, plan_document
 
     doc = load_spec_file(args.spec)
+    settings = get_settings()
     try:
-        plan = plan_document(doc)
+        plan = plan_document(doc, max_cells=settings.max_cells)
     except SpecError as exc:
         raise UsageError(f"{args.spec}: {exc}") from None
-    settings = get_settings()
+    # What the spec needs from this machine, then what run writes: all before the sweep is written.
+    problems = [feasibility.data_problem(plan.data)]
+    short = None if settings.ray_address else local_problem(plan.cpu, plan.gpu, settings.ray_num_cpus)
+    problems.append(("resources", short) if short else None)
+    for problem in problems:
+        if problem is not None:
+            raise UsageError(f"{args.spec}: {problem[0]}: {problem[1]}")
+    preflight.check_directory(settings.sweep_home / "ray_results", "Ray Tune's results under SWEEP_HOME,")
     db = _database()
+    preflight.check_database_writable(db)
     key = None if args.new else "spec:" + hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
     with db.session() as s:
         sweep = repo.sweep_by_idempotency_key(s, key) if key else None
@@ -318,6 +329,11 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     print()
     print_answer(db, sweep_id, sys.stdout)
+    with db.session() as s:
+        final = repo.get_sweep(s, sweep_id)
+        if final is not None and final.status == "failed":
+            print(f"sweep {sweep_id} failed: {final.error or 'no reason recorded'}", file=sys.stderr)
+            return 1
     return 0
 
 
@@ -345,14 +361,16 @@ def cmd_status(args: argparse.Namespace) -> int:
             sweeps = repo.list_sweeps(s, limit=total if args.all else STATUS_LIMIT)
         counts = queries.trial_counts_for_sweeps(s, [sw.id for sw in sweeps])
         cells_of = queries.cell_counts_for_sweeps(s, [sw.id for sw in sweeps])
-        rows = [(sw.id, sw.name, sw.status, counts[sw.id], cells_of[sw.id]) for sw in sweeps]
+        rows = [(sw.id, sw.name, sw.status, counts[sw.id], cells_of[sw.id], sw.error) for sw in sweeps]
     if not rows:
         print("no sweeps yet")
         return 0
     width = min(max(len(name) for _, name, *_ in rows), NAME_WIDTH)
-    for sweep_id, name, status, by_status, n_cells in rows:
+    for sweep_id, name, status, by_status, n_cells, error in rows:
         trials = ", ".join(f"{k} {v}" for k, v in sorted(by_status.items())) or "no trials"
         print(f"sweep {sweep_id:<4} {_clip(name, width):<{width}} {status:<10} {n_cells} cells; trials: {trials}")
+        if error:  # why it failed, or what it waits for (e.g. "waiting for resources: ...")
+            print(f"  {error}")
     if len(rows) < total:
         print(f"showing the newest {len(rows)} of {total} sweeps; sweep-service status --all lists every one")
     if args.sweep_id is not None:
@@ -541,13 +559,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
     """The embedded default: the REST API and a dispatcher in one process."""
     import threading
 
-    import uvicorn
+    from api.app import create_app  # the composition root: the imports from the CLI up into the API
+    from api.server import make_server
+    from sweep_service.settings import get_settings
 
-    from api.app import create_app  # the composition root: the one import from the CLI up into the API
-
+    settings = get_settings()
     db = _database()
-    app = create_app(db.url)
-    server = uvicorn.Server(uvicorn.Config(app, host=args.host, port=args.port, log_level="info"))
+    # With its own dispatcher and no RAY_ADDRESS, sweeps run on the local Ray: POST /sweeps checks its resources.
+    app = create_app(db.url, local_ray=not args.no_dispatcher and not settings.ray_address)
+    server = make_server(app, args.host, args.port, settings)
     if args.no_dispatcher:
         server.run()
         return 0

@@ -38,7 +38,7 @@ from db import results
 from db.models import Cell, Trial
 from db.session import Database
 from sweep_service import coordinate_descent as cd
-from sweep_service import noise, phases
+from sweep_service import noise, phases, resource_wait
 from sweep_service.importer import scale_params
 from sweep_service.spec import Space, SweepPlan, plan_document
 
@@ -59,6 +59,14 @@ def study_name(sweep_id: int, key: str) -> str:
     return f"sweep-{sweep_id}/{key}"
 
 
+class _GridSampler(optuna.samplers.GridSampler):
+    """Optuna's GridSampler without its `study.stop()` once the grid is used up: that raises outside
+    `study.optimize` (we ask and tell), and _plan_optuna ends the cell itself when the grid is done."""
+
+    def after_trial(self, study: Any, trial: Any, state: TrialState, values: Any) -> None:
+        return None
+
+
 def _sampler(strategy: str, space: Space, seed: int) -> optuna.samplers.BaseSampler:
     if strategy == "tpe":
         return optuna.samplers.TPESampler(seed=seed)
@@ -67,7 +75,7 @@ def _sampler(strategy: str, space: Space, seed: int) -> optuna.samplers.BaseSamp
     if strategy == "cmaes":
         return optuna.samplers.CmaEsSampler(seed=seed, warn_independent_sampling=False)
     if strategy == "grid":
-        return optuna.samplers.GridSampler({k: list(v) for k, v in space.grid.items()}, seed=seed)
+        return _GridSampler({k: list(v) for k, v in space.grid.items()}, seed=seed)
     raise ValueError(f"unknown strategy {strategy!r}")
 
 
@@ -824,6 +832,7 @@ def run_sweep(
 
     init_ray(ray_address, ray_num_cpus)
     plan = driver.plan
+    resource_wait.check_started(db, sweep_id, plan.cpu, plan.gpu, local=not ray_address)
     resources = {"cpu": plan.cpu, "gpu": plan.gpu}
     tuner = tune.Tuner(
         tune.with_resources(function, resources),
@@ -838,7 +847,7 @@ def run_sweep(
             storage_path=str(storage_dir.resolve()),
             failure_config=tune.FailureConfig(max_failures=max_failures),
             verbose=0,
-            callbacks=[ErrorReasons(max_failures)],
+            callbacks=[ErrorReasons(max_failures), resource_wait.ClearWaiting(sweep_id)],
             stop=CancelStopper(sweep_id),
         ),
     )

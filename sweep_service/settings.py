@@ -30,6 +30,11 @@ class Settings(BaseSettings):
     api_read_tokens: str = Field(default="", alias="SWEEP_API_READ_TOKENS")  # read-only
     # Largest request body the API accepts, in bytes.
     max_body_bytes: int = Field(default=1_000_000, alias="SWEEP_MAX_BODY_BYTES")
+    # Most cells one sweep may have (issue 13: 10,000 cells took 75 s of planning and 36 s of server CPU).
+    max_cells: int = Field(default=2000, ge=1, alias="SWEEP_MAX_CELLS")
+    # Seconds the API waits for a request's headers, and between pieces of its body, before closing it.
+    header_timeout_seconds: float = Field(default=30.0, gt=0, alias="SWEEP_HEADER_TIMEOUT_SECONDS")
+    body_timeout_seconds: float = Field(default=30.0, gt=0, alias="SWEEP_BODY_TIMEOUT_SECONDS")
 
     def tokens(self) -> tuple[frozenset[str], frozenset[str]]:
         """(write tokens, read-only tokens)."""

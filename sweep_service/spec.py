@@ -69,8 +69,20 @@ class SpecError(ValueError):
         super().__init__("; ".join(f"{loc}: {msg}" for loc, msg in errors))
 
 
+# Chinchilla multiples a sweep may use: the paper runs 1 to 16x (PAPER.md section 2) and the CPU demos
+# 0.03x; outside [0.001, 1000] a run is either a few steps or years (issue 13: 1e308 was accepted).
+MIN_MULTIPLE, MAX_MULTIPLE = 0.001, 1000.0
+MULTIPLE_RANGE = f"multiples must be positive, finite and within [{MIN_MULTIPLE:g}, {MAX_MULTIPLE:g}]"
+
+
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+
+def _multiple(value: float) -> float:
+    if not MIN_MULTIPLE <= value <= MAX_MULTIPLE:  # also NaN, which compares false
+        raise ValueError(f"{MULTIPLE_RANGE}, got {value:g}")
+    return value
 
 
 def _number(value: Any) -> Any:
@@ -114,6 +126,7 @@ class CellSpec(_Model):
     method: Literal["robust", "paper"] = "robust"  # Phase III: how the prediction is fitted (sweep_service/scaling.py)
 
     _coerce = field_validator("baseline", mode="before")(classmethod(lambda cls, v: _numbers(v)))
+    _range = field_validator("chinchilla")(classmethod(lambda cls, v: _multiple(v)))
 
 
 class Resources(_Model):
@@ -150,8 +163,8 @@ class SweepSpec(_Model):
     @field_validator("chinchilla")
     @classmethod
     def _positive(cls, values: list[float]) -> list[float]:
-        if any(v <= 0 for v in values):
-            raise ValueError("multiples must be positive")
+        for v in values:
+            _multiple(v)
         return values
 
     @field_validator("tolerance", mode="before")
@@ -249,7 +262,12 @@ def parse_spec(doc: dict[str, Any]) -> SweepSpec:
     try:
         return SweepSpec.model_validate(doc)
     except ValidationError as exc:
-        raise SpecError([(".".join(str(p) for p in e["loc"]) or "spec", e["msg"]) for e in exc.errors()]) from None
+        raise SpecError(
+            [
+                (".".join(str(p) for p in e["loc"]) or "spec", e["msg"].removeprefix("Value error, "))
+                for e in exc.errors()
+            ]
+        ) from None
 
 
 def _space_for(optimizer: str, scale: str, override: SearchOverride | None, cell: CellSpec | None) -> Space:
@@ -333,12 +351,22 @@ def _check_types(where: str, typed: list[tuple[str, str, Any]], resolved: dict[s
         raise SpecError(errors)
 
 
-def plan(spec: SweepSpec) -> SweepPlan:
-    """Expand a valid spec into cells with resolved search spaces; unknown names list the valid ones."""
+def plan(spec: SweepSpec, max_cells: int | None = None) -> SweepPlan:
+    """Expand a valid spec into cells with resolved search spaces; unknown names list the valid ones.
+
+    A cell none of whose configs can run (every warmup >= its steps) is refused. With `max_cells`
+    (SWEEP_MAX_CELLS; the submission paths pass it), a spec with more cells is refused before any space is built.
+    """
+    from sweep_service import feasibility
     from workers.model import SCALES
     from workers.optimizers import REGISTRY
 
     errors: list[tuple[str, str]] = []
+    if max_cells is not None:
+        explicit = (cell_key(c.optimizer, c.scale, c.chinchilla) for c in spec.cells)
+        too_many = feasibility.cell_count_problem(spec.optimizers, spec.scales, spec.chinchilla, explicit, max_cells)
+        if too_many is not None:
+            raise SpecError([too_many])
     for i, name in enumerate(spec.optimizers):
         if name not in REGISTRY:
             errors.append((f"optimizers.{i}", f"unknown optimizer {name!r}; valid: {', '.join(REGISTRY)}"))
@@ -387,6 +415,11 @@ def plan(spec: SweepSpec) -> SweepPlan:
             cells[key] = dataclasses.replace(cells[key], from_cells=tuple(sources))
     if spec.tolerance == "auto" and spec.confirm_seeds < 1:
         errors.append(("tolerance", "`auto` measures the seed noise: it needs confirm_seeds >= 1"))
+    index = {cell_key(c.optimizer, c.scale, c.chinchilla): i for i, c in enumerate(spec.cells)}
+    for key, cell in cells.items():
+        problem = feasibility.warmup_problem(cell)
+        if problem is not None:
+            errors.append((f"cells.{index[key]}.chinchilla" if key in index else "chinchilla", problem))
     if errors:
         raise SpecError(errors)
     auto = spec.tolerance == "auto"
@@ -444,5 +477,5 @@ def _phase_errors(i: int, c: CellSpec, key: str, cells: dict[str, CellPlan]) -> 
     return errors
 
 
-def plan_document(doc: dict[str, Any]) -> SweepPlan:
-    return plan(parse_spec(doc))
+def plan_document(doc: dict[str, Any], max_cells: int | None = None) -> SweepPlan:
+    return plan(parse_spec(doc), max_cells)

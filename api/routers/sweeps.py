@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Header, HTTPException, Query, Response, status
+from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request, Response, status
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -40,8 +40,11 @@ IdempotencyKey = Annotated[
 SPEC_BODY: dict[str, Any] = {
     "requestBody": {
         "required": True,
-        "description": "the sweep spec (sweep_service/spec.py), as JSON",
-        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/SweepSpec"}}},
+        "description": "the sweep spec (sweep_service/spec.py), as JSON or YAML",
+        "content": {
+            "application/json": {"schema": {"$ref": "#/components/schemas/SweepSpec"}},
+            "application/yaml": {"schema": {"$ref": "#/components/schemas/SweepSpec"}},
+        },
     }
 }
 CANCEL_REASON = "cancelled through the API"
@@ -59,6 +62,7 @@ def not_found(sweep_id: int) -> HTTPException:
     responses={
         200: {"model": SweepDetail, "description": "a retry with a known Idempotency-Key"},
         413: {"description": "the body is larger than SWEEP_MAX_BODY_BYTES"},
+        415: {"description": "the Content-Type is neither JSON nor YAML"},
     },
 )
 def create_sweep(
@@ -66,10 +70,11 @@ def create_sweep(
     db: DatabaseDep,
     settings: SettingsDep,
     response: Response,
+    request: Request,
     idempotency_key: IdempotencyKey = None,
 ) -> SweepDetail:
     """Submit a sweep spec; it is validated (422 names each bad field) and queued for a dispatcher."""
-    stored, plan = validate_spec(doc, settings.data_root_paths())
+    stored, plan = validate_spec(doc, settings, local_ray=request.app.state.local_ray)
     if idempotency_key is not None:
         with db.session() as s:
             existing = repo.sweep_by_idempotency_key(s, idempotency_key)
