@@ -13,6 +13,8 @@ import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from sweep_service import signals
+
 if TYPE_CHECKING:  # workers.optimizers imports torch and every optimizer: seconds that --help and status skip
     from workers.optimizers.base import HParam
 
@@ -296,6 +298,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             progress=lambda line: print(line, file=sys.stderr, flush=True),
             ray_address=settings.ray_address,
             ray_num_cpus=settings.ray_num_cpus,
+            stop=signals.STOP,
         )
     print()
     print_best_table(_cell_rows(db, sweep_id))
@@ -509,13 +512,14 @@ def _dispatcher(db: Any) -> Any:
         progress=lambda line: print(line, file=sys.stderr, flush=True),
         ray_address=settings.ray_address,
         ray_num_cpus=settings.ray_num_cpus,
+        stop=signals.STOP,
     )
 
 
 def cmd_dispatcher(args: argparse.Namespace) -> int:
-    """Claim queued sweeps and run them until interrupted."""
+    """Claim queued sweeps and run them until SIGINT/SIGTERM (then exit 130/143, the sweep resumable)."""
     _dispatcher(_database()).run_forever(poll_seconds=args.poll)
-    return 0
+    return signals.exit_code() if signals.STOP.is_set() else 0
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -530,8 +534,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
     app = create_app(db.url)
     server = uvicorn.Server(uvicorn.Config(app, host=args.host, port=args.port, log_level="info"))
     if args.no_dispatcher:
-        server.run()
-        return 0
+        api = threading.Thread(target=server.run, name="api", daemon=True)
+        api.start()
+        # uvicorn installs its signal handlers only on the main thread: off it, ours decide.
+        while api.is_alive() and not signals.STOP.wait(0.5):
+            pass
+        server.should_exit = True
+        api.join(timeout=10)
+        return signals.exit_code() if signals.STOP.is_set() else 1
     # The API serves from a thread; the dispatcher keeps the main thread, where Ray Tune wants to run.
     api = threading.Thread(target=server.run, name="api", daemon=True)
     api.start()
@@ -542,7 +552,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     finally:
         server.should_exit = True
         api.join(timeout=10)
-    return 0
+    return signals.exit_code() if signals.STOP.is_set() else 0
 
 
 def cmd_db_upgrade(args: argparse.Namespace) -> int:
@@ -628,11 +638,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Commands that run sweeps stop them resumably on SIGINT/SIGTERM (sweep_service/signals.py).
+SIGNAL_COMMANDS = ("run", "dispatcher", "serve")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.command in SIGNAL_COMMANDS:
+        signals.install()
     try:
         return int(args.func(args))
+    except signals.Interrupted as exc:
+        print("sweep-service: stopped; run the same command again to resume the sweep", file=sys.stderr)
+        return signals.exit_code(exc.signum)
     except (UsageError, ValueError) as exc:
         print(f"sweep-service: error: {exc}", file=sys.stderr)
         return 2

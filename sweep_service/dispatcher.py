@@ -71,6 +71,7 @@ class Dispatcher:
                     progress=self.progress,
                     ray_address=self.ray_address,
                     ray_num_cpus=self.ray_num_cpus,
+                    stop=self.stop,
                 )
         except Exception as exc:  # a broken sweep must not take the dispatcher down with it
             with self.db.session() as s:

@@ -40,6 +40,7 @@ from db.session import Database
 from sweep_service import coordinate_descent as cd
 from sweep_service import phases
 from sweep_service.importer import scale_params
+from sweep_service.signals import Interrupted
 from sweep_service.spec import Space, SweepPlan, plan_document
 
 Progress = Callable[[str], None]
@@ -111,6 +112,9 @@ class SweepDriver:
     sweep_id: int
     progress: Progress | None = None
     lock: threading.RLock = field(default_factory=threading.RLock)
+    # Set on SIGINT/SIGTERM (sweep_service/signals.py) or by a stopping dispatcher: hand out nothing more, and
+    # record no trial that Tune stops on the way out (it goes back to pending and re-runs on resume).
+    stop: threading.Event = field(default_factory=threading.Event)
 
     def __post_init__(self) -> None:
         with self.db.session() as s:
@@ -420,8 +424,14 @@ class SweepDriver:
                 self._cancelled = sweep is None or sweep.status == "cancelled"
         return self._cancelled
 
+    def stopping(self) -> bool:
+        """Whether this run is on its way out without finishing the sweep (a signal)."""
+        return self.stop.is_set()
+
     def next_trial(self) -> dict[str, Any] | str | None:
         """The next trial for Tune: its config, None (wait for results), or "FINISHED"."""
+        if self.stopping():
+            return "FINISHED"
         with self.lock:
             self.refresh()
             with self.db.session() as s:
@@ -466,6 +476,8 @@ class SweepDriver:
             repo.add_curve_points(s, trial_id, [(step, eval_loss, train_loss)])
 
     def record_final(self, trial_id: int, result: dict[str, Any] | None, error: str | None = None) -> None:
+        if self.stopping() and (result is None or result.get("kind") != "final"):
+            return  # stopped (or killed by the same Ctrl+C) on the way out: it stays running, then goes back to pending
         with self.lock, self.db.session() as s:
             trial = repo.get_trial(s, trial_id)
             if trial is None:
@@ -675,7 +687,7 @@ class CancelStopper(_stopper_base()):  # type: ignore[misc]
 
     def stop_all(self) -> bool:
         driver = _DRIVERS.get(self.sweep_id)
-        return driver is not None and driver.cancelled()
+        return driver is not None and (driver.stopping() or driver.cancelled())
 
 
 class ErrorReasons(_callback_base()):  # type: ignore[misc]
@@ -693,6 +705,14 @@ class ErrorReasons(_callback_base()):  # type: ignore[misc]
         _ERRORS[trial.trial_id] = f"failed after {self.max_failures + 1} attempts: {text}"
 
 
+def _interrupted(driver: SweepDriver) -> None:
+    """Leave the sweep resumable: trials in flight back to pending, the sweep `running`; then raise."""
+    with driver.db.session() as s:
+        requeued = repo.requeue_running(s, driver.sweep_id)
+    driver._say(f"sweep {driver.sweep_id} stopped: {requeued} trial(s) in flight back to pending; resumes on restart")
+    raise Interrupted()
+
+
 def run_sweep(
     db: Database,
     sweep_id: int,
@@ -702,9 +722,12 @@ def run_sweep(
     ray_address: str | None = None,
     ray_num_cpus: int | None = None,
     trainable: Callable[[dict[str, Any]], None] | None = None,
+    stop: threading.Event | None = None,
 ) -> list[CellView]:
     """Run (or resume) a sweep to the end on Ray Tune; returns the final per-cell view.
 
+    When `stop` is set (SIGINT/SIGTERM: sweep_service/signals.py) the Tune run ends, the trials in flight go back
+    to pending, the sweep stays `running` and `Interrupted` is raised: the same command resumes it.
     `trainable` replaces the training function (benchmarks time the engine with fixed-duration trials);
     it receives {"trial_id", "run"} and must end with a `tune.report` whose "kind" is "final".
     """
@@ -715,6 +738,8 @@ def run_sweep(
     function = trainable or train_trial
 
     driver = SweepDriver(db, sweep_id, progress)
+    if stop is not None:
+        driver.stop = stop
     _DRIVERS[sweep_id] = driver
     requeued = driver.prepare()
     if progress and requeued:
@@ -723,6 +748,8 @@ def run_sweep(
         repo.set_sweep_status(s, sweep_id, ["queued", "running"], "running")
 
     init_ray(ray_address, ray_num_cpus)
+    if driver.stopping():  # a signal during ray.init
+        _interrupted(driver)
     plan = driver.plan
     resources = {"cpu": plan.cpu, "gpu": plan.gpu}
     tuner = tune.Tuner(
@@ -746,6 +773,8 @@ def run_sweep(
         tuner.fit()
     finally:
         _DRIVERS.pop(sweep_id, None)
+    if driver.stopping():
+        _interrupted(driver)
     driver.refresh()
     with db.session() as s:
         cells = repo.cells_of(s, sweep_id)
