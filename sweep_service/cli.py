@@ -291,15 +291,32 @@ def cmd_run(args: argparse.Namespace) -> int:
         sweep_id, status = sweep.id, sweep.status
     print(f"database: {masked_url(db.url)}", file=sys.stderr)
     if status in ("queued", "running"):
-        run_sweep(
-            db,
-            sweep_id,
-            settings.sweep_home / "ray_results",
-            progress=lambda line: print(line, file=sys.stderr, flush=True),
-            ray_address=settings.ray_address,
-            ray_num_cpus=settings.ray_num_cpus,
-            stop=signals.STOP,
-        )
+        from sweep_service import lease as leases
+
+        def say(line: str) -> None:
+            print(line, file=sys.stderr, flush=True)
+
+        # `run` claims the sweep's lease like a dispatcher: the two never run one sweep at once.
+        try:
+            lease = leases.claim_or_raise(db, sweep_id, leases.default_owner(), settings.lease_seconds)
+        except leases.LeaseHeld as exc:
+            print(f"sweep-service: {exc}; not started (it resumes here once that process stops)", file=sys.stderr)
+            return 1
+        try:
+            with leases.kept(db, lease, say):
+                run_sweep(
+                    db,
+                    sweep_id,
+                    settings.sweep_home / "ray_results",
+                    progress=say,
+                    ray_address=settings.ray_address,
+                    ray_num_cpus=settings.ray_num_cpus,
+                    stop=signals.STOP,
+                    lease=lease,
+                )
+        except leases.LeaseLost as exc:
+            print(f"sweep-service: {exc}", file=sys.stderr)
+            return 1
     print()
     print_best_table(_cell_rows(db, sweep_id))
     return 0
