@@ -47,6 +47,8 @@ class Sweep(Base):
     # Dispatcher lease: who runs it and until when the claim holds without a heartbeat.
     claimed_by: Mapped[str | None] = mapped_column(String(200))
     lease_expires_at: Mapped[datetime | None]
+    # Fencing token: bumped by every claim; a run writes only while the epoch is the one it claimed (0003).
+    lease_epoch: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     started_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]

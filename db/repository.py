@@ -72,27 +72,37 @@ def set_sweep_status(s: Session, sweep_id: int, from_statuses: Sequence[str], to
     return _rowcount(res) == 1
 
 
-def claim_sweep(s: Session, sweep_id: int, owner: str, lease_seconds: float) -> bool:
-    """Claim a queued sweep, or a running one whose lease expired (its dispatcher died). Compare-and-set."""
+def claim_sweep(
+    s: Session, sweep_id: int, owner: str, lease_seconds: float, steal_from: tuple[str, int] | None = None
+) -> int | None:
+    """Claim a queued sweep, or a running one whose lease expired (its dispatcher died), or, with `steal_from`
+    (holder, epoch), the one that holder holds (a process known to be dead). Compare-and-set; the claim bumps
+    the sweep's lease epoch (the fencing token, `fence`). Returns the new epoch, None when another caller won."""
     now = utcnow()
+    claimable = or_(
+        Sweep.status == "queued",
+        and_(Sweep.status == "running", or_(Sweep.lease_expires_at.is_(None), Sweep.lease_expires_at < now)),
+    )
+    if steal_from is not None:
+        claimable = or_(
+            claimable,
+            and_(Sweep.status == "running", Sweep.claimed_by == steal_from[0], Sweep.lease_epoch == steal_from[1]),
+        )
     res = s.execute(
         update(Sweep)
-        .where(
-            Sweep.id == sweep_id,
-            or_(
-                Sweep.status == "queued",
-                and_(Sweep.status == "running", or_(Sweep.lease_expires_at.is_(None), Sweep.lease_expires_at < now)),
-            ),
-        )
+        .where(Sweep.id == sweep_id, claimable)
         .values(
             status="running",
             claimed_by=owner,
             lease_expires_at=now + timedelta(seconds=lease_seconds),
+            lease_epoch=Sweep.lease_epoch + 1,
             started_at=func.coalesce(Sweep.started_at, now),
         ),
         execution_options={"synchronize_session": False},
     )
-    return _rowcount(res) == 1
+    if _rowcount(res) != 1:
+        return None
+    return int(s.scalars(select(Sweep.lease_epoch).where(Sweep.id == sweep_id)).one())
 
 
 def claimable_sweep_ids(s: Session, limit: int = 10) -> list[int]:
@@ -112,12 +122,35 @@ def claimable_sweep_ids(s: Session, limit: int = 10) -> list[int]:
     return list(s.scalars(q))
 
 
-def heartbeat(s: Session, sweep_id: int, owner: str, lease_seconds: float) -> bool:
+def heartbeat(s: Session, sweep_id: int, owner: str, lease_seconds: float, epoch: int | None = None) -> bool:
     """Extend the lease; False when another dispatcher holds the sweep now (stop working on it)."""
+    conditions = [Sweep.id == sweep_id, Sweep.claimed_by == owner, Sweep.status == "running"]
+    if epoch is not None:
+        conditions.append(Sweep.lease_epoch == epoch)
+    res = s.execute(
+        update(Sweep).where(*conditions).values(lease_expires_at=utcnow() + timedelta(seconds=lease_seconds)),
+        execution_options={"synchronize_session": False},
+    )
+    return _rowcount(res) == 1
+
+
+def fence(s: Session, sweep_id: int, epoch: int) -> bool:
+    """Whether the caller still holds lease `epoch` of the sweep, checked with a write to the sweep's row so
+    that the rest of this transaction commits before any later claim does: PostgreSQL holds the row lock,
+    SQLite the database's write lock, until the commit. Call it first in every write transaction of a run."""
+    res = s.execute(
+        update(Sweep).where(Sweep.id == sweep_id, Sweep.lease_epoch == epoch).values(lease_epoch=Sweep.lease_epoch),
+        execution_options={"synchronize_session": False},
+    )
+    return _rowcount(res) == 1
+
+
+def release_lease(s: Session, sweep_id: int, epoch: int) -> bool:
+    """Give the lease up (a run stopping resumably): any dispatcher may claim the sweep at once."""
     res = s.execute(
         update(Sweep)
-        .where(Sweep.id == sweep_id, Sweep.claimed_by == owner, Sweep.status == "running")
-        .values(lease_expires_at=utcnow() + timedelta(seconds=lease_seconds)),
+        .where(Sweep.id == sweep_id, Sweep.lease_epoch == epoch)
+        .values(claimed_by=None, lease_expires_at=None),
         execution_options={"synchronize_session": False},
     )
     return _rowcount(res) == 1

@@ -101,6 +101,9 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
+IDLE_IN_TRANSACTION_MS = 60_000
+
+
 def make_engine(url: str) -> Engine:
     """An engine for `url`; a SQLite file's directory is made if missing."""
     if url.startswith("sqlite"):
@@ -110,6 +113,20 @@ def make_engine(url: str) -> Engine:
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
+    parsed = make_url(url)
+    if (
+        parsed.get_backend_name() == "postgresql"
+        and parsed.get_driver_name() == "psycopg2"
+        and "options" not in parsed.query
+    ):
+        # A client paused or cut off inside a transaction (SIGSTOP, a network partition) would hold its row locks,
+        # the sweep's lease row among them (db.repository.fence), forever: the server ends such a session after
+        # 60 s, a little over the default lease (SWEEP_LEASE_SECONDS), so a new holder waits at most that long.
+        return create_engine(
+            url,
+            pool_pre_ping=True,
+            connect_args={"options": f"-c idle_in_transaction_session_timeout={IDLE_IN_TRANSACTION_MS}"},
+        )
     return create_engine(url, pool_pre_ping=True)
 
 

@@ -13,6 +13,8 @@ import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from sweep_service import signals
+
 if TYPE_CHECKING:  # workers.optimizers imports torch and every optimizer: seconds that --help and status skip
     from workers.optimizers.base import HParam
 
@@ -315,14 +317,32 @@ def cmd_run(args: argparse.Namespace) -> int:
         sweep_id, status = sweep.id, sweep.status
     print(f"database: {masked_url(db.url)}", file=sys.stderr)
     if status in ("queued", "running"):
-        run_sweep(
-            db,
-            sweep_id,
-            settings.sweep_home / "ray_results",
-            progress=lambda line: print(line, file=sys.stderr, flush=True),
-            ray_address=settings.ray_address,
-            ray_num_cpus=settings.ray_num_cpus,
-        )
+        from sweep_service import lease as leases
+
+        def say(line: str) -> None:
+            print(line, file=sys.stderr, flush=True)
+
+        # `run` claims the sweep's lease like a dispatcher: the two never run one sweep at once.
+        try:
+            lease = leases.claim_or_raise(db, sweep_id, leases.default_owner(), settings.lease_seconds)
+        except leases.LeaseHeld as exc:
+            print(f"sweep-service: {exc}; not started (it resumes here once that process stops)", file=sys.stderr)
+            return 1
+        try:
+            with leases.kept(db, lease, say):
+                run_sweep(
+                    db,
+                    sweep_id,
+                    settings.sweep_home / "ray_results",
+                    progress=say,
+                    ray_address=settings.ray_address,
+                    ray_num_cpus=settings.ray_num_cpus,
+                    stop=signals.STOP,
+                    lease=lease,
+                )
+        except leases.LeaseLost as exc:
+            print(f"sweep-service: {exc}", file=sys.stderr)
+            return 1
     print()
     print_best_table(_cell_rows(db, sweep_id))
     from sweep_service.answer import print_answer
@@ -546,13 +566,14 @@ def _dispatcher(db: Any) -> Any:
         progress=lambda line: print(line, file=sys.stderr, flush=True),
         ray_address=settings.ray_address,
         ray_num_cpus=settings.ray_num_cpus,
+        stop=signals.STOP,
     )
 
 
 def cmd_dispatcher(args: argparse.Namespace) -> int:
-    """Claim queued sweeps and run them until interrupted."""
+    """Claim queued sweeps and run them until SIGINT/SIGTERM (then exit 130/143, the sweep resumable)."""
     _dispatcher(_database()).run_forever(poll_seconds=args.poll)
-    return 0
+    return signals.exit_code() if signals.STOP.is_set() else 0
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -569,8 +590,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
     app = create_app(db.url, local_ray=not args.no_dispatcher and not settings.ray_address)
     server = make_server(app, args.host, args.port, settings)
     if args.no_dispatcher:
-        server.run()
-        return 0
+        api = threading.Thread(target=server.run, name="api", daemon=True)
+        api.start()
+        # uvicorn installs its signal handlers only on the main thread: off it, ours decide.
+        while api.is_alive() and not signals.STOP.wait(0.5):
+            pass
+        server.should_exit = True
+        api.join(timeout=10)
+        return signals.exit_code() if signals.STOP.is_set() else 1
     # The API serves from a thread; the dispatcher keeps the main thread, where Ray Tune wants to run.
     api = threading.Thread(target=server.run, name="api", daemon=True)
     api.start()
@@ -581,7 +608,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     finally:
         server.should_exit = True
         api.join(timeout=10)
-    return 0
+    return signals.exit_code() if signals.STOP.is_set() else 0
 
 
 def cmd_db_upgrade(args: argparse.Namespace) -> int:
@@ -667,11 +694,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Commands that run sweeps stop them resumably on SIGINT/SIGTERM (sweep_service/signals.py).
+SIGNAL_COMMANDS = ("run", "dispatcher", "serve")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.command in SIGNAL_COMMANDS:
+        signals.install()
     try:
         return int(args.func(args))
+    except signals.Interrupted as exc:
+        print("sweep-service: stopped; run the same command again to resume the sweep", file=sys.stderr)
+        return signals.exit_code(exc.signum)
     except (UsageError, ValueError) as exc:
         print(f"sweep-service: error: {exc}", file=sys.stderr)
         return 2

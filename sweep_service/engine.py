@@ -36,10 +36,13 @@ from sqlalchemy.orm import Session
 from db import repository as repo
 from db import results
 from db.models import Cell, Trial
+from db.retry import retry, retrying, transient
 from db.session import Database
 from sweep_service import coordinate_descent as cd
 from sweep_service import noise, phases, resource_wait
 from sweep_service.importer import scale_params
+from sweep_service.lease import Lease, LeaseLost
+from sweep_service.signals import Interrupted
 from sweep_service.spec import Space, SweepPlan, plan_document
 
 Progress = Callable[[str], None]
@@ -119,6 +122,12 @@ class SweepDriver:
     sweep_id: int
     progress: Progress | None = None
     lock: threading.RLock = field(default_factory=threading.RLock)
+    # Set on SIGINT/SIGTERM (sweep_service/signals.py) or by a stopping dispatcher: hand out nothing more, and
+    # record no trial that Tune stops on the way out (it goes back to pending and re-runs on resume).
+    stop: threading.Event = field(default_factory=threading.Event)
+    # The lease this run holds (sweep_service/lease.py): every write is fenced on its epoch. None: unfenced
+    # (tests of the planning logic, which hold no lease).
+    lease: Lease | None = None
 
     def __post_init__(self) -> None:
         with self.db.session() as s:
@@ -135,7 +144,7 @@ class SweepDriver:
 
     def prepare(self) -> int:
         """Create the cells (first start) or requeue trials a dead driver left running (restart)."""
-        with self.lock, self.db.session() as s:
+        with self.lock, self._write() as s:
             existing = {c.key for c in repo.cells_of(s, self.sweep_id)}
             for cell in self.plan.cells:
                 if cell.key in existing:
@@ -396,6 +405,7 @@ class SweepDriver:
                 else:
                     study.tell(trial, state=TrialState.FAIL)
                 continue
+            self._fence(s)  # the commit above ended the fenced transaction: fence the new one
             self._add(s, cell, searched, space, cell.round + 1, optuna_trial=trial.number)
             repo.update_cell(s, cell.id, round=cell.round + 1)
             return
@@ -426,7 +436,7 @@ class SweepDriver:
 
     def refresh(self) -> None:
         reference = noise.reference_cell(self.plan) if self.plan.tolerance_auto else None
-        with self.lock, self.db.session() as s:
+        with self.lock, self._write() as s:
             for cell in repo.cells_of(s, self.sweep_id):
                 if cell.status in OPEN_CELL:
                     self._plan_cell(s, cell)
@@ -528,18 +538,40 @@ class SweepDriver:
                 self._cancelled = sweep is None or sweep.status == "cancelled"
         return self._cancelled
 
+    def stopping(self) -> bool:
+        """Whether this run is on its way out without finishing the sweep (a signal, or its lease lost)."""
+        return self.stop.is_set() or self.lease_lost()
+
+    def lease_lost(self) -> bool:
+        return self.lease is not None and self.lease.lost.is_set()
+
+    def _write(self) -> contextlib.AbstractContextManager[Session]:
+        """A session for the run's writes: fenced on the lease's epoch when a lease is held."""
+        return self.lease.fenced(self.db) if self.lease is not None else self.db.session()
+
+    def _fence(self, s: Session) -> None:
+        if self.lease is not None:
+            self.lease.check(s)
+
     def next_trial(self) -> dict[str, Any] | str | None:
         """The next trial for Tune: its config, None (wait for results), or "FINISHED"."""
+        if self.stopping():
+            return "FINISHED"
         with self.lock:
             self.refresh()
-            with self.db.session() as s:
+            with self._write() as s:
                 sweep = repo.get_sweep(s, self.sweep_id)
                 if sweep is None or sweep.status == "cancelled":
                     return "FINISHED"
-                for trial in repo.trials_of_sweep(s, self.sweep_id, ["pending"]):
+                for trial in repo.trials_of_sweep(s, self.sweep_id, ["pending", "running"]):
                     if trial.id in self._dispatched:
                         continue
-                    if not repo.transition_trial(s, trial.id, ["pending"], "running"):
+                    # A running trial this run never handed out: our transition committed but its answer was
+                    # lost with the connection (db/retry.py repeated the call). We hold the lease, so it is ours.
+                    if trial.status == "running":
+                        if self.lease is None:
+                            continue  # unfenced (tests): another driver's
+                    elif not repo.transition_trial(s, trial.id, ["pending"], "running"):
                         continue
                     self._dispatched.add(trial.id)
                     return {"trial_id": trial.id, "run": self._run_config(trial)}
@@ -570,11 +602,13 @@ class SweepDriver:
         }
 
     def record_eval(self, trial_id: int, step: int, eval_loss: float, train_loss: float | None) -> None:
-        with self.db.session() as s:
+        with self._write() as s:
             repo.add_curve_points(s, trial_id, [(step, eval_loss, train_loss)])
 
     def record_final(self, trial_id: int, result: dict[str, Any] | None, error: str | None = None) -> None:
-        with self.lock, self.db.session() as s:
+        if self.stopping() and (result is None or result.get("kind") != "final"):
+            return  # stopped (or killed by the same Ctrl+C) on the way out: it stays running, then goes back to pending
+        with self.lock, self._write() as s:
             trial = repo.get_trial(s, trial_id)
             if trial is None:
                 return
@@ -603,6 +637,8 @@ class SweepDriver:
             self._dispatched.discard(trial_id)
         # After the commit: the trial's row is the record; the Optuna study is a mirror of it, and writing
         # it inside our transaction would wait on our own SQLite write lock.
+        if self.lease_lost():
+            return
         loss = fields.get("final_loss")
         value = float(loss) if isinstance(loss, int | float) else math.inf
         try:
@@ -721,7 +757,7 @@ class SweepSearcher(_searcher_base()):  # type: ignore[misc]
         self.ids: dict[str, int] = {}
 
     def suggest(self, trial_id: str) -> dict[str, Any] | None:  # or Searcher.FINISHED
-        nxt = _DRIVERS[self.sweep_id].next_trial()
+        nxt = _call(self.sweep_id, "next_trial", "FINISHED")
         if nxt == "FINISHED":
             return self.FINISHED
         if nxt is None or isinstance(nxt, str):
@@ -737,14 +773,37 @@ class SweepSearcher(_searcher_base()):  # type: ignore[misc]
 
     def on_trial_result(self, trial_id: str, result: dict[str, Any]) -> None:
         if result.get("kind") == "eval" and trial_id in self.ids:
-            _DRIVERS[self.sweep_id].record_eval(
-                self.ids[trial_id], int(result["step"]), float(result["eval_loss"]), _finite(result.get("train_loss"))
+            point = (
+                self.ids[trial_id],
+                int(result["step"]),
+                float(result["eval_loss"]),
+                _finite(result.get("train_loss")),
             )
+            _call(self.sweep_id, "record_eval", None, *point)
 
     def on_trial_complete(self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False) -> None:
         if trial_id in self.ids:
             reason = _ERRORS.pop(trial_id, None) if error else None
-            _DRIVERS[self.sweep_id].record_final(self.ids.pop(trial_id), None if error else result, reason)
+            _call(self.sweep_id, "record_final", None, self.ids.pop(trial_id), None if error else result, reason)
+
+
+def _call(sweep_id: int, method: str, default: Any, *args: Any) -> Any:
+    """A driver method called from inside Ray Tune: transient database errors retried (db/retry.py); a lost
+    lease, or an error while stopping, ends the run (the stopper sees it) instead of crashing Tune's loop."""
+    driver = _DRIVERS.get(sweep_id)
+    if driver is None:
+        return default
+    try:
+        return retrying(
+            lambda: getattr(driver, method)(*args), f"sweep {sweep_id}: {method}", driver.progress, driver.stop
+        )()
+    except LeaseLost as exc:
+        driver._say(f"{exc}: stopping, writing nothing more")
+        return default
+    except Exception:
+        if driver.stopping():
+            return default
+        raise
 
 
 def _repro_of(result: dict[str, Any]) -> dict[str, Any] | None:
@@ -783,7 +842,14 @@ class CancelStopper(_stopper_base()):  # type: ignore[misc]
 
     def stop_all(self) -> bool:
         driver = _DRIVERS.get(self.sweep_id)
-        return driver is not None and driver.cancelled()
+        if driver is None or driver.stopping():
+            return driver is not None
+        try:
+            return driver.cancelled()
+        except Exception as exc:  # the database is away: not a reason to stop; looked at again within a second
+            if transient(exc):
+                return False
+            raise
 
 
 class ErrorReasons(_callback_base()):  # type: ignore[misc]
@@ -801,6 +867,25 @@ class ErrorReasons(_callback_base()):  # type: ignore[misc]
         _ERRORS[trial.trial_id] = f"failed after {self.max_failures + 1} attempts: {text}"
 
 
+def _stopped(driver: SweepDriver) -> None:
+    """A run that lost its lease raises LeaseLost and writes nothing more. One stopped by a signal leaves the
+    sweep resumable: trials in flight back to pending, the sweep `running` with its lease released (any
+    dispatcher, or the same command, resumes it at once); then it raises Interrupted."""
+    if driver.lease_lost():
+        raise LeaseLost(f"sweep {driver.sweep_id}: lease lost; this run stopped and wrote nothing more")
+
+    def leave() -> int:
+        with driver._write() as s:
+            requeued = repo.requeue_running(s, driver.sweep_id)
+            if driver.lease is not None:
+                repo.release_lease(s, driver.sweep_id, driver.lease.epoch)
+        return requeued
+
+    requeued = retry(leave, f"sweep {driver.sweep_id}: stop", driver.progress)
+    driver._say(f"sweep {driver.sweep_id} stopped: {requeued} trial(s) in flight back to pending; resumes on restart")
+    raise Interrupted()
+
+
 def run_sweep(
     db: Database,
     sweep_id: int,
@@ -810,9 +895,15 @@ def run_sweep(
     ray_address: str | None = None,
     ray_num_cpus: int | None = None,
     trainable: Callable[[dict[str, Any]], None] | None = None,
+    stop: threading.Event | None = None,
+    lease: Lease | None = None,
 ) -> list[CellView]:
     """Run (or resume) a sweep to the end on Ray Tune; returns the final per-cell view.
 
+    When `stop` is set (SIGINT/SIGTERM: sweep_service/signals.py) the Tune run ends, the trials in flight go back
+    to pending, the sweep stays `running` and `Interrupted` is raised: the same command resumes it. With a
+    `lease` (sweep_service/lease.py; the caller keeps its heartbeat) every write is fenced on its epoch, and a
+    lost lease ends the Tune run and raises LeaseLost. Transient database errors are retried (db/retry.py).
     `trainable` replaces the training function (benchmarks time the engine with fixed-duration trials);
     it receives {"trial_id", "run"} and must end with a `tune.report` whose "kind" is "final".
     """
@@ -822,15 +913,22 @@ def run_sweep(
 
     function = trainable or train_trial
 
-    driver = SweepDriver(db, sweep_id, progress)
+    driver = SweepDriver(db, sweep_id, progress, lease=lease)
+    if stop is not None:
+        driver.stop = stop
     _DRIVERS[sweep_id] = driver
-    requeued = driver.prepare()
+    requeued = retry(driver.prepare, f"sweep {sweep_id}: prepare", progress)
     if progress and requeued:
         progress(f"resuming: {requeued} trial(s) that were running when the driver stopped will run again")
-    with db.session() as s:
-        repo.set_sweep_status(s, sweep_id, ["queued", "running"], "running")
 
+    def start() -> None:
+        with driver._write() as s:
+            repo.set_sweep_status(s, sweep_id, ["queued", "running"], "running")
+
+    retry(start, f"sweep {sweep_id}: start", progress)
     init_ray(ray_address, ray_num_cpus)
+    if driver.stopping():  # a signal during ray.init, or the lease lost meanwhile
+        _stopped(driver)
     plan = driver.plan
     resource_wait.check_started(db, sweep_id, plan.cpu, plan.gpu, local=not ray_address)
     resources = {"cpu": plan.cpu, "gpu": plan.gpu}
@@ -855,15 +953,21 @@ def run_sweep(
         tuner.fit()
     finally:
         _DRIVERS.pop(sweep_id, None)
-    driver.refresh()
-    with db.session() as s:
-        cells = repo.cells_of(s, sweep_id)
-        failed = all(c.best_loss is None for c in cells)
-        repo.set_sweep_status(
-            s,
-            sweep_id,
-            ["running"],
-            "failed" if failed else "completed",
-            error="no cell produced a finite loss" if failed else None,
-        )
+    if driver.stopping():
+        _stopped(driver)
+
+    def finish() -> None:
+        driver.refresh()
+        with driver._write() as s:
+            cells = repo.cells_of(s, sweep_id)
+            failed = all(c.best_loss is None for c in cells)
+            repo.set_sweep_status(
+                s,
+                sweep_id,
+                ["running"],
+                "failed" if failed else "completed",
+                error="no cell produced a finite loss" if failed else None,
+            )
+
+    retry(finish, f"sweep {sweep_id}: finish", progress)
     return driver.cell_views()
