@@ -16,7 +16,7 @@ MAX_DECIMALS = 6  # below 1e-6 a gap is float noise from the bootstrap, not a di
 def decimals_for(values: Iterable[object]) -> int:
     """The number of decimals at which every two distinct neighbouring values print differently (at least
     MIN_DECIMALS, at most MAX_DECIMALS)."""
-    xs = sorted({float(v) for v in values if isinstance(v, int | float) and math.isfinite(float(v))})  # type: ignore[arg-type]
+    xs = sorted({float(v) for v in values if isinstance(v, int | float) and math.isfinite(float(v))})
     for decimals in range(MIN_DECIMALS, MAX_DECIMALS + 1):
         if len({f"{x:.{decimals}f}" for x in xs}) == len(xs):
             return decimals
