@@ -129,6 +129,36 @@ def check_data_source(value: str, roots: list[Path]) -> str:
     raise spec_errors([("data", f"{value[:200]!r} is outside the data roots ({shown})")])
 
 
+def name_problems(doc: dict[str, Any]) -> list[tuple[str, str]]:
+    """Unknown optimizer and scale names in a raw document, located as sweep_service.spec.plan locates them;
+    for a document that fails the spec's own validation first (whose names plan() never sees)."""
+    from workers.model import SCALES
+    from workers.optimizers import REGISTRY
+
+    def unknown(field: str, value: Any, valid: Any, kind: str) -> list[tuple[str, str]]:
+        if isinstance(value, str) and value not in valid:
+            return [(field, f"unknown {kind} {value!r}; valid: {', '.join(valid)}")]
+        return []
+
+    problems: list[tuple[str, str]] = []
+    for key, valid, kind in (("optimizers", REGISTRY, "optimizer"), ("scales", SCALES, "scale")):
+        values = doc.get(key)
+        if isinstance(values, list):
+            for i, name in enumerate(values):
+                problems += unknown(f"{key}.{i}", name, valid, kind)
+    cells = doc.get("cells")
+    if isinstance(cells, list):
+        for i, cell in enumerate(cells):
+            if isinstance(cell, dict):
+                problems += unknown(f"cells.{i}.optimizer", cell.get("optimizer"), REGISTRY, "optimizer")
+                problems += unknown(f"cells.{i}.scale", cell.get("scale"), SCALES, "scale")
+    search = doc.get("search")
+    if isinstance(search, dict):
+        for name in search:
+            problems += unknown(f"search.{name}", name, REGISTRY, "optimizer")
+    return problems
+
+
 def validate_spec(doc: dict[str, Any], settings: Settings, local_ray: bool = False) -> tuple[dict[str, Any], SweepPlan]:
     """The document as it will be stored (data normalized) and its plan; a 422 listing every problem if not valid.
 
@@ -140,6 +170,12 @@ def validate_spec(doc: dict[str, Any], settings: Settings, local_ray: bool = Fal
         raise spec_errors(problems)
     try:
         spec = parse_spec(doc)
+    except SpecError as exc:
+        # The names plan() would refuse are checked now too, so every problem arrives in one answer (an
+        # unknown optimizer is not held back until the field errors are fixed).
+        known = {field for field, _ in exc.errors}
+        raise spec_errors([*exc.errors, *(e for e in name_problems(doc) if e[0] not in known)]) from None
+    try:
         sweep_plan = plan(spec, max_cells=settings.max_cells)
     except SpecError as exc:
         raise spec_errors(exc.errors) from None

@@ -30,8 +30,9 @@ import pandas as pd
 from db import repository as repo
 from db import results
 from db.session import Database
-from sweep_service import analysis
+from sweep_service import analysis, palette
 from sweep_service.importer import scale_params
+from sweep_service.numfmt import decimals_for, fixed
 
 __all__ = ["SweepNotFound", "fit_multiples_for", "load_sweep", "write_report"]
 
@@ -159,7 +160,14 @@ def _csv_frame(frame: pd.DataFrame) -> pd.DataFrame:
     for column in out.columns:
         if out[column].map(lambda v: isinstance(v, dict | list | tuple)).any():
             out[column] = out[column].map(lambda v: json.dumps(v, sort_keys=True, default=str))
+        elif _is_count(str(column)) and pd.api.types.is_numeric_dtype(out[column]):
+            out[column] = out[column].round().astype("Int64")  # counts print as 3, not 3.0 (NaN stays empty)
     return out
+
+
+def _is_count(column: str) -> bool:
+    """A column of counts (n_seeds, n_trials, fit_n_points, ...): written as integers."""
+    return column.startswith("n_") or "_n_" in column
 
 
 def _scale_order(frame: pd.DataFrame) -> list[str]:
@@ -167,20 +175,12 @@ def _scale_order(frame: pd.DataFrame) -> list[str]:
     return sorted(params.index, key=lambda sc: (params[sc] if math.isfinite(params[sc]) else math.inf, sc))
 
 
-MARKERS = ("o", "s", "^", "D", "v", "P")
-
-
 def _styles(names: Sequence[str], baseline: str) -> dict[str, dict[str, Any]]:
-    """Line style per optimizer: ten colours (tab10) times markers, and the baseline in black, dashed."""
-    from matplotlib import colormaps
-
-    cmap = colormaps["tab10"]
-    others = [n for n in names if n != baseline]
-    styles = {
-        name: {"color": cmap(i % 10), "marker": MARKERS[(i // 10) % len(MARKERS)], "ls": "-"}
-        for i, name in enumerate(others)
-    }
-    styles[baseline] = {"color": "k", "marker": "x", "ls": "--"}
+    """Line style per optimizer: its colour and marker from sweep_service/palette.py (the dashboard's too); the
+    baseline dashed."""
+    styles = {name: {"color": palette.color_of(name), "marker": palette.marker_of(name), "ls": "-"} for name in names}
+    if baseline in styles:
+        styles[baseline]["ls"] = "--"
     return styles
 
 
@@ -248,6 +248,10 @@ def _speedup_figure(sp: pd.DataFrame, baseline: str, out: Path) -> str | None:
             style = styles[optimizer]
             if not ok.empty:
                 ax.plot(ok["chinchilla"], ok["d_eff"], ms=4, lw=1, label=optimizer, zorder=3, **style)
+                extra = ok[ok["extrapolated"].astype(bool)]
+                if not extra.empty:  # not measurements: a white-filled marker over the filled one
+                    ax.scatter(extra["chinchilla"], extra["d_eff"], s=22, marker=style["marker"], zorder=4,
+                               facecolors="white", edgecolors=style["color"], linewidths=1.2)  # fmt: skip
             beyond = rows[rows["beyond_asymptote"].astype(bool)]
             if not beyond.empty:  # an infinite D_eff: drawn at the top edge
                 ax.scatter(beyond["chinchilla"], [hi / 1.05] * len(beyond), marker="^", color=style["color"], zorder=3)
@@ -350,15 +354,14 @@ def _sensitivity_figures(sens: pd.DataFrame, out: Path) -> list[tuple[str, str]]
         cap = float(finite.max()) * 1.2 if not finite.empty and finite.max() > 0 else 0.1
         fig = _figure(7.0, 1.0 + 0.28 * len(rows), margins=(2.6, 0.2, 0.5, 0.35))
         ax = fig.subplots()
-        cells = sorted(set(f"{r.optimizer}/{r.scale}/{r.chinchilla:g}" for r in rows.itertuples()))
-        colors = {cell: style["color"] for cell, style in _styles(cells, baseline="").items() if cell}
+        # Bars in their optimizer's colour (the palette the dashboard uses too).
         for y, r in enumerate(rows.itertuples()):
-            cell = f"{r.optimizer}/{r.scale}/{r.chinchilla:g}"
+            colour = palette.color_of(str(r.optimizer))
             if r.diverged or not math.isfinite(float(r.delta)):
-                ax.barh(y, cap, color="white", edgecolor=colors[cell], hatch="//")
+                ax.barh(y, cap, color="white", edgecolor=colour, hatch="//")
                 ax.annotate("diverged", (cap, y), fontsize=7, ha="right", va="center")
             else:
-                ax.barh(y, float(r.delta), color=colors[cell])
+                ax.barh(y, float(r.delta), color=colour)
         ax.set_yticks(range(len(rows)), labels, fontsize=7)
         ax.invert_yaxis()
         ax.axvline(0, color="k", lw=0.6)
@@ -379,6 +382,11 @@ th,td{border:1px solid #ddd;padding:3px 6px;text-align:left;vertical-align:top} 
 th{background:#f4f4f4} .note{color:#666;font-size:0.9em} img{max-width:100%}
 .gallery{display:flex;flex-wrap:wrap;gap:8px} .gallery figure{margin:0}
 figcaption{font-size:0.8em;color:#555}
+table{display:block;overflow-x:auto;max-width:100%}
+@media (prefers-color-scheme: dark){
+body{background:#15171a;color:#e4e6ea} th{background:#23262b} th,td{border-color:#3a3e45}
+.note,figcaption{color:#a9aeb6} a{color:#7fb6ff} img{background:#fff}
+}
 """
 
 
@@ -388,22 +396,25 @@ def _best_section(best: pd.DataFrame) -> str:
     parts = []
     for scale in _scale_order(best):
         rows = best[best["scale"] == scale].sort_values(["chinchilla", "best_loss", "optimizer"])
+        digits = decimals_for(rows["best_loss"])
         n = rows["non_embedding_params"].iloc[0]
         title = f"{scale} (N = {_num(int(n)) if math.isfinite(n) else 'unknown'})"
         body = []
         for r in rows.itertuples():
             ci = ""
             if math.isfinite(r.best_loss_ci_low):
-                ci = f" [{_num(r.best_loss_ci_low)}, {_num(r.best_loss_ci_high)}]"
+                ci = f" [{fixed(r.best_loss_ci_low, digits)}, {fixed(r.best_loss_ci_high, digits)}]"
             body.append(
                 [
                     _esc(r.optimizer),
                     _num(r.chinchilla),
-                    _esc(_num(r.best_loss) + ci),
+                    _esc(fixed(r.best_loss, digits) + ci),
                     _num(r.best_n_seeds),
                     _num(r.n_trials),
                     _num(r.n_diverged),
-                    _num(r.n_near_ties),
+                    # analysis counts the best among its near-ties; the dashboard and this column count
+                    # the other configs within the tolerance (so both say 0 where only the best is there)
+                    _num(max(0, int(r.n_near_ties) - 1)),
                     _esc(_config_text(r.best_config)),
                 ]
             )
@@ -449,6 +460,8 @@ def _speedup_section(sp: pd.DataFrame, baseline: str, images: Sequence[str]) -> 
         fits.append([_esc(scale), _esc(text)])
     parts.append(f"<h3>{_esc(baseline)}'s fit per scale</h3>" + _table(["scale", "fit"], fits))
     body = []
+    digits = decimals_for(sp["loss"])
+    gap_digits = decimals_for(sp["loss_vs_baseline"])
     for r in sp.itertuples():
         ci = f" [{_num(r.speedup_ci_low, 3)}, {_num(r.speedup_ci_high, 3)}]" if math.isfinite(r.speedup_ci_low) else ""
         body.append(
@@ -456,8 +469,8 @@ def _speedup_section(sp: pd.DataFrame, baseline: str, images: Sequence[str]) -> 
                 _esc(r.scale),
                 _esc(r.optimizer),
                 _num(r.chinchilla),
-                _num(r.loss),
-                _num(r.loss_vs_baseline, 3),
+                fixed(r.loss, digits),
+                fixed(r.loss_vs_baseline, gap_digits),
                 _num(r.d_eff, 3),
                 _esc(_num(r.speedup, 3) + ci + _speedup_caveat(r, baseline)),
                 _esc(r.note),
@@ -523,14 +536,15 @@ def _sensitivity_section(sens: pd.DataFrame, images: Sequence[tuple[str, str]]) 
             "holds only what its file released; the paper's release has the best config of each cell only).</p>"
         )
     figures = "".join(f'<img src="{_esc(name)}" alt="sensitivity of {_esc(h)}">' for h, name in images)
+    digits = decimals_for(sens["loss"])
     body = [
         [
             _esc(f"{r.optimizer}/{r.scale}/{r.chinchilla:g}"),
             _esc(r.hparam),
             _esc(_num(r.value)),
             _esc(_num(r.best_value)),
-            _num(r.loss),
-            "diverged" if r.diverged else _num(r.delta, 3),
+            fixed(r.loss, digits),
+            "diverged" if r.diverged else fixed(r.delta, digits),
         ]
         for r in sens.itertuples()
     ]
@@ -588,6 +602,7 @@ def write_report(
     generated = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     page = f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1"><meta name="color-scheme" content="light dark">
 <title>sweep {data.sweep_id}: {_esc(data.name)}</title><style>{CSS}</style></head><body>
 <h1>Sweep {data.sweep_id}: {_esc(data.name)}</h1>
 <p>Status {_esc(data.status)}{" (imported)" if data.imported else ""}; {n_cells} cells, {n_trials} trials;

@@ -24,23 +24,8 @@
   const POLL_MS = 3000; // polling period where no event stream is used (lists) or when the stream drops
   const FINISHED = new Set(["completed", "failed", "cancelled"]);
   const FINISHED_TRIAL = new Set(["completed", "diverged", "failed", "cancelled"]);
-  // Fixed colours for the optimizers of the paper (AdamW, the baseline, in dark grey), others by hash.
-  const COLORS = {
-    adamw: "#3b3b3b",
-    nadamw: "#8c8c8c",
-    muon: "#d62728",
-    muonh: "#ff7f0e",
-    soap: "#9467bd",
-    kron: "#8c564b",
-    lion: "#2ca02c",
-    mars: "#e377c2",
-    cautious: "#17becf",
-    scion: "#bcbd22",
-    sophia: "#1f77b4",
-    adam_mini: "#aec7e8",
-    adamh: "#98df8a",
-  };
-  const PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#17becf"];
+  // Colours: sweep_service/palette.py, served as /ui/palette.js (the report uses the same table).
+  const NEUTRAL = { tie: "#E69F00", running: "#0072B2", other: "#9a9a9a" };
 
   const state = { token: localStorage.getItem(TOKEN_KEY) || "", view: null, curves: new Map() };
 
@@ -62,12 +47,7 @@
     return el;
   }
   const $ = (sel, root) => (root || document).querySelector(sel);
-  const colorOf = (name) => {
-    if (COLORS[name]) return COLORS[name];
-    let x = 0;
-    for (const ch of String(name)) x = (x * 31 + ch.charCodeAt(0)) >>> 0;
-    return PALETTE[x % PALETTE.length];
-  };
+  const colorOf = (name) => window.SweepPalette.colorOf(name);
   const fmtLoss = (v) => (v === null || v === undefined || !Number.isFinite(v) ? "—" : v.toFixed(4));
   const fmtNum = (v) => {
     if (v === null || v === undefined) return "—";
@@ -1361,7 +1341,7 @@ data: builtin
         return {
           name: label,
           title: label,
-          color: isBest ? colorOf(cell.optimizer) : tie ? "#e6a100" : run ? "#1f77b4" : "#9a9a9a",
+          color: isBest ? colorOf(cell.optimizer) : tie ? NEUTRAL.tie : run ? NEUTRAL.running : NEUTRAL.other,
           points: curveSeries(curves.get(id)),
           width: isBest ? 3.2 : tie ? 2 : 1.2,
           opacity: isBest || tie || run ? 1 : 0.5,
@@ -1377,9 +1357,9 @@ data: builtin
           window.Charts.lineChart({ series, xLabel: "step", yLabel: "eval loss", width: 720, height: 340 }),
           window.Charts.legend([
             { name: "best", color: colorOf(cell.optimizer) },
-            { name: "near-tie", color: "#e6a100" },
-            { name: "running", color: "#1f77b4" },
-            { name: "other (lowest loss first)", color: "#9a9a9a" },
+            { name: "near-tie", color: NEUTRAL.tie },
+            { name: "running", color: NEUTRAL.running },
+            { name: "other (lowest loss first)", color: NEUTRAL.other },
           ])
         )
       );
@@ -1496,13 +1476,13 @@ data: builtin
         window.Charts.lineChart({
           series: [
             { name: "eval loss", color: colorOf(t.optimizer), points: evalPts, width: 2.5, markers: true },
-            { name: "train loss", color: "#9a9a9a", points: trainPts, width: 1.2 },
+            { name: "train loss", color: NEUTRAL.other, points: trainPts, width: 1.2 },
           ],
           xLabel: "step",
           yLabel: "loss",
           width: 720,
         }),
-        window.Charts.legend([{ name: "eval loss", color: colorOf(t.optimizer) }, { name: "train loss", color: "#9a9a9a" }])
+        window.Charts.legend([{ name: "eval loss", color: colorOf(t.optimizer) }, { name: "train loss", color: NEUTRAL.other }])
       ),
       h("h2", { text: "Config" }),
       h("table", { class: "grid-table config-table" }, h("tbody", {}, Object.entries(t.config).map(([k, v]) => h("tr", { dataset: { hparam: k } }, h("th", { text: k }), h("td", { class: "num", text: fmtNum(v) }))))),

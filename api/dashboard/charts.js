@@ -46,6 +46,32 @@
     return out.length ? out : [lo, hi];
   }
 
+  // Powers of two: the paper's data multiples sit at 1, 2, 4, 8, 16 (PAPER.md section 2), so its axes are
+  // labelled there rather than at 1, 2, 5, 10. At most ~7 labels (every other power on wide ranges).
+  function pow2Ticks(lo, hi) {
+    const out = [];
+    for (let e = Math.floor(Math.log2(lo)); e <= Math.ceil(Math.log2(hi)); e++) {
+      const v = Math.pow(2, e);
+      if (v >= lo * (1 - 1e-9) && v <= hi * (1 + 1e-9)) out.push(v);
+    }
+    if (out.length < 2) return logTicks(lo, hi);
+    const step = Math.max(1, Math.ceil(out.length / 7));
+    return out.filter((_, i) => i % step === 0);
+  }
+
+  // Whether the positive values all sit on powers of two (then the axis is labelled at powers of two).
+  function onPowersOfTwo(values) {
+    const xs = values.filter((v) => Number.isFinite(v) && v > 0);
+    return xs.length > 0 && xs.every((v) => Math.abs(Math.log2(v) - Math.round(Math.log2(v))) < 1e-6);
+  }
+
+  // The chart width that fits the screen: the SVG is drawn at the size it is shown (so its 12 px labels stay
+  // 12 px on a phone instead of being scaled down with the drawing).
+  function fit(width) {
+    const avail = (typeof window !== "undefined" ? document.documentElement.clientWidth : 1024) - 44;
+    return Math.max(260, Math.min(width, avail));
+  }
+
   function fmt(v) {
     if (v === 0) return "0";
     const a = Math.abs(v);
@@ -80,8 +106,10 @@
 
   // opts: {series: [{name, color, points: [[x, y] | [x, y, yLow, yHigh]], width, opacity, dash, markers,
   //         title, className}], xLabel, yLabel, xLog, yLog, width, height, diagonal, yRange, legend}
+  //         bands: [1, 1.1, ...] (constant-ratio bands y = k x between neighbours), xRange, pow2: "x"|"xy"
+  // A point may carry p.meta = {hollow: true, tip: "text"}: hollow = not a measurement (extrapolated).
   function lineChart(opts) {
-    const W = opts.width || 560;
+    const W = fit(opts.width || 560);
     const H = opts.height || 300;
     const m = { l: 58, r: 14, t: 12, b: 40 };
     const root = svg("svg", {
@@ -95,19 +123,26 @@
     const series = (opts.series || []).filter((s) => s.points && s.points.length);
     const xs = [];
     const ys = [];
+    const xsOf = []; // the x of each ys entry
     for (const s of series) {
       for (const p of s.points) {
         xs.push(p[0]);
         ys.push(p[1]);
-        if (p.length > 3) ys.push(p[2], p[3]);
+        xsOf.push(p[0]);
+        if (p.length > 3) {
+          ys.push(p[2], p[3]);
+          xsOf.push(p[0], p[0]);
+        }
       }
     }
     if (!xs.length) {
       text(root, W / 2, H / 2, opts.empty || "no data yet", { "text-anchor": "middle", class: "muted" });
       return root;
     }
-    const [x0, x1] = extent(xs, opts.xLog);
-    let [y0, y1] = opts.yRange || extent(ys, opts.yLog);
+    const [x0, x1] = opts.xRange || extent(xs, opts.xLog);
+    // Zoomed: the y range of the points inside the x range.
+    const inX = opts.xRange ? ys.filter((_, i) => xsOf[i] >= opts.xRange[0] && xsOf[i] <= opts.xRange[1]) : ys;
+    let [y0, y1] = opts.yRange || extent(inX.length ? inX : ys, opts.yLog);
     if (opts.diagonal) {
       y0 = Math.min(y0, x0);
       y1 = Math.max(y1, x1);
@@ -124,12 +159,15 @@
     const clip = svg("clipPath", { id: clipId }, svg("defs", {}, root));
     svg("rect", { x: m.l, y: m.t, width: W - m.l - m.r, height: H - m.t - m.b }, clip);
     const axes = svg("g", { class: "axes" }, root);
-    for (const v of opts.xLog ? logTicks(x0, x1) : linearTicks(x0, x1, 6)) {
+    const pow2 = opts.pow2 || "";
+    const xTicks = opts.xLog ? (pow2.includes("x") || onPowersOfTwo(xs) ? pow2Ticks(x0, x1) : logTicks(x0, x1)) : linearTicks(x0, x1, W < 420 ? 4 : 6);
+    for (const v of xTicks) {
       const x = tx(v);
       svg("line", { x1: x, x2: x, y1: m.t, y2: H - m.b, class: "grid" }, axes);
       text(axes, x, H - m.b + 14, fmt(v), { "text-anchor": "middle" });
     }
-    for (const v of opts.yLog ? logTicks(y0, y1) : linearTicks(y0, y1, 5)) {
+    const yTicks = opts.yLog ? (pow2.includes("y") ? pow2Ticks(y0, y1) : logTicks(y0, y1)) : linearTicks(y0, y1, 5);
+    for (const v of yTicks) {
       const y = ty(v);
       svg("line", { x1: m.l, x2: W - m.r, y1: y, y2: y, class: "grid" }, axes);
       text(axes, m.l - 5, y + 4, fmt(v), { "text-anchor": "end" });
@@ -144,12 +182,31 @@
       });
     }
     const plot = svg("g", { "clip-path": `url(#${clipId})` }, root);
+    if (opts.bands && opts.bands.length > 1) {
+      // Bands of constant y / x (the paper's constant-speedup bands): darker = larger ratio.
+      const lo = x0;
+      const hi = x1;
+      const bandG = svg("g", { class: "bands" }, plot);
+      for (let i = 0; i + 1 < opts.bands.length; i++) {
+        const k0 = opts.bands[i];
+        const k1 = opts.bands[i + 1];
+        const pts = [];
+        for (let j = 0; j <= 24; j++) pts.push(lo * Math.pow(hi / lo, j / 24));
+        const d =
+          pts.map((x, j) => `${j ? "L" : "M"}${tx(x).toFixed(1)},${ty(k0 * x).toFixed(1)}`).join("") +
+          pts.slice().reverse().map((x) => `L${tx(x).toFixed(1)},${ty(k1 * x).toFixed(1)}`).join("") + "Z";
+        const band = svg("path", { d, class: `band band-${i}`, "fill-opacity": (0.07 + 0.05 * i).toFixed(2) }, bandG);
+        svg("title", {}, band).textContent = `speedup ${k0}–${k1}×`;
+      }
+    }
     if (opts.diagonal) {
       const lo = Math.max(x0, y0);
       const hi = Math.min(x1, y1);
       const d = svg("line", { x1: tx(lo), y1: ty(lo), x2: tx(hi), y2: ty(hi), class: "diagonal" }, plot);
       svg("title", {}, d).textContent = opts.diagonal === true ? "y = x" : opts.diagonal;
     }
+    const hover = [];
+    root.chartData = { hover, tx, ty, x0, x1, m, W, H, xLog: !!opts.xLog };
     // Thin lines first, highlighted ones last (on top).
     const ordered = series.slice().sort((a, b) => (a.width || 1.5) - (b.width || 1.5));
     for (const s of ordered) {
@@ -177,9 +234,23 @@
         if (p.length > 3 && Number.isFinite(p[2]) && Number.isFinite(p[3])) {
           svg("line", { x1: tx(p[0]), x2: tx(p[0]), y1: ty(p[2]), y2: ty(p[3]), stroke: s.color, "stroke-width": 1 }, g);
         }
-        if (s.markers || pts.length === 1) {
-          svg("circle", { cx: tx(p[0]), cy: ty(p[1]), r: s.markers === "big" ? 4 : 3, fill: s.color }, g);
+        if (s.markers || pts.length === 1 || (p.meta && p.meta.hollow)) {
+          const hollow = p.meta && p.meta.hollow;
+          svg(
+            "circle",
+            {
+              cx: tx(p[0]),
+              cy: ty(p[1]),
+              r: s.markers === "big" ? 4 : 3,
+              fill: hollow ? "var(--bg, #fff)" : s.color,
+              stroke: s.color,
+              "stroke-width": hollow ? 1.6 : 0,
+              class: hollow ? "hollow" : null,
+            },
+            g
+          );
         }
+        hover.push({ sx: tx(p[0]), sy: ty(p[1]), x: p[0], y: p[1], name: s.name, color: s.color, tip: p.meta && p.meta.tip });
       }
       svg("title", {}, g).textContent = s.title || s.name;
     }
@@ -232,5 +303,136 @@
     return root;
   }
 
-  global.Charts = { lineChart, barChart, legend, linearTicks, logTicks };
+  // A line chart with hover values, drag-to-zoom on x (double-click or "reset" to undo), a log-y toggle and
+  // optionally a second x quantity (opts.xAlt = {label, scale: x -> x'}: e.g. tokens instead of steps).
+  // Keyboard: every control is a button; arrow keys on the focused chart step the hover through the points.
+  function interactive(opts) {
+    const box = document.createElement("div");
+    box.className = "chart-interactive";
+    const bar = document.createElement("div");
+    bar.className = "chart-tools";
+    const state = { yLog: !!opts.yLog, xRange: null, alt: false, focus: -1 };
+    const mkButton = (label, title, onclick) => {
+      const b = document.createElement("button");
+      b.type = "button";
+      b.textContent = label;
+      b.title = title;
+      b.addEventListener("click", onclick);
+      bar.appendChild(b);
+      return b;
+    };
+    const logBtn = mkButton("log y", "logarithmic loss axis", () => {
+      state.yLog = !state.yLog;
+      draw();
+    });
+    logBtn.className = "toggle-log";
+    let altBtn = null;
+    if (opts.xAlt) {
+      altBtn = mkButton(opts.xAlt.label, `x axis in ${opts.xAlt.label}`, () => {
+        state.alt = !state.alt;
+        state.xRange = null;
+        draw();
+      });
+      altBtn.className = "toggle-x";
+    }
+    const resetBtn = mkButton("reset zoom", "show the whole x range (or double-click the chart)", () => {
+      state.xRange = null;
+      draw();
+    });
+    resetBtn.className = "reset-zoom";
+    const tip = document.createElement("div");
+    tip.className = "chart-tip";
+    tip.hidden = true;
+    const holder = document.createElement("div");
+    holder.className = "chart-holder";
+    holder.tabIndex = 0;
+    holder.setAttribute("aria-label", `${opts.title || opts.yLabel || "chart"}: arrow keys read the points`);
+    box.append(bar, holder, tip);
+    let root = null;
+    const draw = () => {
+      const alt = state.alt && opts.xAlt;
+      const series = alt
+        ? opts.series.map((s) => ({ ...s, points: s.points.map((p) => Object.assign([opts.xAlt.scale(p[0]), ...p.slice(1)], { meta: p.meta })) }))
+        : opts.series;
+      root = lineChart({ ...opts, series, yLog: state.yLog, xRange: state.xRange, xLabel: alt ? opts.xAlt.label : opts.xLabel });
+      holder.replaceChildren(root);
+      logBtn.setAttribute("aria-pressed", String(state.yLog));
+      if (altBtn) altBtn.setAttribute("aria-pressed", String(state.alt));
+      resetBtn.disabled = !state.xRange;
+      box.dataset.ylog = state.yLog ? "1" : "0";
+      box.dataset.zoomed = state.xRange ? "1" : "0";
+      tip.hidden = true;
+    };
+    const toData = (sx) => {
+      const c = root.chartData;
+      const f = (sx - c.m.l) / (c.W - c.m.l - c.m.r);
+      return c.xLog ? c.x0 * Math.pow(c.x1 / c.x0, f) : c.x0 + f * (c.x1 - c.x0);
+    };
+    const local = (ev) => {
+      const r = root.getBoundingClientRect();
+      return [((ev.clientX - r.left) * root.chartData.W) / r.width, ((ev.clientY - r.top) * root.chartData.H) / r.height];
+    };
+    const show = (p) => {
+      if (!p) {
+        tip.hidden = true;
+        return;
+      }
+      const r = root.getBoundingClientRect();
+      const b = box.getBoundingClientRect();
+      tip.hidden = false;
+      tip.textContent = `${p.name}: ${opts.xFormat ? opts.xFormat(p.x) : fmt(p.x)}, ${opts.yFormat ? opts.yFormat(p.y) : fmt(p.y)}${p.tip ? ` (${p.tip})` : ""}`;
+      const px = r.left - b.left + (p.sx * r.width) / root.chartData.W;
+      tip.style.left = `${Math.max(0, Math.min(px + 8, b.width - 220))}px`;
+      tip.style.top = `${r.top - b.top + (p.sy * r.height) / root.chartData.H + 8}px`;
+    };
+    let drag = null;
+    holder.addEventListener("mousemove", (ev) => {
+      if (!root || !root.chartData) return;
+      const [x, y] = local(ev);
+      if (drag !== null) return;
+      let best = null;
+      let dist = 400; // within 20 px
+      for (const p of root.chartData.hover) {
+        const d = (p.sx - x) ** 2 + (p.sy - y) ** 2;
+        if (d < dist) {
+          dist = d;
+          best = p;
+        }
+      }
+      show(best);
+    });
+    holder.addEventListener("mouseleave", () => show(null));
+    holder.addEventListener("mousedown", (ev) => {
+      if (root && root.chartData) drag = local(ev)[0];
+    });
+    holder.addEventListener("mouseup", (ev) => {
+      if (drag === null || !root.chartData) return;
+      const end = local(ev)[0];
+      const a = Math.min(drag, end);
+      const b = Math.max(drag, end);
+      drag = null;
+      if (b - a < 8) return; // a click, not a drag
+      state.xRange = [toData(a), toData(b)];
+      draw();
+    });
+    holder.addEventListener("dblclick", () => {
+      state.xRange = null;
+      draw();
+    });
+    holder.addEventListener("keydown", (ev) => {
+      const pts = root && root.chartData ? root.chartData.hover : [];
+      if (!pts.length || (ev.key !== "ArrowRight" && ev.key !== "ArrowLeft")) return;
+      ev.preventDefault();
+      state.focus = (state.focus + (ev.key === "ArrowRight" ? 1 : pts.length - 1)) % pts.length;
+      show(pts[state.focus]);
+    });
+    draw();
+    box.zoomTo = (lo, hi) => {
+      state.xRange = [lo, hi];
+      draw();
+    };
+    return box;
+  }
+
+  global.Charts = { lineChart, barChart, legend, interactive, linearTicks, logTicks, pow2Ticks, fit };
 })(typeof window !== "undefined" ? window : globalThis);

@@ -59,6 +59,13 @@ def test_spec_errors_name_every_bad_field_and_list_valid_names(client: TestClien
     assert "optimizers" in next(iter(errors.values()))
 
 
+def test_an_unknown_optimizer_is_named_with_the_other_errors_at_once(client: TestClient) -> None:
+    # Issue 17: the unknown name used to appear only once the field errors were fixed (a second round).
+    spec = quickstart(optimizers=["adamw", "adamx"], budget=0, cells=[{"optimizer": "nope", "scale": "tiny-999"}])
+    errors = fields(client.post("/sweeps", json=spec))
+    assert {"budget", "optimizers.1", "cells.0.optimizer", "cells.0.scale"} <= set(errors)
+
+
 def test_an_idempotency_key_returns_the_same_sweep_on_a_retry(client: TestClient) -> None:
     headers = {"Idempotency-Key": "7f1c-retry"}
     first = client.post("/sweeps", json=quickstart(), headers=headers)
