@@ -121,7 +121,7 @@ def test_custom_scales_name_cells_and_carry_their_parameter_count(db: Database) 
     spec = {**SPEC, "scales": ["my-gpt"], "custom_scales": {"my-gpt": {"params": 1_000_000}}}
     with pytest.raises(SpecError, match="custom_scales need `executor: external`"):
         plan_document({**spec, "executor": "ray"})
-    with pytest.raises(SpecError, match="scales.0"):
+    with pytest.raises(SpecError, match=r"scales\.0"):
         plan_document({**spec, "custom_scales": {}})
     sweep_id = _create(db, spec)
     trials = external.suggest(db, sweep_id, "w", 1, 600)["trials"]
