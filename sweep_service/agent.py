@@ -46,7 +46,7 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--count", type=int, default=None, help="stop after this many trials (default: until done)")
     p.add_argument("--workers", type=int, default=1, help="commands run at once (default 1)")
     p.add_argument("--worker", default=None, help="worker name prefix (default: host:pid)")
-    p.add_argument("command", nargs=argparse.REMAINDER, help="-- CMD ARGS...: the training command")
+    p.add_argument("command", nargs="*", help="-- CMD ARGS...: the training command, after `--`")
     p.set_defaults(func=cmd_agent)
 
 
