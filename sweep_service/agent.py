@@ -35,19 +35,41 @@ STDERR_TAIL_LINES = 20
 REASON_CHARS = 2000
 
 
-def add_parser(sub: Any) -> None:
-    p = sub.add_parser(
-        "agent",
-        help="run CMD once per suggested trial of an external sweep (config in SWEEP_TRIAL_CONFIG and --key=value)",
-    )
-    p.add_argument("sweep_id", type=int)
+def _options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--url", default=None, help="the service (default: SWEEP_SERVICE_URL or http://127.0.0.1:8000)")
     p.add_argument("--token", default=None, help="a write token (default: the first of SWEEP_API_TOKEN)")
     p.add_argument("--count", type=int, default=None, help="stop after this many trials (default: until done)")
     p.add_argument("--workers", type=int, default=1, help="commands run at once (default 1)")
     p.add_argument("--worker", default=None, help="worker name prefix (default: host:pid)")
-    p.add_argument("command", nargs="*", help="-- CMD ARGS...: the training command, after `--`")
+
+
+def add_parser(sub: Any) -> None:
+    p = sub.add_parser(
+        "agent",
+        help="run CMD once per suggested trial of an external sweep (config in SWEEP_TRIAL_CONFIG and --key=value)",
+        usage="sweep-service agent [OPTIONS] SWEEP_ID [OPTIONS] -- CMD ARGS...",
+    )
+    _options(p)
+    p.add_argument("sweep_id", type=int)
+    # Everything after SWEEP_ID: options, then `--` and the command (split in cmd_agent: argparse's subparsers
+    # do not pass a `--` through).
+    p.add_argument("rest", nargs=argparse.REMAINDER, help="[OPTIONS] -- CMD ARGS...: the training command")
     p.set_defaults(func=cmd_agent)
+
+
+def _split(args: argparse.Namespace) -> tuple[argparse.Namespace, list[str]]:
+    """Options given after SWEEP_ID, and the command after `--`."""
+    rest = list(args.rest)
+    if "--" not in rest:
+        return args, rest  # argparse took the `--` itself (it came right after SWEEP_ID)
+    cut = rest.index("--")
+    late = argparse.ArgumentParser(prog="sweep-service agent", add_help=False, exit_on_error=False)
+    _options(late)
+    try:
+        parsed = late.parse_args(rest[:cut], namespace=argparse.Namespace(**vars(args)))
+    except argparse.ArgumentError as exc:
+        raise UsageError(str(exc)) from None
+    return parsed, rest[cut + 1 :]
 
 
 class _Budget:
@@ -234,9 +256,7 @@ def cmd_agent(args: argparse.Namespace) -> int:
     from sweep_service.client import ClientError
     from sweep_service.settings import get_settings
 
-    command = list(args.command)
-    if command and command[0] == "--":
-        command = command[1:]
+    args, command = _split(args)
     if not command:
         raise UsageError("give the training command after `--`, e.g. sweep-service agent 1 -- python train.py")
     if args.workers < 1:
