@@ -22,7 +22,7 @@ from starlette.requests import ClientDisconnect
 
 from api.deps import AUTH_RESPONSES, Authorized
 from api.middleware import CLIENT_CLOSED, BodyLimitMiddleware, BodyTimeoutMiddleware, MetricsMiddleware, RequestMetrics
-from api.routers import analysis, best, catalog, dashboard, events, exports, importance, ops, sweeps, trials
+from api.routers import analysis, best, catalog, dashboard, events, exports, external, importance, ops, sweeps, trials
 from db.migrate import upgrade
 from db.session import Database
 from sweep_service.settings import Settings, get_settings
@@ -113,7 +113,7 @@ def create_app(database_url: str | None = None, settings: Settings | None = None
     app.state.request_metrics = RequestMetrics()
     app.state.events_poll_seconds = events.POLL_SECONDS
 
-    for module in (sweeps, trials, exports, events, best, catalog):
+    for module in (sweeps, trials, exports, events, best, catalog, external):
         app.include_router(module.router, responses=AUTH_RESPONSES)
     app.include_router(analysis.router, responses=AUTH_RESPONSES)
     app.include_router(importance.router, responses=AUTH_RESPONSES)

@@ -43,6 +43,8 @@ class Sweep(Base):
     spec: Mapped[dict[str, Any]] = mapped_column(JSON)
     idempotency_key: Mapped[str | None] = mapped_column(String(200), unique=True)
     imported: Mapped[bool] = mapped_column(default=False)
+    # "ray" (a dispatcher runs it) or "external" (outside workers pull its trials over REST). Migration 0004.
+    executor: Mapped[str] = mapped_column(String(16), default="ray", server_default="ray")
     error: Mapped[str | None] = mapped_column(Text)
     # Dispatcher lease: who runs it and until when the claim holds without a heartbeat.
     claimed_by: Mapped[str | None] = mapped_column(String(200))
@@ -124,6 +126,8 @@ class Trial(Base):
     device_seconds: Mapped[float | None] = mapped_column(Float)  # compute used (wall x devices)
     repro: Mapped[dict[str, Any] | None] = mapped_column(JSON)  # versions, device, corpus hash, code version
     worker: Mapped[str | None] = mapped_column(String(200))
+    # An external trial's lease (sweep_service.external): the holder is `worker`; NULL for Ray's trials.
+    lease_expires_at: Mapped[datetime | None]
     optuna_trial: Mapped[int | None] = mapped_column(Integer)  # the trial's number in its cell's Optuna study
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     started_at: Mapped[datetime | None]
@@ -139,3 +143,14 @@ class CurvePoint(Base):
     step: Mapped[int] = mapped_column(Integer, primary_key=True)
     eval_loss: Mapped[float | None] = mapped_column(Float)
     train_loss: Mapped[float | None] = mapped_column(Float)
+
+
+class SuggestionRequest(Base):
+    """The answer to one `POST /sweeps/{id}/suggestions` with an Idempotency-Key: a retry gets the same trials."""
+
+    __tablename__ = "suggestion_requests"
+
+    sweep_id: Mapped[int] = mapped_column(ForeignKey("sweeps.id", ondelete="CASCADE"), primary_key=True)
+    key: Mapped[str] = mapped_column(String(200), primary_key=True)
+    response: Mapped[dict[str, Any]] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)

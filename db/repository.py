@@ -37,7 +37,8 @@ def config_key(config: dict[str, Any]) -> str:
 def create_sweep(
     s: Session, name: str, spec: dict[str, Any], idempotency_key: str | None = None, imported: bool = False
 ) -> Sweep:
-    sweep = Sweep(name=name, spec=spec, idempotency_key=idempotency_key, imported=imported)
+    executor = "external" if spec.get("executor") == "external" else "ray"
+    sweep = Sweep(name=name, spec=spec, idempotency_key=idempotency_key, imported=imported, executor=executor)
     s.add(sweep)
     s.flush()
     return sweep
@@ -90,7 +91,7 @@ def claim_sweep(
         )
     res = s.execute(
         update(Sweep)
-        .where(Sweep.id == sweep_id, claimable)
+        .where(Sweep.id == sweep_id, Sweep.executor != "external", claimable)
         .values(
             status="running",
             claimed_by=owner,
@@ -115,6 +116,7 @@ def claimable_sweep_ids(s: Session, limit: int = 10) -> list[int]:
                 and_(Sweep.status == "running", or_(Sweep.lease_expires_at.is_(None), Sweep.lease_expires_at < now)),
             ),
             Sweep.imported.is_(False),
+            Sweep.executor != "external",  # outside workers run it (sweep_service.external)
         )
         .order_by(Sweep.id)
         .limit(limit)

@@ -687,6 +687,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-dispatcher", action="store_true", help="serve the API only (dispatchers run elsewhere)")
     p.set_defaults(func=cmd_serve)
 
+    from sweep_service import agent  # the `agent` command (external sweeps); imports no httpx until it runs
+
+    agent.add_parser(sub)
+
     p = sub.add_parser("db", help="database maintenance")
     dbsub = p.add_subparsers(dest="db_command", required=True)
     q = dbsub.add_parser("upgrade", help="apply the schema migrations (also done on every start)")

@@ -165,6 +165,12 @@ class SweepDriver:
                         "from_cells": list(cell.from_cells),
                         "ablation": cell.ablation,
                         "method": cell.method,
+                        # A custom scale's N (executor: external), read by db.results.cell_params.
+                        **(
+                            {"non_embedding_params": self.plan.scale_params[cell.scale]}
+                            if cell.scale in self.plan.scale_params
+                            else {}
+                        ),
                     },
                     status="pending",
                 )
@@ -241,9 +247,8 @@ class SweepDriver:
     def _phase_decision(
         self, s: Session, cell: Cell, space: Space, phase: int, sources: list[Cell], by_key: dict[str, Cell]
     ) -> phases.PhaseDecision:
-        from workers.model import get_scale, non_embedding_params
-
-        frame = results.cells_trials(s, [c.id for c in sources], scale_params())
+        catalog = scale_params()
+        frame = results.cells_trials(s, [c.id for c in sources], catalog)
         if frame.empty:
             raise ValueError(f"its source cells {[c.key for c in sources]} have no finished trials")
         if phase == 2:
@@ -252,14 +257,14 @@ class SweepDriver:
                 best = by_key[source_key].best_config
             else:
                 candidates = [
-                    phases.SourceCell(c.key, non_embedding_params(get_scale(c.scale)), c.chinchilla, c.best_config)
+                    phases.SourceCell(c.key, int(results.cell_params(c, catalog)), c.chinchilla, c.best_config)
                     for c in sources
                 ]
                 best = phases.default_source(candidates, cell.chinchilla).best_config
             if not best:
                 raise ValueError(f"cell {source_key} has no best config to start from")
             return phases.phase_two(space, frame, cell.optimizer, dict(best), self._tolerance(cell))
-        target = non_embedding_params(get_scale(cell.scale))
+        target = int(results.cell_params(cell, catalog))
         ablation = bool(cell.settings.get("ablation"))
         method = str(cell.settings.get("method", "robust"))
         tolerance = self._tolerance(cell)

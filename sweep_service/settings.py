@@ -22,6 +22,10 @@ class Settings(BaseSettings):
     ray_num_cpus: int | None = Field(default=None, alias="SWEEP_RAY_NUM_CPUS")
     # Dispatcher lease: a sweep whose dispatcher sent no heartbeat for this long is reclaimed.
     lease_seconds: float = Field(default=60.0, alias="SWEEP_LEASE_SECONDS")
+    # An external trial's lease (sweep_service.external): a worker that sent no heartbeat for this long loses it.
+    trial_lease_seconds: float = Field(default=600.0, gt=0, alias="SWEEP_TRIAL_LEASE_SECONDS")
+    # Where `sweep-service agent` finds the API.
+    service_url: str = Field(default="http://127.0.0.1:8000", alias="SWEEP_SERVICE_URL")
     # Directories a sweep submitted over REST may read token files from (comma-separated).
     data_roots: str = Field(default="", alias="SWEEP_DATA_ROOTS")
 

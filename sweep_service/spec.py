@@ -25,6 +25,9 @@
     max_concurrent: 2
     divergence: {max_loss: 1e4, late_loss: null, late_step: 0}
     data: builtin
+    executor: ray                        # or external: outside workers run the trials (sweep_service.external)
+    custom_scales:                       # external only: your own scales, named freely, with their
+      my-gpt-small: {params: 85000000}   #   non-embedding parameter count (speedups, /predict)
 
 Phases (PAPER.md section 4). A cell is Phase I by default: coordinate descent from its baseline. A
 `phase: 2` cell waits for its `from_cells` (default: every Phase I cell of its optimizer in the sweep), finds
@@ -134,6 +137,14 @@ class Resources(_Model):
     gpu: float = Field(default=0, ge=0)
 
 
+class CustomScale(_Model):
+    """A scale of the user's own trainer (executor: external): N names it for the scaling-law fits, and `family`
+    chooses which default search spaces its cells start from (workers/optimizers/base.py)."""
+
+    params: int = Field(gt=0, description="non-embedding parameter count")
+    family: Literal["tiny", "paper"] = "tiny"
+
+
 class Divergence(_Model):
     max_loss: float = Field(default=1e4, gt=0)
     late_loss: float | None = None
@@ -159,6 +170,8 @@ class SweepSpec(_Model):
     divergence: Divergence = Field(default_factory=Divergence)
     data: str = "builtin"
     eval_every: int = Field(default=0, ge=0)
+    executor: Literal["ray", "external"] = "ray"
+    custom_scales: dict[str, CustomScale] = Field(default_factory=dict)
 
     @field_validator("chinchilla")
     @classmethod
@@ -176,6 +189,12 @@ class SweepSpec(_Model):
     def _has_cells(self) -> SweepSpec:
         if not self.cells and not (self.optimizers and self.scales):
             raise ValueError("give `optimizers` and `scales` (with `chinchilla`), or a `cells` list")
+        return self
+
+    @model_validator(mode="after")
+    def _custom_scales_are_external(self) -> SweepSpec:
+        if self.custom_scales and self.executor != "external":
+            raise ValueError("custom_scales need `executor: external` (our trainer knows only the catalog's scales)")
         return self
 
 
@@ -225,6 +244,8 @@ class SweepPlan:
     eval_every: int
     confirm_seeds: int = 0
     tolerance_auto: bool = False  # `tolerance: auto`: `tolerance` is the floor until the seed noise is measured
+    executor: str = "ray"
+    scale_params: dict[str, int] = field(default_factory=dict)  # custom scales' non-embedding parameter counts
 
 
 def cell_key(optimizer: str, scale: str, chinchilla: float) -> str:
@@ -270,13 +291,19 @@ def parse_spec(doc: dict[str, Any]) -> SweepSpec:
         ) from None
 
 
-def _space_for(optimizer: str, scale: str, override: SearchOverride | None, cell: CellSpec | None) -> Space:
+def _space_for(
+    optimizer: str,
+    scale: str,
+    override: SearchOverride | None,
+    cell: CellSpec | None,
+    custom: dict[str, CustomScale] | None = None,
+) -> Space:
     # Catalog imports (torch) happen here, not at module import, so the API can validate cheaply.
     from workers.model import SCALES
     from workers.optimizers import REGISTRY, resolve_hparams
 
     spec = REGISTRY[optimizer]
-    family = SCALES[scale].family
+    family = SCALES[scale].family if scale in SCALES else (custom or {})[scale].family
     default = spec.spaces[family]
     resolved = resolve_hparams(spec, family)
     grid: dict[str, tuple[Value, ...]] = {k: tuple(v) for k, v in default.grid.items()}
@@ -370,13 +397,17 @@ def plan(spec: SweepSpec, max_cells: int | None = None) -> SweepPlan:
     for i, name in enumerate(spec.optimizers):
         if name not in REGISTRY:
             errors.append((f"optimizers.{i}", f"unknown optimizer {name!r}; valid: {', '.join(REGISTRY)}"))
+    known = {*SCALES, *spec.custom_scales}
+    for name in spec.custom_scales:
+        if name in SCALES:
+            errors.append((f"custom_scales.{name}", f"{name!r} is a catalog scale; name your own scale differently"))
     for i, name in enumerate(spec.scales):
-        if name not in SCALES:
+        if name not in known:
             errors.append((f"scales.{i}", f"unknown scale {name!r}; valid: {', '.join(SCALES)}"))
     for i, c in enumerate(spec.cells):
         if c.optimizer not in REGISTRY:
             errors.append((f"cells.{i}.optimizer", f"unknown optimizer {c.optimizer!r}; valid: {', '.join(REGISTRY)}"))
-        if c.scale not in SCALES:
+        if c.scale not in known:
             errors.append((f"cells.{i}.scale", f"unknown scale {c.scale!r}; valid: {', '.join(SCALES)}"))
     for name in spec.search:
         if name not in REGISTRY:
@@ -389,12 +420,12 @@ def plan(spec: SweepSpec, max_cells: int | None = None) -> SweepPlan:
         for scale in spec.scales:
             for multiple in spec.chinchilla:
                 key = cell_key(optimizer, scale, multiple)
-                space = _space_for(optimizer, scale, spec.search.get(optimizer), None)
+                space = _space_for(optimizer, scale, spec.search.get(optimizer), None, spec.custom_scales)
                 cells[key] = CellPlan(key, optimizer, scale, multiple, space)
     for i, c in enumerate(spec.cells):
         key = cell_key(c.optimizer, c.scale, c.chinchilla)
         try:
-            space = _space_for(c.optimizer, c.scale, spec.search.get(c.optimizer), c)
+            space = _space_for(c.optimizer, c.scale, spec.search.get(c.optimizer), c, spec.custom_scales)
         except SpecError as exc:
             # An error in the spec's `search` section is named there; one in the cell's own fields under the cell.
             raise SpecError(
@@ -440,6 +471,8 @@ def plan(spec: SweepSpec, max_cells: int | None = None) -> SweepPlan:
         eval_every=spec.eval_every,
         confirm_seeds=spec.confirm_seeds,
         tolerance_auto=auto,
+        executor=spec.executor,
+        scale_params={name: s.params for name, s in spec.custom_scales.items()},
     )
 
 

@@ -64,7 +64,8 @@ def test_db_upgrade_takes_a_0001_database_with_data_to_the_latest_schema(
     cli_database: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     url = cli_database
-    # Written at the latest schema (the models are), then taken down to 0001 with its data.
+    # The rows are written at the latest schema (the ORM's), then the database is taken down to 0001 with them:
+    # the models always describe the latest schema, so they cannot write a 0001 database once a column is added.
     db = Database(url)
     stored = store_sweep(db, {"adamw/tiny-130k/1": [T({"lr": 1e-3}, loss=3.1), T({"lr": 2e-3}, status="pending")]})
     db.dispose()
