@@ -310,7 +310,12 @@ def build_public(key: str, model: Transformer, hp: dict[str, HParam]) -> Impl:
             {"params": [p for r in ("embedding", "norm") for _, p in roles[r]], "weight_decay": 0.0},
         ]
         muon = torch.optim.Muon(
-            matrices, lr=lr, weight_decay=wd, momentum=float(hp["momentum"]), nesterov=True, ns_steps=5
+            matrices,
+            lr=lr,
+            weight_decay=wd,
+            momentum=float(hp["momentum"]),
+            nesterov=True,
+            ns_steps=int(hp["backend_steps"]),  # ours runs backend_steps (10, Levanter MuonConfig)
         )
         adamw = torch.optim.AdamW(
             rest, lr=lr * float(hp["muon_to_adam_lr"]), betas=(b1, b2), eps=float(hp["eps"]), fused=True
@@ -337,12 +342,12 @@ def build_public(key: str, model: Transformer, hp: dict[str, HParam]) -> Impl:
         )  # fmt: skip
     elif key == "po.SCION":
         LMONorm = importlib.import_module("pytorch_optimizer.optimizer.scion").LMONorm
-        # Levanter's Scion: spectral (NS, 10 steps: workers/optimizers/scion.py SCION_NS_STEPS) on hidden
+        # Levanter's Scion: spectral (NS, backend_steps steps: workers/optimizers/scion.py) on hidden
         # matrices, sign on embedding and head; po's sign norm needs 2-D, so the gains get its RMS norm.
         opt = po.SCION(
             [
                 {"params": [p for _, p in roles["matrix"]], "norm_type": LMONorm.SPECTRAL,
-                 "norm_kwargs": {"num_steps": 10}, "weight_decay": wd},
+                 "norm_kwargs": {"num_steps": int(hp["backend_steps"])}, "weight_decay": wd},
                 {"params": [p for _, p in roles["head"]], "norm_type": LMONorm.SIGN,
                  "norm_kwargs": {"normalize": False}, "weight_decay": wd},
                 {"params": [p for _, p in roles["embedding"]], "norm_type": LMONorm.SIGN,

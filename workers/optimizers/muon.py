@@ -1,12 +1,19 @@
 """Muon as the paper ran it: Levanter's MuonConfig (OPTIMIZERS.md sections 1 and 3.7).
 
 Hidden 2-D matrices (role "matrix"):
-    buf <- momentum buf + g;  u = g + momentum buf (Nesterov);  O = NS5(u; muon_eps)
+    buf <- momentum buf + g;  u = g + momentum buf (Nesterov);  O = NS(u; muon_eps, backend_steps)
     theta <- theta - lr (sqrt(max(1, out/in)) O + wd theta)
 Embedding, lm_head and norms: AdamW at lr * muon_to_adam_lr with (beta1, beta2, eps), weight decay with
 Levanter's mask (lm_head decayed; embedding and norms not). The global-norm clip (max_grad_norm) applies to
 the AdamW part's gradients only, its norm taken over that subset; the matrices are never clipped
 (LV-muon: the clip sits in `adamw_transform` only). Schedule: linear warmup-stable-decay, warmup 0.
+
+Newton-Schulz steps: the hyperparameter `backend_steps`, default 10. Evidence: the Levanter MuonConfig that takes
+the `muon_to_adam_lr` the paper's sweep passes defaults to 10 (the authors' fork WhenWen/levanter, commit
+1aae79ea5053fb21f2ff458a3b4d885062c9b158, src/levanter/optim/muon.py: `MuonConfig.backend_steps: int = 10`,
+handed to `scale_with_muon(self.momentum, self.nesterov, self.backend_steps)`). Later upstream versions
+(stanford-crfm/levanter 9af9cf88e78993e5030ecb91a4ca0e54d1cc9832) replaced muon_to_adam_lr by adam_lr and default
+to 5: not the version the paper's sweep ran. 5 and 10 steps give updates ~36% apart on 512 x 2048 (issue 14).
 
 Levanter keeps the momentum in sum form (buf = mu buf + g) where KJ and torch.optim.Muon keep an EMA
 (buf.lerp_(g, 1 - mu)); the two are exactly proportional and NS divides by the Frobenius norm, so they differ
@@ -168,6 +175,14 @@ class Muon(RuleOptimizer):
         apply_updates_(params, scaled, group["lr"], group["weight_decay"])
 
 
+def backend_steps(hp: HParams) -> int:
+    """The `backend_steps` hyperparameter (Newton-Schulz iterations) of Muon, Scion and MuonH, checked >= 1."""
+    steps = int(hp["backend_steps"])
+    if steps < 1:
+        raise ValueError(f"backend_steps must be at least 1, got {steps}")
+    return steps
+
+
 def muon_param_groups(model: nn.Module, hp: HParams) -> list[dict[str, Any]]:
     """Matrices -> "muon" (all decayed); embedding, head, norms -> "adamw" at lr*muon_to_adam_lr, masked decay."""
     lr, wd = float(hp["lr"]), float(hp["wd"])
@@ -187,7 +202,7 @@ def muon_param_groups(model: nn.Module, hp: HParams) -> list[dict[str, Any]]:
             "weight_decay": wd,
             "momentum": float(hp["momentum"]),
             "nesterov": True,  # Levanter default (nesterov=True), not swept by the paper
-            "ns_steps": 5,  # Levanter MuonConfig.backend_steps = 5 (OPTIMIZERS.md 3.7)
+            "ns_steps": backend_steps(hp),  # Levanter MuonConfig.backend_steps (module docstring)
             "ns_eps": float(hp["muon_eps"]),
         },
         {**adam, "params": params_by_decay(roles, decayed=True, exclude="matrix"), "weight_decay": wd},
@@ -262,10 +277,12 @@ SPEC = OptimizerSpec(
         "muon_to_adam_lr": 0.2,
         "decay": 0.8,
         "warmup": 0,
+        "backend_steps": 10,  # WhenWen/levanter 1aae79ea MuonConfig.backend_steps (module docstring)
     },
     spaces={"paper": PAPER_SPACE, "tiny": TINY_SPACE},
     routing=(
-        "hidden matrices: Muon (Nesterov, NS5, scale sqrt(max(1, out/in))), decayed, not clipped; "
+        "hidden matrices: Muon (Nesterov, NS x backend_steps (10), scale sqrt(max(1, out/in))), decayed, "
+        "not clipped; "
         "embedding, lm_head, norms: AdamW at lr*muon_to_adam_lr, clipped by their own global norm; "
         "decayed: lm_head; not decayed: embedding, norms"
     ),

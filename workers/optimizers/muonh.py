@@ -1,12 +1,16 @@
 """MuonH: Muon on the Hyperball (PAPER.md section 7, OPTIMIZERS.md section 4; Marin Levanter `muonh.py`).
 
 Hidden matrices (role "matrix"): Muon's direction without its shape scale, then the hyperball step:
-    buf <- momentum buf + g;  u = NS5(g + momentum buf; muon_eps)        (Levanter's sum-form Nesterov)
+    buf <- momentum buf + g;  u = NS(g + momentum buf; muon_eps, backend_steps) (Levanter's sum-form Nesterov)
     W <- R normalize(W - lr R normalize(u)),  R = ||W_0||_F stored at the first step
 (the sqrt(max(1, out/in)) scale is dropped: normalize(u) would cancel it anyway). lm_head: AdamH at the same lr
 (Marin routes lm_head to "adamh"). Embedding and norms: plain Adam at adam_lr. No weight decay anywhere.
 Clipping follows Marin's code: one global-norm clip per sub-chain (MuonH matrices, AdamH head, Adam part), each
 over its own subset. Schedule: linear decay, as Muon's and as Marin's MuonH launchers ("linear").
+
+Newton-Schulz steps: the hyperparameter `backend_steps`, default 5. Evidence: Marin's MuonHConfig
+(marin-community/marin commit ab6e485c6250984825d2ecbb983b3c02e247e062, lib/levanter/src/levanter/optim/muonh.py,
+`MuonHConfig.backend_steps: int = 5`, handed to `scale_with_muonh(..., self.backend_steps, ...)`).
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from torch import nn
 from workers.optimizers._newton_schulz import newton_schulz_many
 from workers.optimizers.adamh import adam_part, adamh_rule, hyperball_radii, hyperball_step_
 from workers.optimizers.base import HParams, OptimizerSpec, SearchSpace, named_params_by_role
-from workers.optimizers.muon import RuleOptimizer, adam_rule, muon_directions
+from workers.optimizers.muon import RuleOptimizer, adam_rule, backend_steps, muon_directions
 
 
 class MuonH(RuleOptimizer):
@@ -58,7 +62,7 @@ def build(model: nn.Module, hp: HParams) -> torch.optim.Optimizer:
             "lr": lr,
             "momentum": float(hp["momentum"]),
             "nesterov": True,  # Levanter MuonHConfig default
-            "ns_steps": 5,  # Levanter MuonHConfig.backend_steps = 5
+            "ns_steps": backend_steps(hp),  # Marin MuonHConfig.backend_steps (module docstring)
             "ns_eps": float(hp["muon_eps"]),
         },
         {
@@ -138,10 +142,12 @@ SPEC = OptimizerSpec(
         "beta2": 0.98,
         "eps": 1e-15,
         "muon_eps": 1e-5,
+        "backend_steps": 5,  # Marin MuonHConfig.backend_steps (module docstring)
     },
     spaces={"paper": PAPER_SPACE, "tiny": TINY_SPACE},
     routing=(
-        "hidden matrices: MuonH (Nesterov NS5 without shape scale, hyperball step keeping ||W||_F = ||W_0||_F); "
+        "hidden matrices: MuonH (Nesterov NS x backend_steps (5), no shape scale, hyperball step keeping "
+        "||W||_F = ||W_0||_F); "
         "lm_head: AdamH at the same lr; embedding, norms: Adam at adam_lr; no weight decay; "
         "clipped per sub-chain (matrices, head, Adam part)"
     ),

@@ -3,12 +3,17 @@
 Hidden 2-D matrices (role "matrix"), an unconstrained Scion step with decoupled weight decay:
     buf <- momentum buf + (1 - momentum) g   (an EMA with the usual beta convention, not the official
                                               Scion's alpha = 1 - beta)
-    theta <- theta - lr (sqrt(max(1, out/in)) NS10(buf; scion_eps) + wd theta)
+    theta <- theta - lr (sqrt(max(1, out/in)) NS(buf; scion_eps, backend_steps) + wd theta)
 Embedding, lm_head and norms, Signum at lr * scion_to_signum_lr:
     m <- beta1 m + (1 - beta1) g_clipped;  theta <- theta - lr_s (sign(m) + wd theta)
 with Levanter's decay mask (lm_head decayed; embedding and norms not). The global-norm clip applies to the
 Signum part's gradients only (LV-scion: the clip sits in `signum_transform`); the matrices are not clipped.
 Schedule: linear warmup-stable-decay, warmup 0 (PAPER.md section 3).
+
+Newton-Schulz steps: the hyperparameter `backend_steps`, default 10. Evidence: Levanter's ScionConfig with the
+`scion_to_signum_lr` and `scion_epsilon` the paper tunes (stanford-crfm/levanter commit
+9af9cf88e78993e5030ecb91a4ca0e54d1cc9832, src/levanter/optim/scion.py, `ScionConfig.backend_steps: int = 10`, handed
+to `scale_with_scion(self.momentum, self.backend_steps, self.scion_epsilon)`).
 """
 
 from __future__ import annotations
@@ -22,10 +27,7 @@ from torch import nn
 from workers.optimizers._newton_schulz import newton_schulz_many
 from workers.optimizers.base import HParams, OptimizerSpec, SearchSpace, named_params_by_role
 from workers.optimizers.functional import apply_updates_, state_buffers
-from workers.optimizers.muon import RuleOptimizer, muon_scale, params_by_decay
-
-# Levanter ScionConfig.backend_steps = 10 (OPTIMIZERS.md 3.8): twice Muon's 5.
-SCION_NS_STEPS = 10
+from workers.optimizers.muon import RuleOptimizer, backend_steps, muon_scale, params_by_decay
 
 
 class Scion(RuleOptimizer):
@@ -66,7 +68,7 @@ def scion_param_groups(model: nn.Module, hp: HParams) -> list[dict[str, Any]]:
             "lr": lr,
             "weight_decay": wd,
             "momentum": float(hp["momentum"]),
-            "ns_steps": SCION_NS_STEPS,
+            "ns_steps": backend_steps(hp),  # Levanter ScionConfig.backend_steps (module docstring)
             "ns_eps": float(hp["scion_eps"]),
         },
         {**signum, "params": params_by_decay(roles, decayed=True, exclude="matrix"), "weight_decay": wd},
@@ -127,10 +129,12 @@ SPEC = OptimizerSpec(
         "scion_to_signum_lr": 0.2,
         "decay": 0.8,
         "warmup": 0,
+        "backend_steps": 10,  # Levanter ScionConfig.backend_steps (module docstring)
     },
     spaces={"paper": PAPER_SPACE, "tiny": TINY_SPACE},
     routing=(
-        "hidden matrices: Scion (EMA momentum, NS10, scale sqrt(max(1, out/in))), decayed, not clipped; "
+        "hidden matrices: Scion (EMA momentum, NS x backend_steps (10), scale sqrt(max(1, out/in))), decayed, "
+        "not clipped; "
         "embedding, lm_head, norms: Signum (sign of an EMA with beta1) at lr*scion_to_signum_lr, clipped by "
         "their own global norm; decayed: lm_head; not decayed: embedding, norms"
     ),
