@@ -240,6 +240,18 @@ class SpeedupRow(BaseModel):
     speedup_ci_high: float | None
     loss_ci_low: float | None
     loss_ci_high: float | None
+    interval_source: str = Field(
+        "",
+        description="where the speedup interval comes from: seeds (bootstrap over the best config's seeds), "
+        "noise_estimate (the cell's measured seed noise), baseline_fit (only the baseline's points resampled), "
+        "or empty (no interval)",
+    )
+    tied_within_noise: bool = Field(
+        False,
+        description="this speedup's interval overlaps another optimizer's at the same scale and multiple: "
+        "tied within noise, no winner",
+    )
+    tied_with: list[str] = Field(default_factory=list, description="the optimizers whose intervals overlap")
     beyond_asymptote: bool = Field(description="loss at or below the baseline's beta: the speedup is infinite")
     fit_alpha: float | None = Field(description="the baseline's L(D) = fit_alpha x D^-fit_B + fit_beta at this scale")
     fit_B: float | None

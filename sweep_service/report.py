@@ -19,7 +19,7 @@ import itertools
 import json
 import math
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -33,7 +33,7 @@ from db.session import Database
 from sweep_service import analysis
 from sweep_service.importer import scale_params
 
-__all__ = ["SweepNotFound", "fit_multiples_for", "load_sweep", "write_report"]
+__all__ = ["SweepNotFound", "load_sweep", "speedup_table", "write_report"]
 
 INDEX = "index.html"
 BEST_CSV = "best_configs.csv"
@@ -64,6 +64,7 @@ class SweepData:
     created_at: datetime
     trials: pd.DataFrame  # the analysis trials frame (db.results.FRAME_COLUMNS)
     curves: list[results.CellCurves]
+    noise: dict[tuple[str, str, float], float] = field(default_factory=dict)  # cell -> seed noise std (settings)
 
 
 def load_sweep(database: Database, sweep_id: int, with_curves: bool = True) -> SweepData:
@@ -83,27 +84,17 @@ def load_sweep(database: Database, sweep_id: int, with_curves: bool = True) -> S
             created_at=sweep.created_at,
             trials=results.sweep_trials(s, sweep_id, scale_params()),
             curves=results.sweep_curves(s, sweep_id) if with_curves else [],
+            noise=results.sweep_cell_noise(s, sweep_id),
         )
 
 
-def fit_multiples_for(trials: pd.DataFrame, baseline: str) -> tuple[float, ...] | None:
-    """The data multiples the baseline's L(D) is fitted on: the paper's {1, 2, 4, 8} (PAPER.md section 5) when
-    the baseline has at least 3 of them at every scale where it ran; otherwise every multiple it has (a tiny
-    sweep runs fractions of Chinchilla, e.g. 0.05 to 0.4)."""
-    base = trials[(trials["optimizer"] == baseline) & trials["status"].isin(["completed", "diverged"])]
-    if base.empty:
-        return analysis.PAPER_FIT_MULTIPLES
-    paper = set(analysis.PAPER_FIT_MULTIPLES)
-    for _, group in base.groupby("scale"):
-        if len(paper & {float(c) for c in group["chinchilla"]}) < analysis.LOSS_FIT_PARAMS:
-            return None
-    return analysis.PAPER_FIT_MULTIPLES
-
-
-def speedup_table(trials: pd.DataFrame, baseline: str, n_boot: int) -> pd.DataFrame:
-    """analysis.speedups with the fit multiples chosen by `fit_multiples_for`, plus `loss_vs_baseline`: the
-    cell's best loss minus the baseline's at the same scale and multiple (defined even when no curve fits)."""
-    sp = analysis.speedups(trials, baseline=baseline, fit_multiples=fit_multiples_for(trials, baseline), n_boot=n_boot)
+def speedup_table(
+    trials: pd.DataFrame, baseline: str, n_boot: int, noise: dict[tuple[str, str, float], float] | None = None
+) -> pd.DataFrame:
+    """analysis.speedups (the baseline fitted on every multiple it ran, PAPER.md section 5), plus
+    `loss_vs_baseline`: the cell's best loss minus the baseline's at the same scale and multiple (defined even
+    when no curve fits)."""
+    sp = analysis.speedups(trials, baseline=baseline, n_boot=n_boot, noise=noise)
     base = sp[sp["optimizer"] == baseline].set_index(["scale", "chinchilla"])["loss"]
     sp["loss_vs_baseline"] = [
         float(r.loss) - float(base[(r.scale, r.chinchilla)]) if (r.scale, r.chinchilla) in base.index else math.nan
@@ -498,6 +489,8 @@ def _speedup_caveat(row: Any, baseline: str) -> str:
         words.append(f"extrapolated{far}")
     if bool(row.fit_unphysical):
         words.append(f"unreliable: {baseline}'s fit unphysical")
+    if bool(row.tied_within_noise):  # intervals overlap: no winner between these (analysis.speedups)
+        words.append("tied within noise with " + ", ".join(str(o) for o in row.tied_with))
     return f" ({'; '.join(words)})" if words else ""
 
 
@@ -565,7 +558,7 @@ def write_report(
 
     trials = data.trials
     best = analysis.best_per_cell(trials, n_boot=n_boot)
-    sp = speedup_table(trials, baseline, n_boot)
+    sp = speedup_table(trials, baseline, n_boot, data.noise)
     sens = analysis.sensitivity(trials)
 
     best_csv = best.copy()

@@ -27,7 +27,7 @@ def test_speedups_on_the_paper_results(client: TestClient, paper: int) -> None:
     r = client.get(f"/sweeps/{paper}/speedups")
     assert r.status_code == 200
     body = r.json()
-    assert body["sweep_id"] == paper and body["baseline"] == "adamw" and body["fit_multiples"] == [1, 2, 4, 8]
+    assert body["sweep_id"] == paper and body["baseline"] == "adamw" and body["fit_multiples"] is None
     rows = body["rows"]
     assert len(rows) == 134
 
@@ -45,14 +45,18 @@ def test_speedups_on_the_paper_results(client: TestClient, paper: int) -> None:
         # ... and the speedup shrinks with scale
         assert _mean(speedups(optimizer, "520m")) < _mean(at_130m) - 0.05
     adamw = [x for x in rows if x["optimizer"] == "adamw" and x["chinchilla"] in (1, 2, 4, 8)]
-    assert all(x["speedup"] == pytest.approx(1.0, abs=0.02) for x in adamw)
+    assert all(x["speedup"] == pytest.approx(1.0, abs=0.05) for x in adamw)  # test_analysis says why not 3%
     first = next(x for x in rows if x["scale"] == "130m")
-    assert first["fit_alpha"] == pytest.approx(0.417, abs=5e-3) and first["fit_B"] == pytest.approx(0.493, abs=5e-3)
+    # AdamW at 130m fitted on 1-16x, as the authors' speedup script (PAPER.md section 5)
+    assert first["fit_n_points"] == 5 and first["fit_d_min"] == 1 and first["fit_d_max"] == 16
+    assert first["fit_alpha"] == pytest.approx(0.455, abs=5e-3) and first["fit_B"] == pytest.approx(0.435, abs=5e-3)
     assert first["non_embedding_params"] == 134_217_728 and first["speedup_ci_low"] is None  # one seed per cell
-    # AdamW was fitted on 1-8x: Muon's 16x D_eff lies beyond that range, and the row says by how much.
-    assert first["fit_d_min"] == 1 and first["fit_d_max"] == 8 and not any(x["fit_unphysical"] for x in rows)
+    # ... so no interval and no tie is claimed
+    assert all(x["interval_source"] == "" and not x["tied_within_noise"] and x["tied_with"] == [] for x in rows)
+    assert not any(x["fit_unphysical"] for x in rows)
+    # Muon's 16x D_eff lies beyond AdamW's 16x, and the row says by how much.
     muon_16 = next(x for x in rows if (x["optimizer"], x["scale"], x["chinchilla"]) == ("muon", "130m", 16))
-    assert muon_16["extrapolated"] and muon_16["extrapolation_factor"] == pytest.approx(muon_16["d_eff"] / 8)
+    assert muon_16["extrapolated"] and muon_16["extrapolation_factor"] == pytest.approx(muon_16["d_eff"] / 16)
     assert not any(x["extrapolated"] for x in adamw)
 
     # Another baseline: Muon's own curve; a name outside the registry and the sweep lists the valid ones.
@@ -74,7 +78,7 @@ def test_speedups_flag_an_extrapolation_from_an_unphysical_fit(client: TestClien
     cells["muon/tiny-300k/0.06"] = [T({"lr": 2e-2}, loss=4.5)]
     stored = store(cells)
     body = client.get(f"/sweeps/{stored.sweep_id}/speedups").json()
-    assert body["fit_multiples"] is None  # no paper multiples: every AdamW multiple is fitted
+    assert body["fit_multiples"] is None  # every AdamW multiple is fitted
     rows = {(x["optimizer"], x["chinchilla"]): x for x in body["rows"]}
     muon = rows[("muon", 0.06)]
     assert muon["fit_unphysical"] and muon["fit_beta"] >= 0 and "unconstrained fit unphysical" in muon["note"]

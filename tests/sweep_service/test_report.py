@@ -54,13 +54,13 @@ def test_report_on_the_paper_import_draws_the_speedup_plot(db: Database, tmp_pat
     assert {"optimizer", "scale", "chinchilla", "best_loss", "best_config", "config.lr"} <= set(best.columns)
     row = best[(best["optimizer"] == "adamw") & (best["scale"] == "130m") & (best["chinchilla"] == 1)].iloc[0]
     assert row["best_loss"] == pytest.approx(3.529, abs=5e-4) and row["config.lr"] == 8e-3  # PAPER.md section 6
-    # The paper's fit at 130m (PAPER.md section 5) and Muon's speedup there (~1.3-1.4x, section 1).
+    # The authors' fit at 130m over 1-16x (PAPER.md section 5) and Muon's speedup there (~1.3-1.4x, section 1).
     at_130m = speedups[speedups["scale"] == "130m"]
-    assert at_130m["fit_alpha"].iloc[0] == pytest.approx(0.417, abs=5e-3)
-    assert at_130m["fit_beta"].iloc[0] == pytest.approx(3.112, abs=5e-3)
+    assert at_130m["fit_alpha"].iloc[0] == pytest.approx(0.455, abs=5e-3)
+    assert at_130m["fit_beta"].iloc[0] == pytest.approx(3.073, abs=5e-3)
     muon = at_130m[(at_130m["optimizer"] == "muon") & at_130m["chinchilla"].isin([1, 2, 4, 8])]["speedup"]
     assert 1.25 < muon.mean() < 1.45
-    assert "0.417" in page and "Speedup over adamw" in page
+    assert "0.4554" in page and "Speedup over adamw" in page
 
 
 def _l(d: float) -> float:
