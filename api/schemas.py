@@ -285,6 +285,30 @@ class SpeedupsResponse(BaseModel):
     rows: list[SpeedupRow]
 
 
+class FlipRow(BaseModel):
+    """One pair of optimizers at one scale and multiple (sweep_service.ranking.ranking_flips)."""
+
+    scale: str
+    chinchilla: float
+    optimizer_a: str
+    optimizer_b: str
+    final_leader: str = Field(description="the one with the lower final eval loss; empty on an exact tie")
+    settled_at: float | None = Field(
+        description="fraction of training after which the pair's ranking no longer changes (0: never changed; "
+        "null: tied at the end)"
+    )
+    n_flips: int = Field(description="sign changes of loss_a - loss_b along training")
+    n_points: int
+    final_gap: float | None = Field(description="loss_a - loss_b at the end of training")
+    note: str
+
+
+class FlipsResponse(BaseModel):
+    sweep_id: int
+    rows: list[FlipRow]
+    note: str
+
+
 class SensitivityRow(BaseModel):
     """One one-at-a-time change from a cell's best config (sweep_service.analysis.sensitivity)."""
 

@@ -18,7 +18,7 @@ from typing import Any, Protocol
 import numpy as np
 import pandas as pd
 
-__all__ = ["FLIP_COLUMNS", "pair_difference", "ranking_flips"]
+__all__ = ["FLIP_COLUMNS", "best_curve", "pair_difference", "ranking_flips"]
 
 FLIP_COLUMNS = [
     "scale",
@@ -35,14 +35,21 @@ FLIP_COLUMNS = [
 
 
 class CellCurvesLike(Protocol):
-    optimizer: str
-    scale: str
-    chinchilla: float
-    best_trial_id: int | None
-    curves: dict[int, list[tuple[int, float]]]
+    """What is read of a cell (db.results.CellCurves has it); read-only, so frozen dataclasses fit."""
+
+    @property
+    def optimizer(self) -> str: ...
+    @property
+    def scale(self) -> str: ...
+    @property
+    def chinchilla(self) -> float: ...
+    @property
+    def best_trial_id(self) -> int | None: ...
+    @property
+    def curves(self) -> dict[int, list[tuple[int, float]]]: ...
 
 
-def _best_curve(cell: CellCurvesLike) -> tuple[np.ndarray, np.ndarray] | None:
+def best_curve(cell: CellCurvesLike) -> tuple[np.ndarray, np.ndarray] | None:
     """(fraction of training, eval loss) of the cell's best trial, finite points only, shape (n,) each."""
     if cell.best_trial_id is None or cell.best_trial_id not in cell.curves:
         return None
@@ -91,7 +98,7 @@ def ranking_flips(curves: Sequence[CellCurvesLike]) -> pd.DataFrame:
     n_points (fractions compared), final_gap (loss_a - loss_b at the end). Pairs are ordered by name."""
     by_cell: dict[tuple[str, float], dict[str, tuple[np.ndarray, np.ndarray]]] = {}
     for cell in curves:
-        curve = _best_curve(cell)
+        curve = best_curve(cell)
         if curve is not None:
             by_cell.setdefault((cell.scale, float(cell.chinchilla)), {})[cell.optimizer] = curve
     rows: list[dict[str, Any]] = []

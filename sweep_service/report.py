@@ -30,7 +30,7 @@ import pandas as pd
 from db import repository as repo
 from db import results
 from db.session import Database
-from sweep_service import analysis
+from sweep_service import analysis, ranking
 from sweep_service.importer import scale_params
 
 __all__ = ["SweepNotFound", "load_sweep", "speedup_table", "write_report"]
@@ -39,8 +39,9 @@ INDEX = "index.html"
 BEST_CSV = "best_configs.csv"
 SPEEDUPS_CSV = "speedups.csv"
 SENSITIVITY_CSV = "sensitivity.csv"
+FLIPS_CSV = "ranking_flips.csv"
 # Generated images start with these; older ones are removed when the report is written again.
-IMAGE_PREFIXES = ("curves-", "speedup-", "loss-vs-data", "sensitivity-")
+IMAGE_PREFIXES = ("curves-", "speedup-", "loss-vs-data", "sensitivity-", "ranking-flips")
 # Bands of constant speedup on the D_eff-against-D plot: the paper reports 1.1x to 1.4x (PAPER.md section 1);
 # 2x marks the claims its fair tuning shrank.
 SPEEDUP_BANDS = (1.0, 1.1, 1.2, 1.3, 1.4, 1.6, 2.0)
@@ -330,6 +331,70 @@ def _curve_figures(curves: Sequence[results.CellCurves], out: Path) -> list[tupl
     return images
 
 
+def _flips_figure(curves: Sequence[results.CellCurves], out: Path) -> str | None:
+    """One panel per (scale, multiple) with two or more optimizers: loss_a - loss_b of each pair's best trials
+    against the fraction of training (sweep_service.ranking), a dot where the ranking settles."""
+    by_cell: dict[tuple[str, float], dict[str, Any]] = {}
+    for c in curves:
+        if ranking.best_curve(c) is not None:
+            by_cell.setdefault((c.scale, c.chinchilla), {})[c.optimizer] = c
+    groups = sorted(key for key, cells in by_cell.items() if len(cells) >= 2)
+    if not groups:
+        return None
+    fig = _figure(4.0 * min(len(groups), 3), 3.0 * math.ceil(len(groups) / 3))
+    axes = np.atleast_1d(fig.subplots(math.ceil(len(groups) / 3), min(len(groups), 3))).ravel()
+    drawn = False
+    for ax, key in zip(axes, groups, strict=False):
+        cells = by_cell[key]
+        flips = ranking.ranking_flips(list(cells.values()))
+        for r in flips.itertuples():
+            a = ranking.best_curve(cells[r.optimizer_a])
+            b = ranking.best_curve(cells[r.optimizer_b])
+            if a is None or b is None:
+                continue
+            grid, diff = ranking.pair_difference(a, b)
+            (line,) = ax.plot(grid, diff, lw=1.2, label=f"{r.optimizer_a} - {r.optimizer_b}")
+            if math.isfinite(r.settled_at):
+                ax.plot([r.settled_at], [0.0], "o", color=line.get_color(), ms=4)
+            drawn = True
+        ax.axhline(0.0, color="0.5", lw=0.7)
+        ax.set_title(f"{key[0]} x{key[1]:g}", fontsize=9)
+        ax.set_xlabel("fraction of training")
+        ax.set_ylabel("eval loss difference")
+        ax.legend(fontsize=6)
+        ax.grid(True, alpha=0.2)
+    for ax in axes[len(groups) :]:
+        ax.set_visible(False)
+    return _save(fig, out, "ranking-flips.png") if drawn else None
+
+
+def _flips_section(flips: pd.DataFrame, image: str | None) -> str:
+    if flips.empty:
+        return (
+            "<p class='note'>No ranking flips to show: they need eval curves of the best trials of two or more "
+            "optimizers at one scale and multiple (imported results hold no curves).</p>"
+        )
+    body = [
+        [
+            _esc(r.scale),
+            _num(r.chinchilla),
+            _esc(f"{r.optimizer_a} vs {r.optimizer_b}"),
+            _esc(r.final_leader or "tie"),
+            _num(r.settled_at, 3),
+            str(int(r.n_flips)),
+            _num(r.final_gap, 3),
+        ]
+        for r in flips.itertuples()
+    ]
+    table = _table(
+        ["scale", "D", "pair", "leader at the end", "settled after (fraction)", "flips", "final gap"],
+        body,
+        [False, True, False, False, True, True, True],
+    )
+    img = f'<img src="{_esc(image)}" alt="ranking flips">' if image else ""
+    return img + table
+
+
 def _sensitivity_figures(sens: pd.DataFrame, out: Path) -> list[tuple[str, str]]:
     """Per hyperparameter, horizontal bars: loss change from the cell's best for each one-at-a-time change;
     a diverged change is a hatched bar at the right edge."""
@@ -571,6 +636,9 @@ def write_report(
     speedup_images = [name for name in (_speedup_figure(sp, baseline, out), _loss_figure(sp, baseline, out)) if name]
     curve_images = _curve_figures(data.curves, out)
     sensitivity_images = _sensitivity_figures(sens, out)
+    flips = ranking.ranking_flips(data.curves)
+    _csv_frame(flips).to_csv(out / FLIPS_CSV, index=False)
+    flips_image = _flips_figure(data.curves, out)
 
     source = data.spec.get("source") if data.imported else None
     about = ""
@@ -599,6 +667,12 @@ speedups {", ".join(f"{k:g}x" for k in SPEEDUP_BANDS)}.</p>
 {_best_section(best)}
 <h2>Eval-loss curves per cell</h2>
 {_curves_section(data, curve_images)}
+<h2>Ranking flips</h2>
+<p class="note">Per pair of optimizers at one scale and multiple, the eval-loss difference of their best trials
+along training (as a fraction of each trial's steps), and the fraction after which their ranking no longer
+changes: rankings flip mid-training as learning rates decay, so only the end judges (Wen et al. 2025; table
+as CSV: <a href="{FLIPS_CSV}">{FLIPS_CSV}</a>).</p>
+{_flips_section(flips, flips_image)}
 <h2>Sensitivity per hyperparameter</h2>
 {_sensitivity_section(sens, sensitivity_images)}
 </body></html>

@@ -18,6 +18,8 @@ from pydantic import BeforeValidator
 
 from api.deps import DatabaseDep, Guarded, IdPath, unknown_name
 from api.schemas import (
+    FlipRow,
+    FlipsResponse,
     HeldOutCell,
     HparamFitOut,
     PredictResponse,
@@ -27,7 +29,7 @@ from api.schemas import (
     SpeedupsResponse,
 )
 from db import results
-from sweep_service import analysis
+from sweep_service import analysis, ranking
 from sweep_service.importer import scale_params
 from sweep_service.report import SweepData, SweepNotFound, load_sweep, speedup_table
 
@@ -156,6 +158,35 @@ def get_speedups(
         fit_multiples=None,  # every multiple the baseline ran at each scale (PAPER.md section 5)
         rows=rows,
     )
+
+
+@router.get("/sweeps/{sweep_id}/flips", response_model=FlipsResponse, responses=NOT_FOUND)
+def get_flips(sweep_id: IdPath, db: DatabaseDep) -> FlipsResponse:
+    """Ranking flips (the paper's third finding): for each pair of optimizers at one scale and multiple, from
+    the eval curves of each cell's best trial, the fraction of training after which their ranking no longer
+    changes, and how often it changed before."""
+    try:
+        data = load_sweep(db, sweep_id, with_curves=True)
+    except SweepNotFound as exc:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, detail=str(exc)) from None
+    flips = ranking.ranking_flips(data.curves)
+    rows = [
+        FlipRow(
+            scale=str(r["scale"]),
+            chinchilla=float(r["chinchilla"]),
+            optimizer_a=str(r["optimizer_a"]),
+            optimizer_b=str(r["optimizer_b"]),
+            final_leader=str(r["final_leader"]),
+            settled_at=_float(r["settled_at"]),
+            n_flips=int(r["n_flips"]),
+            n_points=int(r["n_points"]),
+            final_gap=_float(r["final_gap"]),
+            note=str(r["note"]),
+        )
+        for r in flips.to_dict("records")
+    ]
+    note = "" if rows else "no two optimizers with best-trial eval curves at one scale and multiple"
+    return FlipsResponse(sweep_id=sweep_id, rows=rows, note=note)
 
 
 @router.get("/sweeps/{sweep_id}/sensitivity", response_model=SensitivityResponse, responses=NOT_FOUND)

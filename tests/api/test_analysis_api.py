@@ -169,6 +169,41 @@ def test_predict_says_when_it_cannot(client: TestClient, paper: int, store: Any)
         assert client.get("/predict", params={"optimizer": "muon", "params": 10**9, **bad}).status_code == 422, bad
 
 
+def test_flips_and_noise_intervals(client: TestClient, store: Any, db: Database) -> None:
+    """GET /flips from the best trials' eval curves; GET /speedups uses a cell's recorded seed noise."""
+    from db import repository as repo
+
+    def curve(losses: list[float]) -> list[tuple[int, float | None, float | None]]:
+        return [(10 * (i + 1), v, None) for i, v in enumerate(losses)]
+
+    # adamw leads until half way, muon after: the crossing at 0.55 of training (sweep_service.ranking)
+    adamw = [5.0, 4.5, 4.0, 3.8, 3.6, 3.5, 3.45, 3.4, 3.35, 3.3]
+    muon = [5.2, 4.7, 4.2, 3.9, 3.7, 3.4, 3.3, 3.2, 3.1, 3.0]
+    cells = {f"adamw/tiny-130k/{d}": [T({"lr": 1e-2}, loss=3.3 + 0.5 * d**-0.5)] for d in (0.5, 2.0, 4.0)}
+    cells["adamw/tiny-130k/1"] = [T({"lr": 1e-2}, loss=3.8, curve=curve(adamw))]
+    cells["muon/tiny-130k/1"] = [T({"lr": 2e-2}, loss=3.6, curve=curve(muon))]  # D_eff ~2.8
+    stored = store(cells)
+    body = client.get(f"/sweeps/{stored.sweep_id}/flips").json()
+    assert len(body["rows"]) == 1 and body["note"] == ""
+    row = body["rows"][0]
+    assert (row["optimizer_a"], row["optimizer_b"], row["final_leader"]) == ("adamw", "muon", "muon")
+    assert row["n_flips"] == 1 and row["settled_at"] == pytest.approx(0.55)
+    assert client.get("/sweeps/999999/flips").status_code == 404
+
+    # one seed per cell: no interval until the cells record their seed noise (as confirm_seeds does)
+    def muon_row() -> dict[str, Any]:
+        rows = client.get(f"/sweeps/{stored.sweep_id}/speedups").json()["rows"]
+        return next(r for r in rows if r["optimizer"] == "muon")
+
+    assert muon_row()["interval_source"] == "" and muon_row()["speedup_ci_low"] is None
+    with db.session() as s:
+        for cell_id in stored.cells.values():
+            repo.update_cell(s, cell_id, settings={"tolerance": 3e-3, "noise_std": 0.005})
+    noisy = muon_row()
+    assert noisy["interval_source"] == "noise_estimate"
+    assert 2.4 < noisy["speedup_ci_low"] < noisy["speedup"] < noisy["speedup_ci_high"] < 3.2  # speedup 2.78
+
+
 def test_sensitivity(client: TestClient, store: Any) -> None:
     base = {"lr": 8e-3, "wd": 0.1, "warmup": 2000}
     # PAPER.md section 6: AdamW at 130M, 1x
