@@ -252,6 +252,18 @@ class SpeedupRow(BaseModel):
     speedup_ci_high: float | None
     loss_ci_low: float | None
     loss_ci_high: float | None
+    interval_source: str = Field(
+        "",
+        description="where the speedup interval comes from: seeds (bootstrap over the best config's seeds), "
+        "noise_estimate (the cell's measured seed noise), baseline_fit (only the baseline's points resampled), "
+        "or empty (no interval)",
+    )
+    tied_within_noise: bool = Field(
+        False,
+        description="this speedup's interval overlaps another optimizer's at the same scale and multiple: "
+        "tied within noise, no winner",
+    )
+    tied_with: list[str] = Field(default_factory=list, description="the optimizers whose intervals overlap")
     beyond_asymptote: bool = Field(description="loss at or below the baseline's beta: the speedup is infinite")
     fit_alpha: float | None = Field(description="the baseline's L(D) = fit_alpha x D^-fit_B + fit_beta at this scale")
     fit_B: float | None
@@ -283,6 +295,30 @@ class SpeedupsResponse(BaseModel):
     baseline: str
     fit_multiples: list[float] | None = Field(description="the baseline multiples fitted; null: every one it has")
     rows: list[SpeedupRow]
+
+
+class FlipRow(BaseModel):
+    """One pair of optimizers at one scale and multiple (sweep_service.ranking.ranking_flips)."""
+
+    scale: str
+    chinchilla: float
+    optimizer_a: str
+    optimizer_b: str
+    final_leader: str = Field(description="the one with the lower final eval loss; empty on an exact tie")
+    settled_at: float | None = Field(
+        description="fraction of training after which the pair's ranking no longer changes (0: never changed; "
+        "null: tied at the end)"
+    )
+    n_flips: int = Field(description="sign changes of loss_a - loss_b along training")
+    n_points: int
+    final_gap: float | None = Field(description="loss_a - loss_b at the end of training")
+    note: str
+
+
+class FlipsResponse(BaseModel):
+    sweep_id: int
+    rows: list[FlipRow]
+    note: str
 
 
 class SensitivityRow(BaseModel):

@@ -132,6 +132,24 @@ class CellCurves:
     curves: dict[int, list[tuple[int, float]]] = field(default_factory=dict)
 
 
+# Cell settings that hold the std of one seed's final loss, first found wins: the best config's std over its
+# confirm seeds, else the cell's noise estimate (written by the engine's confirm_seeds / tolerance auto).
+NOISE_SETTINGS = ("best_std", "noise_std")
+
+
+def sweep_cell_noise(s: Session, sweep_id: int) -> dict[tuple[str, str, float], float]:
+    """(optimizer, scale, chinchilla) -> seed noise std of each cell of the sweep that records one."""
+    out: dict[tuple[str, str, float], float] = {}
+    for cell in s.scalars(select(Cell).where(Cell.sweep_id == sweep_id)):
+        settings = cell.settings if isinstance(cell.settings, dict) else {}
+        for name in NOISE_SETTINGS:
+            value = settings.get(name)
+            if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value) and value > 0:
+                out[(cell.optimizer, cell.scale, float(cell.chinchilla))] = float(value)
+                break
+    return out
+
+
 def sweep_curves(s: Session, sweep_id: int) -> list[CellCurves]:
     """Per cell of a sweep (in cell order), the eval-loss curves of its trials; points without an eval loss
     (train-only reports) are left out. One query for the cells and one for the points."""

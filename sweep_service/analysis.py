@@ -50,7 +50,6 @@ __all__ = [
     "CELL_KEY",
     "EXTRAPOLATION_SLACK",
     "NEAR_TIE_TOLERANCE",
-    "PAPER_FIT_MULTIPLES",
     "TRIAL_COLUMNS",
     "HparamPrediction",
     "LossFit",
@@ -85,8 +84,6 @@ FINISHED_STATUSES = frozenset({"completed", "diverged"})
 DIVERGED_LOSS_ABOVE = 1e4
 # Near-tie tolerance on the final loss (PAPER.md section 4, Phase I step 3).
 NEAR_TIE_TOLERANCE = 3e-3
-# AdamW's data multiples fitted for the speedup (PAPER.md section 5).
-PAPER_FIT_MULTIPLES: tuple[float, ...] = (1.0, 2.0, 4.0, 8.0)
 # Bootstrap defaults: 1000 resamples, central 95% interval (common practice; the paper ran one seed).
 N_BOOT = 1000
 CI_LEVEL = 0.95
@@ -709,6 +706,9 @@ _SPEEDUP_COLUMNS = [
     "speedup_ci_high",
     "loss_ci_low",
     "loss_ci_high",
+    "interval_source",
+    "tied_within_noise",
+    "tied_with",
     "beyond_asymptote",
     "fit_alpha",
     "fit_B",
@@ -727,17 +727,26 @@ _SPEEDUP_COLUMNS = [
 def speedups(
     trials: pd.DataFrame,
     baseline: str = "adamw",
-    fit_multiples: Sequence[float] | None = PAPER_FIT_MULTIPLES,
+    fit_multiples: Sequence[float] | None = None,
     n_boot: int = N_BOOT,
     ci: float = CI_LEVEL,
     seed: int = 0,
+    noise: Mapping[Cell, float] | None = None,
 ) -> pd.DataFrame:
     """Speedup over `baseline` of every cell's best loss, per (scale, optimizer, chinchilla).
 
-    Per scale, the baseline's best losses at `fit_multiples` (None: every multiple it has) are fitted with
+    Per scale, the baseline's best losses at `fit_multiples` (None, the default: every multiple it ran at that
+    scale, as the authors' speedup_estimation script does, 16x included; PAPER.md section 5) are fitted with
     `fit_loss_vs_data`; each cell's point (D, L) then gets D_eff and speedup = D_eff / D. Where seeds repeat
     (the cell's best config, or the baseline's fitted points), a percentile bootstrap resamples seeds (and
-    refits the baseline curve) for `speedup_ci_*` and `loss_ci_*`; otherwise they are NaN.
+    refits the baseline curve) for `speedup_ci_*` and `loss_ci_*`. A cell whose best config ran under one seed
+    but whose seed noise is known (`noise`: (optimizer, scale, chinchilla) -> std of one seed's final loss, e.g.
+    measured by confirm_seeds or tolerance auto) is drawn as its loss + N(0, std^2) instead. Without either the
+    intervals are NaN. `interval_source` says which: "seeds", "noise_estimate", or "" (none).
+
+    Ties: at each (scale, chinchilla), two optimizers whose speedup intervals overlap are tied within noise
+    (`tied_with` lists the others a row overlaps, `tied_within_noise` is True when that list is not empty):
+    neither is a winner. A row without an interval is never marked tied (its `interval_source` is "").
 
     Columns: scale, optimizer, chinchilla, non_embedding_params, loss, n_seeds, d_eff, speedup,
     speedup_ci_low/high, loss_ci_low/high, beyond_asymptote (loss <= the baseline's beta: speedup +inf),
@@ -774,9 +783,11 @@ def speedups(
         # Bootstrap of the baseline curve: resample each fitted point's seeds, refit. Shapes (n_boot,).
         boot_means: dict[Cell, np.ndarray] = {}
         boot_fit: np.ndarray | None = None  # (n_boot, 3)
-        if n_boot > 0 and fit.converged and any(len(ls) >= 2 for ls in base_seed_losses):
+        base_draws = {s.key: _loss_draws(s, rng, n_boot, noise) for s in base_points} if n_boot > 0 else {}
+        if n_boot > 0 and fit.converged and any(d is not None for d in base_draws.values()):
             for s, ls in zip(base_points, base_seed_losses, strict=True):
-                boot_means[s.key] = _resample_means(ls, rng, n_boot)
+                got = base_draws[s.key]
+                boot_means[s.key] = got[0] if got is not None else np.full(n_boot, float(np.mean(ls)))
             draws = np.stack([boot_means[s.key] for s in base_points], axis=1)  # (n_boot, n_points)
             boot_fit = np.full((n_boot, 3), np.nan)
             x = np.asarray(base_d, np.float64)
@@ -789,8 +800,49 @@ def speedups(
                 scale_note = "; ".join(filter(None, [scale_note, f"{failed}/{n_boot} bootstrap refits failed"]))
 
         for s in at_scale:
-            rows.append(_speedup_row(s, fit, boot_fit, boot_means, rng, n_boot, ci, scale_note))
+            own = base_draws.get(s.key) if s.key in base_draws else _loss_draws(s, rng, n_boot, noise)
+            rows.append(_speedup_row(s, fit, boot_fit, boot_means, own, n_boot, ci, scale_note))
+    _mark_ties(rows)
     return pd.DataFrame(rows, columns=_SPEEDUP_COLUMNS)
+
+
+def _loss_draws(
+    s: _CellSummary, rng: np.random.Generator, n_boot: int, noise: Mapping[Cell, float] | None
+) -> tuple[np.ndarray, str] | None:
+    """Bootstrap draws of the cell's best loss, shape (n_boot,), and their source; None without seeds or noise."""
+    best = s.best
+    if best is None or n_boot <= 0:
+        return None
+    if len(best.losses) >= 2:
+        return _resample_means(best.losses, rng, n_boot), "seeds"
+    std = (noise or {}).get(s.key)
+    if std is not None and math.isfinite(std) and std > 0:
+        return best.loss + rng.normal(0.0, std, n_boot), "noise_estimate"
+    return None
+
+
+def _mark_ties(rows: list[dict[str, Any]]) -> None:
+    """tied_with / tied_within_noise: the optimizers at the same (scale, chinchilla) whose intervals overlap."""
+    groups: dict[tuple[str, float], list[dict[str, Any]]] = {}
+    for row in rows:
+        groups.setdefault((row["scale"], row["chinchilla"]), []).append(row)
+    for group in groups.values():
+        for row in group:
+            tied = [
+                other["optimizer"]
+                for other in group
+                if other is not row and _overlap(row["speedup_ci_low"], row["speedup_ci_high"],
+                                                 other["speedup_ci_low"], other["speedup_ci_high"])
+            ]  # fmt: skip
+            row["tied_with"] = tied
+            row["tied_within_noise"] = bool(tied)
+
+
+def _overlap(low: float, high: float, other_low: float, other_high: float) -> bool:
+    """Whether [low, high] and [other_low, other_high] intersect; False where either is unknown (NaN)."""
+    if any(math.isnan(v) for v in (low, high, other_low, other_high)):
+        return False
+    return low <= other_high and other_low <= high
 
 
 def _speedup_row(
@@ -798,7 +850,7 @@ def _speedup_row(
     fit: LossFit,
     boot_fit: np.ndarray | None,
     boot_means: Mapping[Cell, np.ndarray],
-    rng: np.random.Generator,
+    own: tuple[np.ndarray, str] | None,
     n_boot: int,
     ci: float,
     scale_note: str,
@@ -825,18 +877,20 @@ def _speedup_row(
         notes.append("no finished config with a finite loss")
 
     sp_low = sp_high = loss_low = loss_high = math.nan
-    if best is not None and n_boot > 0 and fit.converged and (boot_fit is not None or n_seeds >= 2):
+    source = ""
+    if best is not None and n_boot > 0 and fit.converged and (boot_fit is not None or own is not None):
         # This cell's loss draws: shared with the baseline refit when it is one of the fitted points.
         if s.key in boot_means:
             loss_draws = boot_means[s.key]
-        elif n_seeds >= 2:
-            loss_draws = _resample_means(best.losses, rng, n_boot)
+        elif own is not None:
+            loss_draws = own[0]
         else:
             loss_draws = np.full(n_boot, loss)
+        source = own[1] if own is not None else "baseline_fit"  # only the baseline's points were resampled
         params = boot_fit if boot_fit is not None else np.tile([fit.alpha, fit.B, fit.beta], (n_boot, 1))
         d_eff_draws = _effective_data(params[:, 0], params[:, 1], params[:, 2], loss_draws)
         sp_low, sp_high = _quantiles(d_eff_draws / s.key[2], ci)
-        if n_seeds >= 2:
+        if own is not None:
             loss_low, loss_high = _quantiles(loss_draws, ci)
     return {
         "scale": s.key[1],
@@ -851,6 +905,9 @@ def _speedup_row(
         "speedup_ci_high": sp_high,
         "loss_ci_low": loss_low,
         "loss_ci_high": loss_high,
+        "interval_source": source,
+        "tied_within_noise": False,  # set by _mark_ties
+        "tied_with": [],
         "beyond_asymptote": beyond,
         "fit_alpha": fit.alpha,
         "fit_B": fit.B,

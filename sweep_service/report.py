@@ -19,7 +19,7 @@ import itertools
 import json
 import math
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -30,18 +30,19 @@ import pandas as pd
 from db import repository as repo
 from db import results
 from db.session import Database
-from sweep_service import analysis, palette
+from sweep_service import analysis, palette, ranking
 from sweep_service.importer import scale_params
 from sweep_service.numfmt import decimals_for, fixed
 
-__all__ = ["SweepNotFound", "fit_multiples_for", "load_sweep", "write_report"]
+__all__ = ["SweepNotFound", "load_sweep", "speedup_table", "write_report"]
 
 INDEX = "index.html"
 BEST_CSV = "best_configs.csv"
 SPEEDUPS_CSV = "speedups.csv"
 SENSITIVITY_CSV = "sensitivity.csv"
+FLIPS_CSV = "ranking_flips.csv"
 # Generated images start with these; older ones are removed when the report is written again.
-IMAGE_PREFIXES = ("curves-", "speedup-", "loss-vs-data", "sensitivity-")
+IMAGE_PREFIXES = ("curves-", "speedup-", "loss-vs-data", "sensitivity-", "ranking-flips")
 # Bands of constant speedup on the D_eff-against-D plot: the paper reports 1.1x to 1.4x (PAPER.md section 1);
 # 2x marks the claims its fair tuning shrank.
 SPEEDUP_BANDS = (1.0, 1.1, 1.2, 1.3, 1.4, 1.6, 2.0)
@@ -65,6 +66,7 @@ class SweepData:
     created_at: datetime
     trials: pd.DataFrame  # the analysis trials frame (db.results.FRAME_COLUMNS)
     curves: list[results.CellCurves]
+    noise: dict[tuple[str, str, float], float] = field(default_factory=dict)  # cell -> seed noise std (settings)
 
 
 def load_sweep(database: Database, sweep_id: int, with_curves: bool = True) -> SweepData:
@@ -84,27 +86,17 @@ def load_sweep(database: Database, sweep_id: int, with_curves: bool = True) -> S
             created_at=sweep.created_at,
             trials=results.sweep_trials(s, sweep_id, scale_params()),
             curves=results.sweep_curves(s, sweep_id) if with_curves else [],
+            noise=results.sweep_cell_noise(s, sweep_id),
         )
 
 
-def fit_multiples_for(trials: pd.DataFrame, baseline: str) -> tuple[float, ...] | None:
-    """The data multiples the baseline's L(D) is fitted on: the paper's {1, 2, 4, 8} (PAPER.md section 5) when
-    the baseline has at least 3 of them at every scale where it ran; otherwise every multiple it has (a tiny
-    sweep runs fractions of Chinchilla, e.g. 0.05 to 0.4)."""
-    base = trials[(trials["optimizer"] == baseline) & trials["status"].isin(["completed", "diverged"])]
-    if base.empty:
-        return analysis.PAPER_FIT_MULTIPLES
-    paper = set(analysis.PAPER_FIT_MULTIPLES)
-    for _, group in base.groupby("scale"):
-        if len(paper & {float(c) for c in group["chinchilla"]}) < analysis.LOSS_FIT_PARAMS:
-            return None
-    return analysis.PAPER_FIT_MULTIPLES
-
-
-def speedup_table(trials: pd.DataFrame, baseline: str, n_boot: int) -> pd.DataFrame:
-    """analysis.speedups with the fit multiples chosen by `fit_multiples_for`, plus `loss_vs_baseline`: the
-    cell's best loss minus the baseline's at the same scale and multiple (defined even when no curve fits)."""
-    sp = analysis.speedups(trials, baseline=baseline, fit_multiples=fit_multiples_for(trials, baseline), n_boot=n_boot)
+def speedup_table(
+    trials: pd.DataFrame, baseline: str, n_boot: int, noise: dict[tuple[str, str, float], float] | None = None
+) -> pd.DataFrame:
+    """analysis.speedups (the baseline fitted on every multiple it ran, PAPER.md section 5), plus
+    `loss_vs_baseline`: the cell's best loss minus the baseline's at the same scale and multiple (defined even
+    when no curve fits)."""
+    sp = analysis.speedups(trials, baseline=baseline, n_boot=n_boot, noise=noise)
     base = sp[sp["optimizer"] == baseline].set_index(["scale", "chinchilla"])["loss"]
     sp["loss_vs_baseline"] = [
         float(r.loss) - float(base[(r.scale, r.chinchilla)]) if (r.scale, r.chinchilla) in base.index else math.nan
@@ -343,6 +335,70 @@ def _curve_figures(curves: Sequence[results.CellCurves], out: Path) -> list[tupl
     return images
 
 
+def _flips_figure(curves: Sequence[results.CellCurves], out: Path) -> str | None:
+    """One panel per (scale, multiple) with two or more optimizers: loss_a - loss_b of each pair's best trials
+    against the fraction of training (sweep_service.ranking), a dot where the ranking settles."""
+    by_cell: dict[tuple[str, float], dict[str, Any]] = {}
+    for c in curves:
+        if ranking.best_curve(c) is not None:
+            by_cell.setdefault((c.scale, c.chinchilla), {})[c.optimizer] = c
+    groups = sorted(key for key, cells in by_cell.items() if len(cells) >= 2)
+    if not groups:
+        return None
+    fig = _figure(4.0 * min(len(groups), 3), 3.0 * math.ceil(len(groups) / 3))
+    axes = np.atleast_1d(fig.subplots(math.ceil(len(groups) / 3), min(len(groups), 3))).ravel()
+    drawn = False
+    for ax, key in zip(axes, groups, strict=False):
+        cells = by_cell[key]
+        flips = ranking.ranking_flips(list(cells.values()))
+        for r in flips.itertuples():
+            a = ranking.best_curve(cells[r.optimizer_a])
+            b = ranking.best_curve(cells[r.optimizer_b])
+            if a is None or b is None:
+                continue
+            grid, diff = ranking.pair_difference(a, b)
+            (line,) = ax.plot(grid, diff, lw=1.2, label=f"{r.optimizer_a} - {r.optimizer_b}")
+            if math.isfinite(r.settled_at):
+                ax.plot([r.settled_at], [0.0], "o", color=line.get_color(), ms=4)
+            drawn = True
+        ax.axhline(0.0, color="0.5", lw=0.7)
+        ax.set_title(f"{key[0]} x{key[1]:g}", fontsize=9)
+        ax.set_xlabel("fraction of training")
+        ax.set_ylabel("eval loss difference")
+        ax.legend(fontsize=6)
+        ax.grid(True, alpha=0.2)
+    for ax in axes[len(groups) :]:
+        ax.set_visible(False)
+    return _save(fig, out, "ranking-flips.png") if drawn else None
+
+
+def _flips_section(flips: pd.DataFrame, image: str | None) -> str:
+    if flips.empty:
+        return (
+            "<p class='note'>No ranking flips to show: they need eval curves of the best trials of two or more "
+            "optimizers at one scale and multiple (imported results hold no curves).</p>"
+        )
+    body = [
+        [
+            _esc(r.scale),
+            _num(r.chinchilla),
+            _esc(f"{r.optimizer_a} vs {r.optimizer_b}"),
+            _esc(r.final_leader or "tie"),
+            _num(r.settled_at, 3),
+            str(int(r.n_flips)),
+            _num(r.final_gap, 3),
+        ]
+        for r in flips.itertuples()
+    ]
+    table = _table(
+        ["scale", "D", "pair", "leader at the end", "settled after (fraction)", "flips", "final gap"],
+        body,
+        [False, True, False, False, True, True, True],
+    )
+    img = f'<img src="{_esc(image)}" alt="ranking flips">' if image else ""
+    return img + table
+
+
 def _sensitivity_figures(sens: pd.DataFrame, out: Path) -> list[tuple[str, str]]:
     """Per hyperparameter, horizontal bars: loss change from the cell's best for each one-at-a-time change;
     a diverged change is a hatched bar at the right edge."""
@@ -511,6 +567,8 @@ def _speedup_caveat(row: Any, baseline: str) -> str:
         words.append(f"extrapolated{far}")
     if bool(row.fit_unphysical):
         words.append(f"unreliable: {baseline}'s fit unphysical")
+    if bool(row.tied_within_noise):  # intervals overlap: no winner between these (analysis.speedups)
+        words.append("tied within noise with " + ", ".join(str(o) for o in row.tied_with))
     return f" ({'; '.join(words)})" if words else ""
 
 
@@ -579,7 +637,7 @@ def write_report(
 
     trials = data.trials
     best = analysis.best_per_cell(trials, n_boot=n_boot)
-    sp = speedup_table(trials, baseline, n_boot)
+    sp = speedup_table(trials, baseline, n_boot, data.noise)
     sens = analysis.sensitivity(trials)
 
     best_csv = best.copy()
@@ -592,6 +650,9 @@ def write_report(
     speedup_images = [name for name in (_speedup_figure(sp, baseline, out), _loss_figure(sp, baseline, out)) if name]
     curve_images = _curve_figures(data.curves, out)
     sensitivity_images = _sensitivity_figures(sens, out)
+    flips = ranking.ranking_flips(data.curves)
+    _csv_frame(flips).to_csv(out / FLIPS_CSV, index=False)
+    flips_image = _flips_figure(data.curves, out)
 
     source = data.spec.get("source") if data.imported else None
     about = ""
@@ -621,6 +682,12 @@ speedups {", ".join(f"{k:g}x" for k in SPEEDUP_BANDS)}.</p>
 {_best_section(best)}
 <h2>Eval-loss curves per cell</h2>
 {_curves_section(data, curve_images)}
+<h2>Ranking flips</h2>
+<p class="note">Per pair of optimizers at one scale and multiple, the eval-loss difference of their best trials
+along training (as a fraction of each trial's steps), and the fraction after which their ranking no longer
+changes: rankings flip mid-training as learning rates decay, so only the end judges (Wen et al. 2025; table
+as CSV: <a href="{FLIPS_CSV}">{FLIPS_CSV}</a>).</p>
+{_flips_section(flips, flips_image)}
 <h2>Sensitivity per hyperparameter</h2>
 {_sensitivity_section(sens, sensitivity_images)}
 </body></html>

@@ -937,6 +937,7 @@ data: builtin
     if (r.beyond_asymptote) flags.push("beyond AdamW's asymptote");
     else if (r.extrapolated) flags.push(r.extrapolation_factor !== null ? `extrapolated ${r.extrapolation_factor.toFixed(1)}× beyond AdamW's measured D` : "extrapolated");
     if (r.fit_unphysical) flags.push("unreliable: AdamW's fit unphysical");
+    if (r.tied_within_noise) flags.push(`tied within noise with ${r.tied_with.join(", ")}`);
     return flags;
   }
 
@@ -1016,7 +1017,7 @@ data: builtin
                   : [r.chinchilla, r.d_eff]
               ),
           }));
-        const notes = rs.filter((r) => r.note || r.fit_underdetermined || r.beyond_asymptote || r.extrapolated || r.fit_unphysical);
+        const notes = rs.filter((r) => r.note || r.fit_underdetermined || r.beyond_asymptote || r.extrapolated || r.fit_unphysical || r.tied_within_noise);
         return h(
           "section",
           { class: "scale-speedup", dataset: { scale } },

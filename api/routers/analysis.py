@@ -18,6 +18,8 @@ from pydantic import BeforeValidator
 
 from api.deps import DatabaseDep, Guarded, IdPath, unknown_name
 from api.schemas import (
+    FlipRow,
+    FlipsResponse,
     HeldOutCell,
     HparamFitOut,
     PredictResponse,
@@ -27,9 +29,9 @@ from api.schemas import (
     SpeedupsResponse,
 )
 from db import results
-from sweep_service import analysis
+from sweep_service import analysis, ranking
 from sweep_service.importer import scale_params
-from sweep_service.report import SweepNotFound, fit_multiples_for, load_sweep, speedup_table
+from sweep_service.report import SweepData, SweepNotFound, load_sweep, speedup_table
 
 router = APIRouter(tags=["analysis"], dependencies=Guarded)
 
@@ -77,6 +79,13 @@ def _hvalue(value: object) -> bool | int | float | str | None:
     return str(value)
 
 
+def _load_data(db: Any, sweep_id: int) -> SweepData:
+    try:
+        return load_sweep(db, sweep_id, with_curves=False)
+    except SweepNotFound as exc:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, detail=str(exc)) from None
+
+
 def _load(db: Any, sweep_id: int) -> pd.DataFrame:
     try:
         return load_sweep(db, sweep_id, with_curves=False).trials
@@ -97,19 +106,19 @@ def get_speedups(
     ] = "adamw",
 ) -> SpeedupsResponse:
     """Speedup over the baseline (default AdamW) of every cell's best loss (PAPER.md section 5): per scale the
-    baseline's best losses are fitted as L(D) = alpha x D^-B + beta over the paper's multiples 1, 2, 4, 8 (or
-    every multiple it has, when it lacks three of those), and each cell's D_eff / D is its speedup. A scale
+    baseline's best losses are fitted as L(D) = alpha x D^-B + beta over every multiple it ran at that scale (16x
+    included, as the authors' script), and each cell's D_eff / D is its speedup. A scale
     where the baseline cannot be fitted has null speedups and says why in `note`. `extrapolated` marks a D_eff
     outside the baseline's fitted multiples (`extrapolation_factor` says how far) and `fit_unphysical` a scale
     whose unconstrained fit had a negative asymptote (or alpha, B <= 0): such speedups are not measurements."""
     from workers.optimizers import REGISTRY
 
-    trials = _load(db, sweep_id)
+    data = _load_data(db, sweep_id)
+    trials = data.trials
     valid = sorted(set(REGISTRY) | {str(o) for o in trials["optimizer"]})
     if baseline not in valid:
         raise unknown_name("baseline", baseline, valid)
-    sp = speedup_table(trials, baseline, N_BOOT_API)
-    multiples = fit_multiples_for(trials, baseline)
+    sp = speedup_table(trials, baseline, N_BOOT_API, data.noise)
     rows = [
         SpeedupRow(
             scale=str(r["scale"]),
@@ -125,6 +134,9 @@ def get_speedups(
             speedup_ci_high=_float(r["speedup_ci_high"]),
             loss_ci_low=_float(r["loss_ci_low"]),
             loss_ci_high=_float(r["loss_ci_high"]),
+            interval_source=str(r["interval_source"]),
+            tied_within_noise=bool(r["tied_within_noise"]),
+            tied_with=[str(o) for o in r["tied_with"]],
             beyond_asymptote=bool(r["beyond_asymptote"]),
             fit_alpha=_float(r["fit_alpha"]),
             fit_B=_float(r["fit_B"]),
@@ -143,9 +155,38 @@ def get_speedups(
     return SpeedupsResponse(
         sweep_id=sweep_id,
         baseline=baseline,
-        fit_multiples=list(multiples) if multiples is not None else None,
+        fit_multiples=None,  # every multiple the baseline ran at each scale (PAPER.md section 5)
         rows=rows,
     )
+
+
+@router.get("/sweeps/{sweep_id}/flips", response_model=FlipsResponse, responses=NOT_FOUND)
+def get_flips(sweep_id: IdPath, db: DatabaseDep) -> FlipsResponse:
+    """Ranking flips (the paper's third finding): for each pair of optimizers at one scale and multiple, from
+    the eval curves of each cell's best trial, the fraction of training after which their ranking no longer
+    changes, and how often it changed before."""
+    try:
+        data = load_sweep(db, sweep_id, with_curves=True)
+    except SweepNotFound as exc:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, detail=str(exc)) from None
+    flips = ranking.ranking_flips(data.curves)
+    rows = [
+        FlipRow(
+            scale=str(r["scale"]),
+            chinchilla=float(r["chinchilla"]),
+            optimizer_a=str(r["optimizer_a"]),
+            optimizer_b=str(r["optimizer_b"]),
+            final_leader=str(r["final_leader"]),
+            settled_at=_float(r["settled_at"]),
+            n_flips=int(r["n_flips"]),
+            n_points=int(r["n_points"]),
+            final_gap=_float(r["final_gap"]),
+            note=str(r["note"]),
+        )
+        for r in flips.to_dict("records")
+    ]
+    note = "" if rows else "no two optimizers with best-trial eval curves at one scale and multiple"
+    return FlipsResponse(sweep_id=sweep_id, rows=rows, note=note)
 
 
 @router.get("/sweeps/{sweep_id}/sensitivity", response_model=SensitivityResponse, responses=NOT_FOUND)

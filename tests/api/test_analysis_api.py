@@ -27,7 +27,7 @@ def test_speedups_on_the_paper_results(client: TestClient, paper: int) -> None:
     r = client.get(f"/sweeps/{paper}/speedups")
     assert r.status_code == 200
     body = r.json()
-    assert body["sweep_id"] == paper and body["baseline"] == "adamw" and body["fit_multiples"] == [1, 2, 4, 8]
+    assert body["sweep_id"] == paper and body["baseline"] == "adamw" and body["fit_multiples"] is None
     rows = body["rows"]
     assert len(rows) == 134
 
@@ -45,14 +45,18 @@ def test_speedups_on_the_paper_results(client: TestClient, paper: int) -> None:
         # ... and the speedup shrinks with scale
         assert _mean(speedups(optimizer, "520m")) < _mean(at_130m) - 0.05
     adamw = [x for x in rows if x["optimizer"] == "adamw" and x["chinchilla"] in (1, 2, 4, 8)]
-    assert all(x["speedup"] == pytest.approx(1.0, abs=0.02) for x in adamw)
+    assert all(x["speedup"] == pytest.approx(1.0, abs=0.05) for x in adamw)  # test_analysis says why not 3%
     first = next(x for x in rows if x["scale"] == "130m")
-    assert first["fit_alpha"] == pytest.approx(0.417, abs=5e-3) and first["fit_B"] == pytest.approx(0.493, abs=5e-3)
+    # AdamW at 130m fitted on 1-16x, as the authors' speedup script (PAPER.md section 5)
+    assert first["fit_n_points"] == 5 and first["fit_d_min"] == 1 and first["fit_d_max"] == 16
+    assert first["fit_alpha"] == pytest.approx(0.455, abs=5e-3) and first["fit_B"] == pytest.approx(0.435, abs=5e-3)
     assert first["non_embedding_params"] == 134_217_728 and first["speedup_ci_low"] is None  # one seed per cell
-    # AdamW was fitted on 1-8x: Muon's 16x D_eff lies beyond that range, and the row says by how much.
-    assert first["fit_d_min"] == 1 and first["fit_d_max"] == 8 and not any(x["fit_unphysical"] for x in rows)
+    # ... so no interval and no tie is claimed
+    assert all(x["interval_source"] == "" and not x["tied_within_noise"] and x["tied_with"] == [] for x in rows)
+    assert not any(x["fit_unphysical"] for x in rows)
+    # Muon's 16x D_eff lies beyond AdamW's 16x, and the row says by how much.
     muon_16 = next(x for x in rows if (x["optimizer"], x["scale"], x["chinchilla"]) == ("muon", "130m", 16))
-    assert muon_16["extrapolated"] and muon_16["extrapolation_factor"] == pytest.approx(muon_16["d_eff"] / 8)
+    assert muon_16["extrapolated"] and muon_16["extrapolation_factor"] == pytest.approx(muon_16["d_eff"] / 16)
     assert not any(x["extrapolated"] for x in adamw)
 
     # Another baseline: Muon's own curve; a name outside the registry and the sweep lists the valid ones.
@@ -74,7 +78,7 @@ def test_speedups_flag_an_extrapolation_from_an_unphysical_fit(client: TestClien
     cells["muon/tiny-300k/0.06"] = [T({"lr": 2e-2}, loss=4.5)]
     stored = store(cells)
     body = client.get(f"/sweeps/{stored.sweep_id}/speedups").json()
-    assert body["fit_multiples"] is None  # no paper multiples: every AdamW multiple is fitted
+    assert body["fit_multiples"] is None  # every AdamW multiple is fitted
     rows = {(x["optimizer"], x["chinchilla"]): x for x in body["rows"]}
     muon = rows[("muon", 0.06)]
     assert muon["fit_unphysical"] and muon["fit_beta"] >= 0 and "unconstrained fit unphysical" in muon["note"]
@@ -163,6 +167,41 @@ def test_predict_says_when_it_cannot(client: TestClient, paper: int, store: Any)
     for bad in ({"params": 0}, {"params": 10**14}, {"chinchilla": 0}, {"chinchilla": "inf"}, {"family": "x"},
                 {"colour": "red"}):  # fmt: skip
         assert client.get("/predict", params={"optimizer": "muon", "params": 10**9, **bad}).status_code == 422, bad
+
+
+def test_flips_and_noise_intervals(client: TestClient, store: Any, db: Database) -> None:
+    """GET /flips from the best trials' eval curves; GET /speedups uses a cell's recorded seed noise."""
+    from db import repository as repo
+
+    def curve(losses: list[float]) -> list[tuple[int, float | None, float | None]]:
+        return [(10 * (i + 1), v, None) for i, v in enumerate(losses)]
+
+    # adamw leads until half way, muon after: the crossing at 0.55 of training (sweep_service.ranking)
+    adamw = [5.0, 4.5, 4.0, 3.8, 3.6, 3.5, 3.45, 3.4, 3.35, 3.3]
+    muon = [5.2, 4.7, 4.2, 3.9, 3.7, 3.4, 3.3, 3.2, 3.1, 3.0]
+    cells = {f"adamw/tiny-130k/{d}": [T({"lr": 1e-2}, loss=3.3 + 0.5 * d**-0.5)] for d in (0.5, 2.0, 4.0)}
+    cells["adamw/tiny-130k/1"] = [T({"lr": 1e-2}, loss=3.8, curve=curve(adamw))]
+    cells["muon/tiny-130k/1"] = [T({"lr": 2e-2}, loss=3.6, curve=curve(muon))]  # D_eff ~2.8
+    stored = store(cells)
+    body = client.get(f"/sweeps/{stored.sweep_id}/flips").json()
+    assert len(body["rows"]) == 1 and body["note"] == ""
+    row = body["rows"][0]
+    assert (row["optimizer_a"], row["optimizer_b"], row["final_leader"]) == ("adamw", "muon", "muon")
+    assert row["n_flips"] == 1 and row["settled_at"] == pytest.approx(0.55)
+    assert client.get("/sweeps/999999/flips").status_code == 404
+
+    # one seed per cell: no interval until the cells record their seed noise (as confirm_seeds does)
+    def muon_row() -> dict[str, Any]:
+        rows = client.get(f"/sweeps/{stored.sweep_id}/speedups").json()["rows"]
+        return next(r for r in rows if r["optimizer"] == "muon")
+
+    assert muon_row()["interval_source"] == "" and muon_row()["speedup_ci_low"] is None
+    with db.session() as s:
+        for cell_id in stored.cells.values():
+            repo.update_cell(s, cell_id, settings={"tolerance": 3e-3, "noise_std": 0.005})
+    noisy = muon_row()
+    assert noisy["interval_source"] == "noise_estimate"
+    assert 2.4 < noisy["speedup_ci_low"] < noisy["speedup"] < noisy["speedup_ci_high"] < 3.2  # speedup 2.78
 
 
 def test_sensitivity(client: TestClient, store: Any) -> None:

@@ -397,6 +397,41 @@ def test_speedups_bootstrap_over_seeds() -> None:
     pd.testing.assert_frame_equal(sp, again)
 
 
+def test_speedups_say_tied_within_noise_where_intervals_overlap() -> None:
+    """Two optimizers at the same cell whose speedup intervals overlap are tied (no winner); one far ahead is
+    not. Seeds where the cells have them; the cell's noise estimate where its best ran under one seed."""
+    rng = np.random.default_rng(0)
+    rows = []
+    for d in (1.0, 2.0, 4.0, 8.0):
+        for seed in range(4):
+            rows.append(trial({"lr": 1e-2}, curve(d) + rng.normal(0, 3e-3), chinchilla=d, seed=seed))
+    at = 2.0
+    for seed in range(4):  # lion ~ AdamW, noisy: tied with AdamW; muon clearly faster (D_eff ~ 2x)
+        rows.append(trial({"lr": 1e-3}, curve(at) - 0.002 + rng.normal(0, 0.02), optimizer="lion", chinchilla=at,
+                          seed=seed))  # fmt: skip
+        rows.append(trial({"lr": 2e-2}, curve(2 * at) + rng.normal(0, 1e-3), optimizer="muon", chinchilla=at,
+                          seed=seed))  # fmt: skip
+    sp = A.speedups(frame(rows), n_boot=300, seed=2)
+    cell = by_key(sp[sp["chinchilla"] == at], "optimizer")
+    assert cell["lion"]["interval_source"] == "seeds" and cell["muon"]["interval_source"] == "seeds"
+    assert cell["lion"]["tied_within_noise"] and "adamw" in cell["lion"]["tied_with"]
+    assert "lion" in cell["adamw"]["tied_with"]
+    assert not cell["muon"]["tied_within_noise"] and cell["muon"]["speedup_ci_low"] > cell["lion"]["speedup_ci_high"]
+
+    # One seed each, no noise known: no interval from the point itself (only AdamW's refit), never tied by default
+    single = [r for r in rows if r["optimizer"] == "adamw" or r["seed"] == 0]
+    single = [dict(r, seed=0) for r in single if r["optimizer"] != "adamw" or r["seed"] == 0]
+    bare = by_key(A.speedups(frame(single), n_boot=300, seed=2).query("chinchilla == @at"), "optimizer")
+    assert bare["lion"]["interval_source"] == "" and math.isnan(bare["lion"]["speedup_ci_low"])
+    assert not bare["lion"]["tied_within_noise"]
+    # ... with each cell's measured seed noise (e.g. confirm_seeds), the interval and the tie come back
+    noise = {("lion", "130m", at): 0.02, **{("adamw", "130m", d): 3e-3 for d in (1.0, 2.0, 4.0, 8.0)}}
+    noisy = by_key(A.speedups(frame(single), n_boot=300, seed=2, noise=noise).query("chinchilla == @at"), "optimizer")
+    assert noisy["lion"]["interval_source"] == noisy["adamw"]["interval_source"] == "noise_estimate"
+    assert noisy["lion"]["speedup_ci_low"] < noisy["lion"]["speedup"] < noisy["lion"]["speedup_ci_high"]
+    assert noisy["lion"]["tied_within_noise"] and noisy["muon"]["interval_source"] == "baseline_fit"
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # hyperparameter scaling (Phase III): tests/sweep_service/test_scaling.py
 # ---------------------------------------------------------------------------------------------------------------
@@ -439,19 +474,46 @@ def test_paper_speedups_muon_soap(paper: pd.DataFrame) -> None:
     main = sp[sp["chinchilla"].isin([1, 2, 4, 8])]
     mean = main.groupby(["scale", "optimizer"])["speedup"].mean()
     for optimizer in ("muon", "soap"):
-        # section 1 claims ~1.4x at 0.1B; this data gives 1.27-1.42 per point at 130m
+        # section 1 claims ~1.4x at 0.1B; this data gives 1.28-1.43 per point at 130m
         assert 1.25 < mean[("130m", optimizer)] < 1.45
         points = main[(main["scale"] == "130m") & (main["optimizer"] == optimizer)]["speedup"]
         assert points.between(1.2, 1.5).all()
         # and the speedup shrinks with scale
         assert mean[("520m", optimizer)] < mean[("130m", optimizer)] - 0.05
-    assert np.allclose(main[main["optimizer"] == "adamw"]["speedup"], 1.0, atol=0.02)
     assert not sp["beyond_asymptote"].any() and not sp["fit_unphysical"].any()
-    # AdamW's curve is fitted on 1-8x: a 16x cell's D_eff (or a fast optimizer's at 8x) is an extrapolation
+    # AdamW's curve is fitted on every multiple it ran (1-16x at 130m and 300m): a fast optimizer's 16x D_eff
+    # lies beyond 16x, an extrapolation, and says by how much
     sixteen = sp[(sp["chinchilla"] == 16) & (sp["optimizer"] == "muon")]
-    assert sixteen["extrapolated"].all() and (sixteen["extrapolation_factor"] > 2).all()
-    assert not sp[(sp["optimizer"] == "adamw") & sp["chinchilla"].isin([1, 2, 4, 8])]["extrapolated"].any()
+    assert sixteen["extrapolated"].all() and (sixteen["fit_d_max"] == 16).all()
+    assert not sp[sp["optimizer"] == "adamw"]["extrapolated"].any()
     assert sp["speedup_ci_low"].isna().all()  # one seed per cell in the release
+
+
+def test_paper_adamw_is_its_own_speedup_up_to_the_fit_residual(paper: pd.DataFrame) -> None:
+    """AdamW against its own curve, fitted on every multiple as the authors' script does (PAPER.md section 5).
+
+    Issue 12 asks for 1x within 3% at every multiple; the authors' fit does not allow it. The 3-parameter
+    L(D) through 5 points (4 at 520m) leaves residuals: at 130m 8x AdamW's loss lies 3.4e-3 above the curve
+    (just over the near-tie tolerance 3e-3), where the curve falls by alpha x B x 8^-B ~ 0.080 per e-fold of
+    D, so D_eff is 4.2% short: speedup 0.958; at 130m 16x the residual is -2.0e-3: 1.034. Every other
+    AdamW cell is within 3% (0.977-1.023). So: within 5% everywhere, within 3% at all but those two, the
+    mean over the 14 cells within 1%, and every deviation is what the fit residual predicts
+    (speedup - 1 ~ -residual / (alpha x B x D^-B)) -- which fails if the fit or the D_eff formula is wrong.
+    (The old 1-8x fit said 1.22x at 130m 16x.)"""
+    sp = A.speedups(paper, n_boot=0)
+    adamw = sp[sp["optimizer"] == "adamw"]
+    assert len(adamw) == 14 and (adamw["fit_n_points"] == adamw["scale"].map({"130m": 5, "300m": 5, "520m": 4})).all()
+    off = (adamw["speedup"] - 1).abs()
+    assert (off < 0.05).all() and off.mean() < 0.02 and abs(adamw["speedup"].mean() - 1) < 0.01
+    assert sorted(adamw[off > 0.03][["scale", "chinchilla"]].itertuples(index=False, name=None)) == [
+        ("130m", 8.0),
+        ("130m", 16.0),
+    ]
+    for r in adamw.itertuples():
+        d = float(r.chinchilla)
+        residual = float(r.loss) - (r.fit_alpha * d**-r.fit_B + r.fit_beta)
+        slope = r.fit_alpha * r.fit_B * d**-r.fit_B  # -dL/dlnD on the curve
+        assert math.log(r.speedup) == pytest.approx(-residual / slope, rel=0.05, abs=1e-4), (r.scale, d)
 
 
 def test_paper_phase1_unstable_hparams_agree(paper: pd.DataFrame) -> None:
