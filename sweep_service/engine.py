@@ -499,6 +499,7 @@ class SweepDriver:
     def _measure_noise(self, s: Session, reference: Cell) -> None:
         """tolerance auto: run the reference cell's baseline under every seed; once all have finished, give every
         cell the tolerance max(3e-3, 2 x std) (noise.auto_tolerance)."""
+        s.refresh(reference)  # its round was just written by _plan_cell (update_cell does not touch the object)
         if reference.round < 1 or reference.status == "failed":
             return
         space = Space.from_dict(reference.space)

@@ -106,7 +106,11 @@ def test_tolerance_auto_measures_the_baseline_before_deciding(tmp_path: Any) -> 
             assert cell.settings["tolerance_noise"]["cell"] == "adamw/tiny-130k/1"
         baseline = repo.config_key({"lr": 3e-3, "wd": 0.0})
         adamw = cells["adamw/tiny-130k/1"]
-        assert {t.seed for t in repo.trials_of_cell(s, adamw.id) if t.config_key == baseline} == {0, 1, 2}
+        noise_trials = [t for t in repo.trials_of_cell(s, adamw.id) if t.config_key == baseline]
+        assert {t.seed for t in noise_trials} == {0, 1, 2}
+        # The extra seeds are queued with the reference cell's first round, ahead of the other cells' work.
+        lion_first = min(t.id for t in repo.trials_of_cell(s, cells["lion/tiny-130k/1"].id))
+        assert all(t.id < lion_first for t in noise_trials)
         assert cells["lion/tiny-130k/1"].best_config["lr"] == 2e-3  # type: ignore[index]
     db.dispose()
 
