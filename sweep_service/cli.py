@@ -278,6 +278,7 @@ def _cell_rows(db: Any, sweep_id: int) -> list[dict[str, Any]]:
 
 def cmd_run(args: argparse.Namespace) -> int:
     import hashlib
+    from pathlib import Path
 
     from db import repository as repo
     from sweep_service import feasibility, preflight
@@ -299,6 +300,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     for problem in problems:
         if problem is not None:
             raise UsageError(f"{args.spec}: {problem[0]}: {problem[1]}")
+    if plan.data != "builtin" and not Path(plan.data).is_absolute():
+        doc = {**doc, "data": str(Path(plan.data).resolve())}  # trials run in Tune's directories, not here
     preflight.check_directory(settings.sweep_home / "ray_results", "Ray Tune's results under SWEEP_HOME,")
     db = _database()
     preflight.check_database_writable(db)

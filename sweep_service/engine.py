@@ -47,6 +47,9 @@ from sweep_service.spec import Space, SweepPlan, plan_document
 
 Progress = Callable[[str], None]
 optuna.logging.set_verbosity(optuna.logging.WARNING)
+# GridSampler warns "re-evaluating a configuration" whenever every unvisited grid point is held by a running
+# trial, which is normal with concurrent trials; _plan_optuna skips repeats and ends the cell itself.
+optuna.logging.get_logger("optuna.samplers._grid").setLevel(optuna.logging.ERROR)
 FINISHED_STATES = ("completed", "diverged", "failed")  # what proposers learn from (failed ranks as +inf)
 OPEN_CELL = ("pending", "running")
 

@@ -182,3 +182,18 @@ def test_run_exits_non_zero_when_the_sweep_ended_failed(home: Path, capsys: pyte
     db.dispose()
     code, err = run(home, BASE, capsys)
     assert code == 1 and "failed: no cell produced a finite loss" in err
+
+
+@pytest.mark.postgres
+def test_run_with_a_read_only_postgresql_writes_nothing(
+    home: Path, postgres_url: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    upgrade(postgres_url)
+    # Every transaction read-only, as on a hot standby or for a read-only role.
+    monkeypatch.setenv("DATABASE_URL", f"{postgres_url}?options=-c%20default_transaction_read_only%3Don")
+    get_settings.cache_clear()
+    before = sweeps_in(postgres_url)
+    code, err = run(home, {**BASE, "name": "read-only"}, capsys)
+    assert code == 2 and "cannot write the database" in err and "read-only transaction" in err, err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert sweeps_in(postgres_url) == before
