@@ -7,6 +7,7 @@ max_concurrent 2: a real Ray Tune run of real training, small enough to be kille
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import select
@@ -102,7 +103,12 @@ def outcome(url: str, sweep_id: int) -> dict[str, Any]:
     cells = query(
         url, "SELECT key, status, best_loss, best_config FROM cells WHERE sweep_id = :s ORDER BY key", s=sweep_id
     )
-    return {"trials": trials, "cells": [(k, st, loss, str(cfg)) for k, st, loss, cfg in cells]}
+    return {"trials": trials, "cells": [(k, st, loss, _canonical(cfg)) for k, st, loss, cfg in cells]}
+
+
+def _canonical(value: Any) -> str:
+    """A JSON column as SQLite (text) and PostgreSQL (decoded) return it, in one form."""
+    return json.dumps(json.loads(value) if isinstance(value, str) else value, sort_keys=True)
 
 
 @dataclass
@@ -256,3 +262,18 @@ class Proxy:
         self.closed = True
         self.server.close()
         self.cut(0)
+
+
+def submit(url: str) -> int:
+    """Queue the chaos sweep as POST /sweeps does: a `queued` row a dispatcher claims."""
+    import yaml
+
+    from db import repository as repo
+    from db.session import Database
+
+    db = Database(url)
+    try:
+        with db.session() as s:
+            return repo.create_sweep(s, "chaos", yaml.safe_load(SPEC)).id
+    finally:
+        db.dispose()
