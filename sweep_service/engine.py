@@ -850,6 +850,10 @@ def run_sweep(
     )
     try:
         tuner.fit()
+    except Exception:
+        if not driver.stopping():
+            raise
+        # Stopping anyway: a Ctrl+C reaches Ray's own processes too, and Tune may fail on the way out.
     finally:
         _DRIVERS.pop(sweep_id, None)
     if driver.stopping():
