@@ -26,11 +26,16 @@ FIRST_DELAY = 0.25
 MAX_DELAY = 8.0
 
 
-def transient(error: BaseException) -> bool:
-    """Whether `error` is the database (or the way to it) being unavailable, not a fault of the statement."""
+def transient(error: BaseException | None) -> bool:
+    """Whether `error` is the database (or the way to it) being unavailable, not a fault of the statement; also
+    when it was raised from such an error (Optuna's StorageInternalError wraps the SQLAlchemy error it met)."""
+    if error is None:
+        return False
     if isinstance(error, exc.OperationalError | exc.InterfaceError):
         return True
-    return isinstance(error, exc.DBAPIError) and bool(error.connection_invalidated)
+    if isinstance(error, exc.DBAPIError) and error.connection_invalidated:
+        return True
+    return transient(error.__cause__)
 
 
 def retrying(

@@ -39,7 +39,7 @@ from db.models import Cell, Trial
 from db.retry import retry, retrying, transient
 from db.session import Database
 from sweep_service import coordinate_descent as cd
-from sweep_service import noise, phases, resource_wait
+from sweep_service import noise, phases, ray_watchdog, resource_wait
 from sweep_service.importer import scale_params
 from sweep_service.lease import Lease, LeaseLost
 from sweep_service.signals import Interrupted
@@ -637,6 +637,9 @@ class SweepDriver:
                     "device_seconds": result.get("wall_seconds"),
                     "repro": _repro_of(result),
                 }
+                resolved = _json_dict(result.get("hparams_json"))
+                if resolved:  # what the worker ran, defaults merged; the searched and fixed values as stored
+                    fields["config"] = {**resolved, **trial.config}
             if result is not None and isinstance(result.get("worker"), str):
                 fields["worker"] = result["worker"]
             if not repo.transition_trial(s, trial_id, ["running"], status, **fields):
@@ -743,6 +746,7 @@ def init_ray(address: str | None, num_cpus: int | None = None) -> None:
         ray.init(address=address, log_to_driver=False)
     else:
         ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
+        ray_watchdog.start()  # the local Ray we started dies with us, even after SIGKILL
 
 
 # Tune pickles its search algorithm and callbacks with the experiment state, so they hold only ids and find
@@ -818,7 +822,11 @@ def _call(sweep_id: int, method: str, default: Any, *args: Any) -> Any:
 def _repro_of(result: dict[str, Any]) -> dict[str, Any] | None:
     """The trial's reproducibility record from its final report's `info_json` (workers/tune_trainable.py: Ray Tune
     flattens nested dicts, so the worker sends it as one string); None when there is none."""
-    raw = result.get("info_json")
+    return _json_dict(result.get("info_json"))
+
+
+def _json_dict(raw: Any) -> dict[str, Any] | None:
+    """A JSON object sent as one string, or None."""
     if not isinstance(raw, str):
         return None
     try:
@@ -960,6 +968,10 @@ def run_sweep(
     )
     try:
         tuner.fit()
+    except Exception:
+        if not driver.stopping():
+            raise
+        # Stopping anyway: a Ctrl+C reaches Ray's own processes too, and Tune may fail on the way out.
     finally:
         _DRIVERS.pop(sweep_id, None)
     if driver.stopping():

@@ -4,7 +4,8 @@ The config Tune hands over is {"trial_id": <database id>, "run": <RunConfig fiel
 `final_eval_loss` (the loss so far) so that Tune's metric check passes, and `kind` ("eval" or "final").
 The final report names the worker (host:pid) and carries the reproducibility record as one JSON string,
 `info_json`: Ray Tune flattens nested dicts in a result into "info/torch", "info/data/sha256", ... keys before
-a Searcher sees it, so a nested `info` would not arrive as one value.
+a Searcher sees it, so a nested `info` would not arrive as one value; the resolved hyperparameters come as
+`hparams_json` for the same reason.
 A configuration error (ValueError) is a recorded failure with its message, not a crash to retry; any other
 exception propagates, so Tune retries the trial on a fresh worker up to its failure limit.
 """
@@ -75,6 +76,7 @@ def trainable(config: dict[str, Any]) -> None:
             "wall_seconds": result.wall_seconds,
             "info_json": json.dumps(result.info),
             "worker": worker_name(),
-            "hparams": result.hparams,
+            # The hyperparameters the trainer resolved (defaults merged), as one string for the same reason.
+            "hparams_json": json.dumps(result.hparams),
         }
     )

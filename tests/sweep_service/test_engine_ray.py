@@ -81,6 +81,10 @@ def test_sweep_runs_on_ray_and_survives_sigkill(tmp_path: Path) -> None:
         record = json.loads(str(repro))
         assert record["torch"] == torch.__version__ and record["data"]["sha256"], record
         assert str(worker).count(":") == 1, worker  # host:pid
+    # trial.config: the hyperparameters the worker ran, its defaults merged (issue 13 item 7).
+    for (raw,) in _rows(ref_home, "SELECT config FROM sweep_trials"):
+        config = json.loads(str(raw))
+        assert {"decay", "batch_size", "eps", "beta1", "lr", "beta2", "warmup"} <= set(config), config
 
     # Same sweep, killed with SIGKILL once two trials have finished, then started again.
     home = tmp_path / "killed"
