@@ -917,7 +917,7 @@ data: builtin
             h("h3", { text: scale }),
             h(
               "table",
-              { class: "grid-table" },
+              { class: "grid-table cards" },
               h("thead", {}, h("tr", {}, ["Optimizer", "D (× Chinchilla)", "Best loss", "Speedup over AdamW", "Config", "Near-ties"].map((t) => h("th", { text: t })))),
               h(
                 "tbody",
@@ -2003,6 +2003,11 @@ data: builtin
     }
     const head = table.tHead && table.tHead.rows[0];
     if (!head || table.classList.contains("speedup-matrix")) return;
+    // Each cell knows its column's name: on a phone a "cards" table shows rows as blocks, labelled.
+    const names = [...head.cells].map((th) => th.textContent.trim());
+    for (const body of table.tBodies) for (const r of body.rows) [...r.cells].forEach((td, i) => {
+      if (names[i]) td.dataset.label = names[i];
+    });
     [...head.cells].forEach((th, i) => {
       if (!th.textContent.trim()) return;
       const b = h("button", { type: "button", class: "sort", text: th.textContent, title: "sort by this column" });
@@ -2059,7 +2064,7 @@ data: builtin
               h("h3", { text: `${scale}${rs[0].non_embedding_params ? ` (${fmtNum(rs[0].non_embedding_params)} non-embedding parameters)` : ""}` }),
               h(
                 "table",
-                { class: "grid-table" },
+                { class: "grid-table cards" },
                 h("thead", {}, h("tr", {}, ["Optimizer", "D", "Best loss", "Δ vs AdamW", "Config", "Near-ties", "From"].map((t) => h("th", { text: t })))),
                 h(
                   "tbody",
