@@ -48,7 +48,14 @@
   }
   const $ = (sel, root) => (root || document).querySelector(sel);
   const colorOf = (name) => window.SweepPalette.colorOf(name);
-  const fmtLoss = (v) => (v === null || v === undefined || !Number.isFinite(v) ? "—" : v.toFixed(4));
+  const fmtLoss = (v, digits) => (v === null || v === undefined || !Number.isFinite(v) ? "—" : v.toFixed(digits || 4));
+  // Decimals at which every two distinct neighbouring values print differently (3 to 6): the same rule as
+  // sweep_service/numfmt.py decimals_for, so a table never shows 2.9 beside 2.899.
+  const decimalsFor = (values) => {
+    const xs = [...new Set(values.filter((v) => typeof v === "number" && Number.isFinite(v)))];
+    for (let d = 3; d <= 6; d++) if (new Set(xs.map((x) => x.toFixed(d))).size === xs.length) return d;
+    return 6;
+  };
   const fmtNum = (v) => {
     if (v === null || v === undefined) return "—";
     if (typeof v !== "number") return String(v);
@@ -911,6 +918,7 @@ data: builtin
             if (c.best_loss !== null && !(low.get(c.chinchilla) <= c.best_loss)) low.set(c.chinchilla, c.best_loss);
           }
           cells.sort((a, b) => a.chinchilla - b.chinchilla || (a.best_loss ?? Infinity) - (b.best_loss ?? Infinity));
+          const digits = decimalsFor(cells.map((c) => c.best_loss));
           return h(
             "section",
             { class: "scale-table", dataset: { scale } },
@@ -935,7 +943,7 @@ data: builtin
                     { class: c.best_loss !== null && low.get(c.chinchilla) === c.best_loss ? "winner" : "", dataset: { optimizer: c.optimizer, chinchilla: String(c.chinchilla) } },
                     h("td", {}, h("i", { class: "dot", dataset: { color: colorOf(c.optimizer) } }), h("a", { href: cellHref(detail.id, c.key), text: c.optimizer })),
                     h("td", { class: "num", text: fmtNum(c.chinchilla) }),
-                    h("td", { class: "num loss", text: fmtLoss(c.best_loss) }),
+                    h("td", { class: "num loss", text: fmtLoss(c.best_loss, digits) }),
                     h("td", { class: "num speedup", text: sp }),
                     h("td", { class: "config", text: configText(c.best_config) }),
                     h("td", { class: "num", text: String(otherTies(c.best_config, c.near_ties).length) })
@@ -2058,6 +2066,7 @@ data: builtin
         ? scales.map((scale) => {
             const rs = byScale.get(scale).slice().sort((a, b) => a.chinchilla - b.chinchilla || a.loss - b.loss);
             const adamw = new Map(rs.filter((r) => r.optimizer === "adamw").map((r) => [r.chinchilla, r.loss]));
+            const digits = decimalsFor(rs.map((r) => r.loss));
             return h(
               "section",
               { class: "scale-table", dataset: { scale } },
@@ -2075,8 +2084,8 @@ data: builtin
                       { dataset: { optimizer: r.optimizer } },
                       h("td", {}, h("i", { class: "dot", dataset: { color: colorOf(r.optimizer) } }), r.optimizer),
                       h("td", { class: "num", text: fmtNum(r.chinchilla) }),
-                      h("td", { class: "num", text: fmtLoss(r.loss) }),
-                      h("td", { class: "num", text: adamw.has(r.chinchilla) ? (r.loss - adamw.get(r.chinchilla)).toFixed(4) : "—" }),
+                      h("td", { class: "num", text: fmtLoss(r.loss, digits) }),
+                      h("td", { class: "num", text: adamw.has(r.chinchilla) ? (r.loss - adamw.get(r.chinchilla)).toFixed(digits) : "—" }),
                       h("td", { class: "config", text: configText(r.config) }),
                       h("td", { class: "num", text: String(otherTies(r.config, r.near_ties).length) }),
                       h("td", {}, h("a", { href: cellHref(r.sweep_id, r.cell), text: `#${r.sweep_id} ${r.sweep_name}` }), r.imported ? h("span", { class: "tag", text: "imported" }) : null)

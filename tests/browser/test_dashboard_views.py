@@ -180,6 +180,27 @@ def _check(driver: Any, hash_: str, paper: int, grid: int) -> None:
             driver, "const o = document.getElementById('copy-out'); return o.dataset.what === 'yaml' && o.textContent;"
         )
         assert "optimizer: adamw" in out and "config:" in out
+        # the chart's tools: log y, tokens on x, hover values
+        js("document.querySelector('#cell-curves .toggle-log').click();")
+        assert js("return document.querySelector('#cell-curves .chart-interactive').dataset.ylog;") == "1"
+        js("document.querySelector('#cell-curves .toggle-x').click();")
+        labels = js("return [...document.querySelectorAll('#cell-curves svg text.label')].map(t => t.textContent);")
+        assert "tokens" in labels
+        tip = js(
+            "const svg = document.querySelector('#cell-curves svg.chart');"
+            "const p = svg.chartData.hover[0]; const r = svg.getBoundingClientRect();"
+            "const x = r.left + p.sx * r.width / svg.chartData.W, y = r.top + p.sy * r.height / svg.chartData.H;"
+            "svg.parentElement.dispatchEvent(new MouseEvent('mousemove', {clientX: x, clientY: y, bubbles: true}));"
+            "const t = document.querySelector('#cell-curves .chart-tip'); return !t.hidden && t.textContent;"
+        )
+        assert tip and "trial" in tip
+        # drag on x zooms in
+        js(
+            "const h = document.querySelector('#cell-curves .chart-holder'); const r = h.getBoundingClientRect();"
+            "h.dispatchEvent(new MouseEvent('mousedown', {clientX: r.left + r.width * 0.3, clientY: r.top + 50}));"
+            "h.dispatchEvent(new MouseEvent('mouseup', {clientX: r.left + r.width * 0.7, clientY: r.top + 50}));"
+        )
+        assert js("return document.querySelector('#cell-curves .chart-interactive').dataset.zoomed;") == "1"
         # a sortable table: sort the trials by final loss, descending then ascending
         assert js("return document.querySelectorAll('.trials-table th button.sort').length;") >= 5
         assert js("return document.querySelectorAll('input.table-filter').length;") >= 1
