@@ -48,7 +48,14 @@
   }
   const $ = (sel, root) => (root || document).querySelector(sel);
   const colorOf = (name) => window.SweepPalette.colorOf(name);
-  const fmtLoss = (v) => (v === null || v === undefined || !Number.isFinite(v) ? "—" : v.toFixed(4));
+  const fmtLoss = (v, digits) => (v === null || v === undefined || !Number.isFinite(v) ? "—" : v.toFixed(digits || 4));
+  // Decimals at which every two distinct neighbouring values print differently (3 to 6): the same rule as
+  // sweep_service/numfmt.py decimals_for, so a table never shows 2.9 beside 2.899.
+  const decimalsFor = (values) => {
+    const xs = [...new Set(values.filter((v) => typeof v === "number" && Number.isFinite(v)))];
+    for (let d = 3; d <= 6; d++) if (new Set(xs.map((x) => x.toFixed(d))).size === xs.length) return d;
+    return 6;
+  };
   const fmtNum = (v) => {
     if (v === null || v === undefined) return "—";
     if (typeof v !== "number") return String(v);
@@ -64,6 +71,11 @@
   };
   const cellHref = (sweepId, key) => `#/sweeps/${sweepId}/cells/${encodeURIComponent(key)}`;
   const finishedCount = (t) => t.completed + t.diverged + t.failed + t.cancelled;
+
+  // A legend only for a chart that has something drawn (issue 17: legends on empty charts).
+  function legendOf(series, items) {
+    return series.some((s) => s.points && s.points.length) ? window.Charts.legend(items) : null;
+  }
 
   function badge(status) {
     return h("span", { class: `badge s-${status}`, text: status });
@@ -261,8 +273,9 @@
     [/^#\/submit$/, () => viewSubmit],
     [/^#\/best$/, () => viewBestOverall],
     [/^#\/sweeps\/(\d+)\/cells\/(.+)$/, () => viewCell],
-    [/^#\/sweeps\/(\d+)(?:\/(overview|best|speedup|trials))?(\?.*)?$/, () => viewSweep],
+    [/^#\/sweeps\/(\d+)(?:\/(overview|best|speedup|explore|trials))?(\?.*)?$/, () => viewSweep],
     [/^#\/trials\/(\d+)$/, () => viewTrial],
+    [/^#\/compare(\?.*)?$/, () => viewCompare],
   ];
 
   function makeContext() {
@@ -313,7 +326,7 @@
         break;
       }
     }
-    const nav = hash.startsWith("#/submit") ? "submit" : hash.startsWith("#/best") ? "best" : "sweeps";
+    const nav = hash.startsWith("#/submit") ? "submit" : hash.startsWith("#/best") ? "best" : hash.startsWith("#/compare") ? "compare" : "sweeps";
     document.querySelectorAll("[data-nav]").forEach((a) => a.classList.toggle("active", a.dataset.nav === nav));
     const ctx = makeContext();
     state.view = ctx;
@@ -415,6 +428,10 @@
   }
 
   function sweepsTable(data, page, status) {
+    if (!data.items.length && status) {
+      // A filter with no match is not an empty service (issue 17: "No sweeps yet" with sweeps present).
+      return h("p", { class: "empty", id: "no-match" }, `No ${status} sweeps. `, h("a", { href: "#/sweeps", text: "Show every sweep" }), ".");
+    }
     if (!data.items.length) {
       return h("p", { class: "empty" }, "No sweeps yet. ", h("a", { href: "#/submit", text: "Submit one" }), ".");
     }
@@ -539,9 +556,15 @@ data: builtin
       drawNotes();
       main.dataset.errors = String(errors.length);
     };
+    let version = 0; // bumped by every edit: an answer about an older text is not shown beside the new one
     area.addEventListener("input", () => {
+      version += 1;
       sessionStorage.setItem("sweep-service.draft", area.value);
-      drawGutter();
+      // The errors were about the text before this edit: they go (the next submit checks again).
+      if (errors.length) {
+        setErrors([]);
+        status.textContent = "Edited: submit again to check.";
+      } else drawGutter();
     });
     area.addEventListener("scroll", () => {
       gutter.scrollTop = area.scrollTop;
@@ -566,7 +589,9 @@ data: builtin
             return;
           }
           button.disabled = true;
+          setErrors([]); // the previous answer's errors are not about this submission
           status.textContent = "Submitting…";
+          const sent = version;
           try {
             const key = window.crypto && crypto.randomUUID ? crypto.randomUUID() : `${Date.now()}-${Math.random()}`;
             const sweep = await api("/sweeps", { method: "POST", body: parsed.value, headers: { "Idempotency-Key": key } });
@@ -575,7 +600,9 @@ data: builtin
             location.hash = `#/sweeps/${sweep.id}`;
           } catch (e) {
             status.textContent = "";
-            if (e instanceof ApiError && e.status === 422 && Array.isArray(e.detail)) {
+            if (sent !== version) {
+              status.textContent = "The spec was edited while it was being checked: submit again.";
+            } else if (e instanceof ApiError && e.status === 422 && Array.isArray(e.detail)) {
               setErrors(
                 e.detail.map((d) => {
                   const loc = Array.isArray(d.loc) ? d.loc.filter((p) => p !== "body") : [];
@@ -653,6 +680,7 @@ data: builtin
       ["overview", "Overview"],
       ["best", "Best per scale"],
       ["speedup", "Speedup & sensitivity"],
+      ["explore", "Explore"],
       ["trials", "Trials"],
     ];
     return h(
@@ -667,6 +695,7 @@ data: builtin
         h("div", {}, h("span", { class: "k", text: "time left" }), FINISHED.has(detail.status) ? "—" : fmtDuration(detail.eta_seconds)),
         h("div", {}, h("span", { class: "k", text: "concurrency" }), String(detail.max_concurrent)),
         h("div", {}, h("span", { class: "k", text: "started" }), fmtTime(detail.started_at)),
+        h("div", {}, exportLinks(detail.id)),
         detail.best
           ? h(
               "div",
@@ -700,7 +729,7 @@ data: builtin
     render(main, `sweep-${tab}`, header, body);
     main.dataset.sweep = String(id);
     header.replaceChildren(sweepHeader(detail, tab));
-    const tabView = { overview: tabOverview, best: tabBest, speedup: tabSpeedup, trials: tabTrials }[tab];
+    const tabView = { overview: tabOverview, best: tabBest, speedup: tabSpeedup, explore: tabExplore, trials: tabTrials }[tab];
     const update = await tabView(ctx, body, detail, query, early);
     ready(main);
     markRendered(`sweep-${tab}`);
@@ -747,7 +776,8 @@ data: builtin
   }
 
   function paintDots(root) {
-    root.querySelectorAll("i.dot[data-color]").forEach((d) => {
+    root.querySelectorAll("i.dot[data-color]:not([data-painted])").forEach((d) => {
+      d.dataset.painted = "1";
       d.style.background = d.dataset.color;
     });
   }
@@ -835,16 +865,22 @@ data: builtin
         byScale.get(scale).series.push(s);
         byScale.get(scale).optimizers.add(optimizer);
       }
-      const charts = [...byScale.entries()].map(([scale, g]) =>
-        h(
-          "figure",
-          { class: "chart-box", dataset: { scale } },
-          h("figcaption", { text: `${scale}: eval loss vs step` }),
-          window.Charts.lineChart({ series: g.series, xLabel: "step", yLabel: "eval loss" }),
-          window.Charts.legend([...g.optimizers].sort().map((o) => ({ name: o, color: colorOf(o) })))
-        )
-      );
-      curvesBox.replaceChildren(...(charts.length ? charts : [h("p", { class: "muted", text: "No curves yet: no trial has reported an evaluation." })]));
+      // Only scales with at least one curve point get a chart (an imported sweep has final losses only).
+      const charts = [...byScale.entries()]
+        .filter(([, g]) => g.series.some((s) => s.points.length))
+        .map(([scale, g]) =>
+          h(
+            "figure",
+            { class: "chart-box", dataset: { scale } },
+            h("figcaption", { text: `${scale}: eval loss vs step` }),
+            window.Charts.interactive({ series: g.series, xLabel: "step", yLabel: "eval loss", yFormat: fmtLoss }),
+            legendOf(g.series, [...g.optimizers].sort().map((o) => ({ name: o, color: colorOf(o) })))
+          )
+        );
+      const none = detail.imported
+        ? "No curves: this sweep was imported from released results, which hold each cell's final loss only."
+        : "No curves yet: no trial has reported an evaluation.";
+      curvesBox.replaceChildren(...(charts.length ? charts : [h("p", { class: "muted", id: "no-curves", text: none })]));
     };
     drawCells();
     await drawCurves();
@@ -882,13 +918,14 @@ data: builtin
             if (c.best_loss !== null && !(low.get(c.chinchilla) <= c.best_loss)) low.set(c.chinchilla, c.best_loss);
           }
           cells.sort((a, b) => a.chinchilla - b.chinchilla || (a.best_loss ?? Infinity) - (b.best_loss ?? Infinity));
+          const digits = decimalsFor(cells.map((c) => c.best_loss));
           return h(
             "section",
             { class: "scale-table", dataset: { scale } },
             h("h3", { text: scale }),
             h(
               "table",
-              { class: "grid-table" },
+              { class: "grid-table cards" },
               h("thead", {}, h("tr", {}, ["Optimizer", "D (× Chinchilla)", "Best loss", "Speedup over AdamW", "Config", "Near-ties"].map((t) => h("th", { text: t })))),
               h(
                 "tbody",
@@ -906,7 +943,7 @@ data: builtin
                     { class: c.best_loss !== null && low.get(c.chinchilla) === c.best_loss ? "winner" : "", dataset: { optimizer: c.optimizer, chinchilla: String(c.chinchilla) } },
                     h("td", {}, h("i", { class: "dot", dataset: { color: colorOf(c.optimizer) } }), h("a", { href: cellHref(detail.id, c.key), text: c.optimizer })),
                     h("td", { class: "num", text: fmtNum(c.chinchilla) }),
-                    h("td", { class: "num loss", text: fmtLoss(c.best_loss) }),
+                    h("td", { class: "num loss", text: fmtLoss(c.best_loss, digits) }),
                     h("td", { class: "num speedup", text: sp }),
                     h("td", { class: "config", text: configText(c.best_config) }),
                     h("td", { class: "num", text: String(otherTies(c.best_config, c.near_ties).length) })
@@ -924,6 +961,72 @@ data: builtin
       detail = next;
       draw();
     };
+  }
+
+  // The report's bands (sweep_service/report.py SPEEDUP_BANDS): constant speedups 1, 1.1, ... 2x.
+  const SPEEDUP_BANDS = [1.0, 1.1, 1.2, 1.3, 1.4, 1.6, 2.0];
+
+  function fmtSpeedup(r) {
+    if (r.beyond_asymptote) return "∞ (beyond AdamW's asymptote)";
+    if (r.speedup === null || r.speedup === undefined) return r.note || "—";
+    const ci = r.speedup_ci_low !== null && r.speedup_ci_low !== undefined && r.speedup_ci_high !== null ? ` [${r.speedup_ci_low.toFixed(2)}, ${r.speedup_ci_high.toFixed(2)}]` : "";
+    return `${r.speedup.toFixed(2)}×${ci}`;
+  }
+
+  // Optimizer x D speedup matrix of one scale: each cell the speedup with its interval; "tied within noise"
+  // where the analysis says so (a field the noise work adds: shown when the API sends it); extrapolated or
+  // unreliable numbers in italics with a dagger. Shaded by the speedup band it falls in.
+  function speedupMatrix(scale, rs, baseline) {
+    const optimizers = [...new Set(rs.map((r) => r.optimizer))].filter((o) => o !== baseline).sort();
+    const ds = [...new Set(rs.map((r) => r.chinchilla))].sort((a, b) => a - b);
+    if (!optimizers.length) return null;
+    const at = new Map(rs.map((r) => [`${r.optimizer}|${r.chinchilla}`, r]));
+    const hasTies = rs.some((r) => "tied_within_noise" in r);
+    return h(
+      "div",
+      { class: "matrix-box" },
+      h(
+        "table",
+        { class: "grid-table speedup-matrix", id: `matrix-${scale}`, dataset: { scale } },
+        h("caption", { text: `${scale}: speedup over ${baseline} (D_eff / D) [95% interval]` }),
+        h("thead", {}, h("tr", {}, h("th", { text: "optimizer \\ D" }), ds.map((d) => h("th", { class: "num", text: `${fmtNum(d)}×` })))),
+        h(
+          "tbody",
+          {},
+          optimizers.map((o) =>
+            h(
+              "tr",
+              { dataset: { optimizer: o } },
+              h("th", {}, h("i", { class: "dot", dataset: { color: colorOf(o) } }), o),
+              ds.map((d) => {
+                const r = at.get(`${o}|${d}`);
+                if (!r) return h("td", { class: "num muted", text: "—" });
+                const flagged = r.extrapolated || r.fit_unphysical;
+                const band = r.speedup === null ? -1 : SPEEDUP_BANDS.filter((k) => r.speedup >= k).length - 1;
+                const tied = r.tied_within_noise === true;
+                const flags = speedupFlags(r);
+                return h(
+                  "td",
+                  {
+                    class: `num sp-cell ${band >= 0 ? `band-${band}` : ""} ${flagged ? "flagged" : ""} ${tied ? "tied" : ""}`,
+                    title: [fmtSpeedup(r), ...flags, tied ? "tied within noise: the intervals overlap" : ""].filter(Boolean).join("; "),
+                    dataset: { chinchilla: String(d) },
+                  },
+                  h("span", { text: fmtSpeedup(r) + (flagged ? " †" : "") }),
+                  tied ? h("span", { class: "tie-tag", text: "tied within noise" }) : null
+                );
+              })
+            )
+          )
+        )
+      ),
+      h(
+        "p",
+        { class: "muted small" },
+        "† extrapolated beyond AdamW's measured D, or from an unphysical fit: not a measurement.",
+        hasTies ? " \"tied within noise\": its interval overlaps AdamW's (no winner)." : ""
+      )
+    );
   }
 
   function fitLoss(r, d) {
@@ -944,21 +1047,66 @@ data: builtin
   async function tabSpeedup(ctx, body, detail) {
     const speedBox = h("div", { id: "speedup", class: "charts" });
     const sensBox = h("div", { id: "sensitivity" });
+    const flipsBox = h("div", { id: "flips" });
     body.replaceChildren(
       h("h2", { text: "Speedup over AdamW" }),
       h("p", { class: "muted", text: "Per scale: AdamW's fit L(D) = α·D^(−B) + β of its best loss against the data multiple D, and for each optimizer the AdamW data D_eff it would need to match that optimizer's loss (PAPER.md section 5). Above the diagonal = faster than AdamW." }),
       speedBox,
+      flipsBox,
       h("h2", { text: "Sensitivity" }),
       h("p", { class: "muted", text: "Loss increase when one hyperparameter moves away from the best config (the others held at the best); hatched = diverged." }),
       sensBox
     );
-    const [speed, sens] = await Promise.all([
+    const [speed, sens, flips] = await Promise.all([
       optional(`/sweeps/${detail.id}/speedups?baseline=adamw`, ctx.signal),
       optional(`/sweeps/${detail.id}/sensitivity`, ctx.signal),
+      optional(`/sweeps/${detail.id}/flips`, ctx.signal),
     ]);
     drawSpeedups(speedBox, speed);
+    drawFlips(flipsBox, flips);
     drawSensitivity(sensBox, sens);
     return null;
+  }
+
+  // Ranking flips over training (the analysis's GET /sweeps/{id}/flips, where the server has it): drawn from
+  // whatever rows it sends: a table of their fields, and bars of any "fraction" field (the share of training
+  // after which a pair's order no longer changes).
+  function drawFlips(box, flips) {
+    if (!flips.data) {
+      box.replaceChildren();
+      return;
+    }
+    const rows = Array.isArray(flips.data) ? flips.data : flips.data.rows || flips.data.pairs || [];
+    const scalar = (v) => v === null || ["string", "number", "boolean"].includes(typeof v);
+    const cols = [...new Set(rows.flatMap((r) => Object.keys(r).filter((k) => scalar(r[k]))))];
+    const frac = cols.find((c) => /fraction/.test(c));
+    const label = (r) => cols.filter((c) => typeof r[c] === "string").map((c) => r[c]).join(" · ");
+    box.replaceChildren(
+      h("h2", { text: "Ranking flips over training" }),
+      h("p", { class: "muted", text: "From the eval curves of each cell's best trial: after which fraction of training each pair of optimizers keeps its order (PAPER.md, third finding)." }),
+      rows.length
+        ? [
+            frac
+              ? h(
+                  "figure",
+                  { class: "chart-box", id: "flips-chart" },
+                  h("figcaption", { text: frac.replace(/_/g, " ") }),
+                  window.Charts.barChart({
+                    width: window.Charts.fit(560),
+                    rows: rows.map((r) => ({ label: label(r).slice(0, 28), value: Number(r[frac]), color: colorOf(r.optimizer || r.a || r.optimizer_a || ""), title: label(r), note: Number.isFinite(r[frac]) ? Number(r[frac]).toFixed(2) : "n/a" })),
+                    format: (v) => v.toFixed(2),
+                  })
+                )
+              : null,
+            h(
+              "table",
+              { class: "grid-table compact", id: "flips-table" },
+              h("thead", {}, h("tr", {}, cols.map((c) => h("th", { text: c })))),
+              h("tbody", {}, rows.map((r) => h("tr", {}, cols.map((c) => h("td", { class: typeof r[c] === "number" ? "num" : "", text: typeof r[c] === "number" ? fmtNum(r[c]) : String(r[c] ?? "—") })))))
+            ),
+          ]
+        : h("p", { class: "not-available", text: "No ranking flips: no pair of cells has curves to compare." })
+    );
   }
 
   function drawSpeedups(box, speed) {
@@ -1011,17 +1159,22 @@ data: builtin
             points: rs
               .filter((r) => r.optimizer === o && r.d_eff !== null && r.d_eff > 0)
               .sort((a, b) => a.chinchilla - b.chinchilla)
-              .map((r) =>
-                r.speedup_ci_low !== null && r.speedup_ci_high !== null
-                  ? [r.chinchilla, r.d_eff, r.speedup_ci_low * r.chinchilla, r.speedup_ci_high * r.chinchilla]
-                  : [r.chinchilla, r.d_eff]
-              ),
+              .map((r) => {
+                const p =
+                  r.speedup_ci_low !== null && r.speedup_ci_high !== null
+                    ? [r.chinchilla, r.d_eff, r.speedup_ci_low * r.chinchilla, r.speedup_ci_high * r.chinchilla]
+                    : [r.chinchilla, r.d_eff];
+                const flags = speedupFlags(r);
+                p.meta = { hollow: !!(r.extrapolated || r.fit_unphysical), tip: `${fmtSpeedup(r)}${flags.length ? `; ${flags.join("; ")}` : ""}` };
+                return p;
+              }),
           }));
         const notes = rs.filter((r) => r.note || r.fit_underdetermined || r.beyond_asymptote || r.extrapolated || r.fit_unphysical || r.tied_within_noise);
         return h(
           "section",
           { class: "scale-speedup", dataset: { scale } },
           h("h3", { text: scale }),
+          speedupMatrix(scale, rs, speed.data.baseline),
           h(
             "div",
             { class: "charts" },
@@ -1029,15 +1182,18 @@ data: builtin
               "figure",
               { class: "chart-box" },
               h("figcaption", { text: "best loss vs D (× Chinchilla)" }),
-              window.Charts.lineChart({ series: lossSeries, xLog: true, xLabel: "D (× Chinchilla)", yLabel: "final loss", width: 520, height: 300 }),
-              window.Charts.legend(lossSeries.map((s) => ({ name: s.name, color: s.color })))
+              window.Charts.interactive({ series: lossSeries, xLog: true, pow2: "x", xLabel: "D (× Chinchilla)", yLabel: "final loss", width: 520, height: 300, yFormat: fmtLoss }),
+              legendOf(lossSeries, lossSeries.filter((s) => s.points.length).map((s) => ({ name: s.name, color: s.color })))
             ),
             h(
               "figure",
               { class: "chart-box", id: `deff-${scale}` },
-              h("figcaption", { text: "D_eff vs D (AdamW = diagonal)" }),
-              window.Charts.lineChart({ series: deffSeries, xLog: true, yLog: true, diagonal: "AdamW (D_eff = D)", xLabel: "D (× Chinchilla)", yLabel: "D_eff (AdamW-equivalent)", width: 520, height: 300, empty: "no speedups at this scale" }),
-              window.Charts.legend(deffSeries.map((s) => ({ name: s.name, color: s.color })))
+              h("figcaption", { text: "D_eff vs D (AdamW = diagonal; bands of constant speedup; hollow = extrapolated, not measured)" }),
+              window.Charts.lineChart({ series: deffSeries, xLog: true, yLog: true, pow2: "xy", bands: SPEEDUP_BANDS, diagonal: "AdamW (D_eff = D)", xLabel: "D (× Chinchilla)", yLabel: "D_eff (AdamW-equivalent)", width: 520, height: 300, empty: "no speedups at this scale" }),
+              legendOf(deffSeries, [
+                ...deffSeries.filter((s) => s.points.length).map((s) => ({ name: s.name, color: s.color })),
+                ...(deffSeries.some((s) => s.points.some((p) => p.meta && p.meta.hollow)) ? [{ name: "extrapolated (hollow)", color: "transparent", className: "hollow-key" }] : []),
+              ])
             )
           ),
           h(
@@ -1153,7 +1309,7 @@ data: builtin
       h("option", { value: "", text: "any cell" }),
       detail.cells.map((c) => h("option", { value: c.key, selected: c.key === cell, text: c.key }))
     );
-    body.replaceChildren(h("div", { class: "row" }, h("h2", { text: "Trials" }), statusSel, cellSel), box);
+    body.replaceChildren(h("div", { class: "row" }, h("h2", { text: "Trials" }), statusSel, cellSel), compareBar(), box);
     const load = async () => {
       const params = new URLSearchParams({ limit: String(PAGE), offset: String(page * PAGE) });
       if (status) params.set("status", status);
@@ -1176,13 +1332,14 @@ data: builtin
   }
 
   function trialsTable(trials, best, withCell, keys) {
+    const picked = compareSet();
     return h(
       "table",
       { class: "grid-table trials-table" },
       h(
         "thead",
         {},
-        h("tr", {}, ["Trial", withCell ? "Cell" : null, "Round", "Seed", "Status", "Final loss", "Steps", "Config", "Reason"].filter(Boolean).map((t) => h("th", { text: t })))
+        h("tr", {}, ["", "Trial", withCell ? "Cell" : null, "Round", "Seed", "Status", "Final loss", "Steps", "Config", "Reason"].filter((t) => t !== null).map((t) => h("th", { text: t })))
       ),
       h(
         "tbody",
@@ -1191,6 +1348,7 @@ data: builtin
           h(
             "tr",
             { class: best && best.has(t.id) ? "winner" : "", dataset: { trial: String(t.id), status: t.status } },
+            h("td", {}, h("input", { type: "checkbox", class: "pick", "aria-label": `compare trial ${t.id}`, checked: picked.has(t.id), onchange: (e) => toggleCompare(t.id, e.target.checked) })),
             h("td", {}, h("a", { href: `#/trials/${t.id}`, text: `#${t.id}` })),
             withCell ? h("td", {}, h("a", { href: cellHref(t.sweep_id, t.cell), text: t.cell })) : null,
             h("td", { class: "num", text: String(t.round) }),
@@ -1283,6 +1441,8 @@ data: builtin
     if (!findCell()) throw new ApiError(404, `sweep ${sweepId} has no cell ${key}`);
     const head = h("div", { id: "cell-header" });
     const bestBox = h("div", { id: "best-config" });
+    const copyBox = h("div", { id: "copy" });
+    let tokensPerStep = null; // from the best trial's detail: the same token budget for every trial of a cell
     const pathBox = h("div", { id: "descent-path" });
     const curvesBox = h("div", { id: "cell-curves", class: "charts" });
     const trialsBox = h("div", { id: "cell-trials" });
@@ -1293,11 +1453,13 @@ data: builtin
       head,
       h("h2", { text: "Best config and near-ties" }),
       bestBox,
+      copyBox,
       h("h2", { text: "Coordinate-descent path" }),
       pathBox,
       h("h2", { text: "Eval loss" }),
       curvesBox,
       h("h2", { text: "Trials (lowest loss first)" }),
+      compareBar(),
       trialsBox
     );
     main.dataset.cell = key;
@@ -1320,6 +1482,15 @@ data: builtin
         )
       );
       bestBox.replaceChildren(bestConfigTable(cell, keys));
+      if (!copyBox.firstChild) copyBox.replaceChildren(copyButtons(cell) || "", h("p", {}, h("a", { href: `#/sweeps/${sweepId}/explore?cell=${encodeURIComponent(key)}`, id: "explore-cell", text: "Explore this cell: slice plots, parallel coordinates, importance →" })));
+      if (tokensPerStep === null && cell.best_trial_id) {
+        try {
+          const bt = await api(`/trials/${cell.best_trial_id}`, { signal: ctx.signal });
+          tokensPerStep = bt.tokens && bt.total_steps ? bt.tokens / bt.total_steps : 0;
+        } catch (e) {
+          tokensPerStep = 0;
+        }
+      }
       const path = descentPath(items, keys);
       pathBox.replaceChildren(pathTable(path, keys));
       const sorted = items.slice().sort((a, b) => (a.final_loss ?? Infinity) - (b.final_loss ?? Infinity) || a.id - b.id);
@@ -1355,8 +1526,8 @@ data: builtin
           "figure",
           { class: "chart-box" },
           h("figcaption", { text: `${cell.key}: eval loss vs step` }),
-          window.Charts.lineChart({ series, xLabel: "step", yLabel: "eval loss", width: 720, height: 340 }),
-          window.Charts.legend([
+          window.Charts.interactive({ series, xLabel: "step", yLabel: "eval loss", width: 720, height: 340, yFormat: fmtLoss, xAlt: tokensPerStep ? { label: "tokens", scale: (x) => x * tokensPerStep } : null }),
+          legendOf(series, [
             { name: "best", color: colorOf(cell.optimizer) },
             { name: "near-tie", color: NEUTRAL.tie },
             { name: "running", color: NEUTRAL.running },
@@ -1474,7 +1645,7 @@ data: builtin
         "figure",
         { class: "chart-box" },
         h("figcaption", { text: "loss vs step" }),
-        window.Charts.lineChart({
+        window.Charts.interactive({
           series: [
             { name: "eval loss", color: colorOf(t.optimizer), points: evalPts, width: 2.5, markers: true },
             { name: "train loss", color: NEUTRAL.other, points: trainPts, width: 1.2 },
@@ -1482,8 +1653,10 @@ data: builtin
           xLabel: "step",
           yLabel: "loss",
           width: 720,
+          yFormat: fmtLoss,
+          xAlt: t.tokens && t.total_steps ? { label: "tokens", scale: (x) => (x * t.tokens) / t.total_steps } : null,
         }),
-        window.Charts.legend([{ name: "eval loss", color: colorOf(t.optimizer) }, { name: "train loss", color: NEUTRAL.other }])
+        legendOf([{ points: evalPts }, { points: trainPts }], [{ name: "eval loss", color: colorOf(t.optimizer) }, { name: "train loss", color: NEUTRAL.other }])
       ),
       h("h2", { text: "Config" }),
       h("table", { class: "grid-table config-table" }, h("tbody", {}, Object.entries(t.config).map(([k, v]) => h("tr", { dataset: { hparam: k } }, h("th", { text: k }), h("td", { class: "num", text: fmtNum(v) }))))),
@@ -1492,6 +1665,388 @@ data: builtin
     );
     ready(main);
     markRendered("trial");
+  }
+
+  // ---- explore: slice plots, parallel coordinates, importance ---------------------------------------------
+  // #/sweeps/ID/explore?cell=KEY (one cell) or ?optimizer=NAME (that optimizer's cells together). Reads the
+  // chosen cells' trials (at most CELL_TRIALS_CAP) and the importance endpoint.
+  async function tabExplore(ctx, body, detail, query) {
+    const optimizers = [...new Set(detail.cells.map((c) => c.optimizer))].sort();
+    const cellKey = query.get("cell") || (query.get("optimizer") ? "" : (detail.cells[0] || {}).key || "");
+    const optimizer = query.get("optimizer") || "";
+    const go = (k, v) => {
+      location.hash = `#/sweeps/${detail.id}/explore?${k}=${encodeURIComponent(v)}`;
+    };
+    const pick = h(
+      "select",
+      { id: "explore-pick", "aria-label": "cell or optimizer", onchange: (e) => go(...e.target.value.split("=")) },
+      h("optgroup", { label: "one cell" }, detail.cells.map((c) => h("option", { value: `cell=${c.key}`, selected: c.key === cellKey && !optimizer, text: c.key }))),
+      h("optgroup", { label: "an optimizer over its cells" }, optimizers.map((o) => h("option", { value: `optimizer=${o}`, selected: o === optimizer, text: `${o} (every cell)` })))
+    );
+    const sliceBox = h("div", { id: "slices", class: "charts" });
+    const parBox = h("div", { id: "parallel" });
+    const impBox = h("div", { id: "importance" });
+    body.replaceChildren(
+      h("div", { class: "row" }, h("h2", { text: "Explore" }), pick),
+      h("p", { class: "muted", text: "Every finished trial of the chosen cell (or of every cell of one optimizer): the loss against each hyperparameter (slice plots), all hyperparameters at once (parallel coordinates, darker = lower loss), and how much of the loss's spread each hyperparameter explains." }),
+      h("h3", { text: "Hyperparameter importance" }),
+      impBox,
+      h("h3", { text: "Loss against each hyperparameter" }),
+      sliceBox,
+      h("h3", { text: "Parallel coordinates" }),
+      parBox
+    );
+    const cells = optimizer ? detail.cells.filter((c) => c.optimizer === optimizer) : detail.cells.filter((c) => c.key === cellKey);
+    const trials = [];
+    for (const c of cells) {
+      if (trials.length >= CELL_TRIALS_CAP) break;
+      trials.push(...(await loadCellTrials(ctx, detail.id, c.key)).items);
+    }
+    const done = trials.filter((t) => t.status === "completed" && Number.isFinite(t.final_loss));
+    const keys = searchedKeys(trials);
+    const cellColors = new Map(cells.map((c, i) => [c.key, optimizer ? window.SweepPalette.FALLBACK[i % window.SweepPalette.FALLBACK.length] : colorOf(c.optimizer)]));
+    const losses = done.map((t) => t.final_loss);
+    const lo = Math.min(...losses);
+    const hi = Math.max(...losses);
+    // importance
+    const imps = await Promise.all(cells.slice(0, 12).map((c) => optional(`/sweeps/${detail.id}/importance?cell=${encodeURIComponent(c.key)}`, ctx.signal)));
+    const without = cells.slice(0, 12).filter((_, i) => !(imps[i].data && imps[i].data.cells[0] && imps[i].data.cells[0].rows.length));
+    impBox.replaceChildren(
+      without.length
+        ? h("p", { class: "muted", id: "no-importance", text: `No importance for ${without.length === 1 ? without[0].key : `${without.length} cells`}: fewer than 3 finished trials, or nothing searched (an imported cell holds its best config only).` })
+        : "",
+      ...imps.map((imp) => {
+        const c = imp.data && imp.data.cells[0];
+        if (!c || !c.rows.length) return null;
+        return h(
+          "figure",
+          { class: "chart-box importance", dataset: { cell: c.cell } },
+          h("figcaption", { text: `${c.cell}: share of the loss variance (${c.n_trials} trials; ${imp.data.method})` }),
+          window.Charts.barChart({
+            width: window.Charts.fit(420),
+            rows: [
+              ...c.rows.map((r) => ({ label: r.hparam, value: r.importance, color: colorOf(c.optimizer), note: `${(100 * r.importance).toFixed(1)}%`, title: `${r.hparam}: ${(100 * r.importance).toFixed(1)}% of the variance over ${r.n_values} values` })),
+              ...(c.unexplained !== null ? [{ label: "interactions + noise", value: c.unexplained, color: NEUTRAL.other, note: `${(100 * c.unexplained).toFixed(1)}%` }] : []),
+            ],
+            min: 1,
+          })
+        );
+      })
+    );
+    // slice plots
+    if (!done.length || !keys.length) {
+      sliceBox.replaceChildren(h("p", { class: "not-available", text: done.length ? "Nothing was searched here: every trial has the same config." : "No finished trials yet." }));
+      parBox.replaceChildren();
+      return null;
+    }
+    const numericKey = (k) => done.every((t) => typeof t.config[k] === "number");
+    const sliceSeries = cells.map((c) => ({ name: c.key, color: cellColors.get(c.key), points: done.filter((t) => t.cell === c.key) }));
+    sliceBox.replaceChildren(
+      optimizer ? h("div", { class: "slice-legend" }, legendOf(sliceSeries, sliceSeries.filter((s) => s.points.length).map((s) => ({ name: s.name, color: s.color })))) : "",
+      ...keys.map((k) => {
+        const numeric = numericKey(k);
+        const cats = numeric ? null : [...new Set(done.map((t) => String(t.config[k])))].sort();
+        const xLog = numeric && done.every((t) => t.config[k] > 0) && Math.max(...done.map((t) => t.config[k])) / Math.min(...done.map((t) => t.config[k])) >= 8;
+        const series = cells.map((c) => ({
+          name: c.key,
+          color: cellColors.get(c.key),
+          markers: true,
+          line: false,
+          points: done
+            .filter((t) => t.cell === c.key)
+            .map((t) => {
+              const p = [numeric ? t.config[k] : cats.indexOf(String(t.config[k])), t.final_loss];
+              p.meta = { tip: `trial ${t.id}${numeric ? "" : ` ${k}=${t.config[k]}`}` };
+              return p;
+            }),
+        }));
+        return h(
+          "figure",
+          { class: "chart-box slice", dataset: { hparam: k } },
+          h("figcaption", { text: `loss vs ${k}${cats ? ` (${cats.map((c, i) => `${i}=${c}`).join(", ")})` : ""}` }),
+          window.Charts.interactive({ series, xLog, xLabel: k, yLabel: "final loss", width: 420, height: 260, yFormat: fmtLoss })
+        );
+      })
+    );
+    // parallel coordinates: best (lowest loss) drawn last, on top
+    const axes = [...keys.map((k) => ({ name: k, log: true })), ...(optimizer ? [{ name: "D" }] : []), { name: "loss" }];
+    const sorted = done.slice().sort((a, b) => b.final_loss - a.final_loss);
+    parBox.replaceChildren(
+      h(
+        "figure",
+        { class: "chart-box" },
+        h("figcaption", { text: `${done.length} finished trials; colour = loss (dark blue lowest, yellow highest)` }),
+        window.Charts.parallel({
+          axes,
+          width: 900,
+          lines: sorted.map((t) => ({
+            values: [...keys.map((k) => t.config[k]), ...(optimizer ? [t.chinchilla] : []), t.final_loss],
+            color: window.Charts.ramp(hi > lo ? (t.final_loss - lo) / (hi - lo) : 0),
+            title: `trial ${t.id} · ${t.cell} · ${configText(t.config, keys)} · ${fmtLoss(t.final_loss)}`,
+          })),
+        })
+      )
+    );
+    return null;
+  }
+
+  // ---- compare runs (any sweeps) --------------------------------------------------------------------------
+  const COMPARE_KEY = "sweep-service.compare";
+  const compareSet = () => {
+    try {
+      return new Set(JSON.parse(sessionStorage.getItem(COMPARE_KEY) || "[]"));
+    } catch (e) {
+      return new Set();
+    }
+  };
+  function toggleCompare(id, on) {
+    const set = compareSet();
+    if (on) set.add(id);
+    else set.delete(id);
+    sessionStorage.setItem(COMPARE_KEY, JSON.stringify([...set]));
+    document.querySelectorAll(".compare-count").forEach((el) => {
+      el.textContent = String(set.size);
+    });
+  }
+  function compareBar() {
+    const n = compareSet().size;
+    return h(
+      "div",
+      { class: "row compare-bar" },
+      h("a", { href: "#/compare", id: "compare-link", class: "button-link" }, "Compare selected (", h("span", { class: "compare-count", text: String(n) }), ")"),
+      h("span", { class: "muted small", text: "tick trials here or on any sweep's pages; the selection is kept across sweeps" })
+    );
+  }
+
+  async function viewCompare(ctx, main, _m, query) {
+    const fromQuery = (query.get("trials") || "").split(",").map(Number).filter((n) => Number.isInteger(n) && n > 0);
+    const ids = fromQuery.length ? fromQuery : [...compareSet()].map(Number);
+    const add = h("input", { id: "compare-add", type: "text", inputmode: "numeric", placeholder: "trial id", "aria-label": "add a trial by id" });
+    const form = h(
+      "form",
+      {
+        class: "row",
+        onsubmit: (ev) => {
+          ev.preventDefault();
+          const n = Number(add.value);
+          if (Number.isInteger(n) && n > 0) {
+            toggleCompare(n, true);
+            location.hash = `#/compare?trials=${[...new Set([...ids, n])].join(",")}`;
+          }
+        },
+      },
+      add,
+      h("button", { type: "submit", text: "Add" }),
+      h("button", { type: "button", text: "Clear", onclick: () => {
+        sessionStorage.removeItem(COMPARE_KEY);
+        location.hash = "#/compare?trials=";
+      } })
+    );
+    const got = await Promise.all(
+      ids.slice(0, 12).map(async (id) => {
+        try {
+          const [t, m] = await Promise.all([api(`/trials/${id}`, { signal: ctx.signal }), api(`/trials/${id}/metrics`, { signal: ctx.signal })]);
+          return { t, m };
+        } catch (e) {
+          if (e.name === "AbortError") throw e;
+          return { id, error: e.message };
+        }
+      })
+    );
+    const ok = got.filter((g) => g.t);
+    const colors = window.SweepPalette.FALLBACK;
+    const series = ok.map((g, i) => ({
+      name: `#${g.t.id} ${g.t.cell} (sweep ${g.t.sweep_id})`,
+      color: colors[i % colors.length],
+      width: 2,
+      points: curveSeries(g.m),
+      tokensPerStep: g.t.tokens && g.t.total_steps ? g.t.tokens / g.t.total_steps : null,
+      className: `trial-${g.t.id}`,
+    }));
+    const keys = [...new Set(ok.flatMap((g) => Object.keys(g.t.config)))].sort();
+    const differs = (k) => new Set(ok.map((g) => JSON.stringify(g.t.config[k]))).size > 1;
+    const tokensKnown = series.length && series.every((s) => s.tokensPerStep);
+    render(
+      main,
+      "compare",
+      h("h1", { text: "Compare runs" }),
+      form,
+      got.filter((g) => g.error).map((g) => h("p", { class: "error-text", text: `trial ${g.id}: ${g.error}` })),
+      ok.length
+        ? [
+            h(
+              "figure",
+              { class: "chart-box", id: "compare-curves" },
+              h("figcaption", { text: "eval loss" }),
+              window.Charts.interactive({
+                series,
+                xLabel: "step",
+                yLabel: "eval loss",
+                width: 900,
+                height: 360,
+                yFormat: fmtLoss,
+                xAlt: tokensKnown ? { label: "tokens", scale: (x, s) => x * s.tokensPerStep } : null,
+              }),
+              legendOf(series, series.map((s) => ({ name: s.name, color: s.color })))
+            ),
+            h("h2", { text: "Config diff" }),
+            h(
+              "table",
+              { class: "grid-table config-table", id: "compare-diff" },
+              h("thead", {}, h("tr", {}, h("th", { text: "hyperparameter" }), ok.map((g) => h("th", {}, h("a", { href: `#/trials/${g.t.id}`, text: `#${g.t.id}` }))))),
+              h(
+                "tbody",
+                {},
+                h("tr", {}, h("th", { text: "final loss" }), ok.map((g) => h("td", { class: "num", text: fmtLoss(g.t.final_loss) }))),
+                h("tr", {}, h("th", { text: "cell" }), ok.map((g) => h("td", { text: g.t.cell }))),
+                keys.map((k) =>
+                  h("tr", { class: differs(k) ? "differs-row" : "", dataset: { hparam: k } }, h("th", { text: k }), ok.map((g) => h("td", { class: `num ${differs(k) ? "differs" : ""}`, text: fmtNum(g.t.config[k]) })))
+                )
+              )
+            ),
+          ]
+        : h("p", { class: "empty", text: "No runs selected: tick trials in a cell's or a sweep's trial table, or add one by id above." })
+    );
+    ready(main);
+    markRendered("compare");
+  }
+
+  // ---- export and copy ------------------------------------------------------------------------------------
+  // Download links: plain links (a right-click "save as" works without a token); with a token the click
+  // fetches with the Authorization header and saves the blob instead (a link cannot send the header).
+  function exportLinks(sweepId) {
+    return h(
+      "span",
+      { class: "exports" },
+      h("span", { class: "k", text: "export" }),
+      ["csv", "json", "parquet"].map((f) =>
+        h("a", {
+          href: `/sweeps/${sweepId}/export?format=${f}`,
+          id: `export-${f}`,
+          class: "button-link",
+          download: `sweep-${sweepId}.${f}`,
+          text: f.toUpperCase(),
+          onclick: async (ev) => {
+            if (!state.token) return;
+            ev.preventDefault();
+            const res = await fetch(ev.currentTarget.getAttribute("href"), { headers: headers() });
+            if (!res.ok) return alert(`HTTP ${res.status}`);
+            const url = URL.createObjectURL(await res.blob());
+            const a = h("a", { href: url, download: `sweep-${sweepId}.${f}` });
+            document.body.appendChild(a);
+            a.click();
+            a.remove();
+            setTimeout(() => URL.revokeObjectURL(url), 1000);
+          },
+        })
+      )
+    );
+  }
+
+  const yamlValue = (v) => (typeof v === "string" && !/^[A-Za-z_][\w.-]*$/.test(v) ? JSON.stringify(v) : typeof v === "number" && !Number.isInteger(v) && Math.abs(v) < 1e-3 ? v.toExponential() : String(v));
+  function configYaml(cell) {
+    const lines = [`optimizer: ${cell.optimizer}`, `scale: ${cell.scale}`, `chinchilla: ${cell.chinchilla}`, "config:"];
+    for (const [k, v] of Object.entries(cell.best_config || {})) lines.push(`  ${k}: ${yamlValue(v)}`);
+    return lines.join("\n") + "\n";
+  }
+  function trainCommand(cell) {
+    const sets = Object.entries(cell.best_config || {}).map(([k, v]) => `--set ${k}=${typeof v === "string" ? JSON.stringify(v) : v}`);
+    return ["sweep-service train", `--scale ${cell.scale}`, `--optimizer ${cell.optimizer}`, `--chinchilla ${cell.chinchilla}`, ...sets].join(" ");
+  }
+  function copyButtons(cell) {
+    if (!cell.best_config) return null;
+    const out = h("pre", { class: "copy-out", id: "copy-out", hidden: true });
+    const copy = (text, what) => async (ev) => {
+      out.hidden = false;
+      out.textContent = text;
+      out.dataset.what = what;
+      try {
+        await navigator.clipboard.writeText(text);
+        ev.target.textContent = "Copied ✓";
+      } catch (e) {
+        // no clipboard (an insecure origin): the text is shown, selected, for Ctrl+C
+        const r = document.createRange();
+        r.selectNodeContents(out);
+        getSelection().removeAllRanges();
+        getSelection().addRange(r);
+      }
+    };
+    return h(
+      "div",
+      { class: "copy-box" },
+      h("div", { class: "row" }, h("button", { type: "button", id: "copy-yaml", text: "Copy best config (YAML)", onclick: copy(configYaml(cell), "yaml") }), h("button", { type: "button", id: "copy-train", text: "Copy as sweep-service train", onclick: copy(trainCommand(cell), "train") })),
+      out
+    );
+  }
+
+  // ---- tables: sortable, filterable -----------------------------------------------------------------------
+  // Every .grid-table gets a scroll wrapper (so a wide table scrolls inside itself instead of widening the
+  // page on a phone), and header buttons that sort it (numbers as numbers); a table over 8 rows gets a filter
+  // box. The sort order of a table (by id) is kept when a live page redraws it.
+  const sortState = new Map();
+  const cellValue = (td) => {
+    const t = (td && td.textContent.trim()) || "";
+    const n = parseFloat(t.replace(/^#/, "").replace(/[×,]/g, ""));
+    return Number.isFinite(n) && /^[#\-+]?[\d.]/.test(t) ? n : t.toLowerCase();
+  };
+  function sortTable(table, col, dir) {
+    const body = table.tBodies[0];
+    if (!body) return;
+    const rows = [...body.rows];
+    rows.sort((a, b) => {
+      const x = cellValue(a.cells[col]);
+      const y = cellValue(b.cells[col]);
+      const c = typeof x === "number" && typeof y === "number" ? x - y : String(x).localeCompare(String(y));
+      return dir * c;
+    });
+    body.append(...rows);
+    table.querySelectorAll("thead th").forEach((th, i) => th.setAttribute("aria-sort", i === col ? (dir > 0 ? "ascending" : "descending") : "none"));
+  }
+  function enhance(table) {
+    if (table.dataset.enhanced) return;
+    table.dataset.enhanced = "1";
+    if (!table.parentElement.classList.contains("table-wrap")) {
+      const wrap = h("div", { class: "table-wrap" });
+      table.replaceWith(wrap);
+      wrap.appendChild(table);
+    }
+    const head = table.tHead && table.tHead.rows[0];
+    if (!head || table.classList.contains("speedup-matrix")) return;
+    // Each cell knows its column's name: on a phone a "cards" table shows rows as blocks, labelled.
+    const names = [...head.cells].map((th) => th.textContent.trim());
+    for (const body of table.tBodies) for (const r of body.rows) [...r.cells].forEach((td, i) => {
+      if (names[i]) td.dataset.label = names[i];
+    });
+    [...head.cells].forEach((th, i) => {
+      if (!th.textContent.trim()) return;
+      const b = h("button", { type: "button", class: "sort", text: th.textContent, title: "sort by this column" });
+      b.addEventListener("click", () => {
+        const prev = sortState.get(table.id);
+        const dir = prev && prev.col === i ? -prev.dir : 1;
+        if (table.id) sortState.set(table.id, { col: i, dir });
+        sortTable(table, i, dir);
+      });
+      th.replaceChildren(b);
+    });
+    const saved = table.id && sortState.get(table.id);
+    if (saved) sortTable(table, saved.col, saved.dir);
+    const body = table.tBodies[0];
+    if (body && body.rows.length > 8) {
+      const box = h("input", { type: "search", class: "table-filter", placeholder: "filter rows", "aria-label": "filter rows" });
+      box.addEventListener("input", () => {
+        const q = box.value.trim().toLowerCase();
+        for (const r of body.rows) r.hidden = q && !r.textContent.toLowerCase().includes(q);
+      });
+      table.parentElement.before(box);
+    }
+  }
+  function watchTables(main) {
+    const run = () => {
+      main.querySelectorAll("table.grid-table:not([data-enhanced])").forEach(enhance);
+      paintDots(main); // colour swatches of any view (CSSOM: the CSP allows it, an attribute would not be)
+    };
+    new MutationObserver(run).observe(main, { childList: true, subtree: true });
+    run();
   }
 
   // ---- best over all sweeps ---------------------------------------------------------------------------
@@ -1512,13 +2067,14 @@ data: builtin
         ? scales.map((scale) => {
             const rs = byScale.get(scale).slice().sort((a, b) => a.chinchilla - b.chinchilla || a.loss - b.loss);
             const adamw = new Map(rs.filter((r) => r.optimizer === "adamw").map((r) => [r.chinchilla, r.loss]));
+            const digits = decimalsFor(rs.map((r) => r.loss));
             return h(
               "section",
               { class: "scale-table", dataset: { scale } },
               h("h3", { text: `${scale}${rs[0].non_embedding_params ? ` (${fmtNum(rs[0].non_embedding_params)} non-embedding parameters)` : ""}` }),
               h(
                 "table",
-                { class: "grid-table" },
+                { class: "grid-table cards" },
                 h("thead", {}, h("tr", {}, ["Optimizer", "D", "Best loss", "Δ vs AdamW", "Config", "Near-ties", "From"].map((t) => h("th", { text: t })))),
                 h(
                   "tbody",
@@ -1529,8 +2085,8 @@ data: builtin
                       { dataset: { optimizer: r.optimizer } },
                       h("td", {}, h("i", { class: "dot", dataset: { color: colorOf(r.optimizer) } }), r.optimizer),
                       h("td", { class: "num", text: fmtNum(r.chinchilla) }),
-                      h("td", { class: "num", text: fmtLoss(r.loss) }),
-                      h("td", { class: "num", text: adamw.has(r.chinchilla) ? (r.loss - adamw.get(r.chinchilla)).toFixed(4) : "—" }),
+                      h("td", { class: "num", text: fmtLoss(r.loss, digits) }),
+                      h("td", { class: "num", text: adamw.has(r.chinchilla) ? (r.loss - adamw.get(r.chinchilla)).toFixed(digits) : "—" }),
                       h("td", { class: "config", text: configText(r.config) }),
                       h("td", { class: "num", text: String(otherTies(r.config, r.near_ties).length) }),
                       h("td", {}, h("a", { href: cellHref(r.sweep_id, r.cell), text: `#${r.sweep_id} ${r.sweep_name}` }), r.imported ? h("span", { class: "tag", text: "imported" }) : null)
@@ -1570,6 +2126,7 @@ data: builtin
       route();
     });
     showTokenState();
+    watchTables($("#main"));
     window.addEventListener("hashchange", route);
     // Leaving the page (or its being frozen in the back-forward cache) ends its event stream and requests:
     // an open stream costs the server a progress snapshot every second (api/routers/events.py).

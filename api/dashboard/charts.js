@@ -43,6 +43,10 @@
         if (v >= lo * (1 - 1e-9) && v <= hi * (1 + 1e-9)) out.push(Number(v.toPrecision(12)));
       }
     }
+    if (out.length > 7) {
+      const step = Math.ceil(out.length / 6); // wide ranges (eps: 1e-25..1e-15): labels would overlap
+      return out.filter((_, i) => i % step === 0);
+    }
     return out.length ? out : [lo, hi];
   }
 
@@ -352,7 +356,7 @@
     const draw = () => {
       const alt = state.alt && opts.xAlt;
       const series = alt
-        ? opts.series.map((s) => ({ ...s, points: s.points.map((p) => Object.assign([opts.xAlt.scale(p[0]), ...p.slice(1)], { meta: p.meta })) }))
+        ? opts.series.map((s) => ({ ...s, points: s.points.map((p) => Object.assign([opts.xAlt.scale(p[0], s), ...p.slice(1)], { meta: p.meta })) }))
         : opts.series;
       root = lineChart({ ...opts, series, yLog: state.yLog, xRange: state.xRange, xLabel: alt ? opts.xAlt.label : opts.xLabel });
       holder.replaceChildren(root);
@@ -434,5 +438,67 @@
     return box;
   }
 
-  global.Charts = { lineChart, barChart, legend, interactive, linearTicks, logTicks, pow2Ticks, fit };
+  // A colour ramp for a value in [0, 1]: cividis's ends and middle (Nuñez et al. 2018, colour-blind safe),
+  // low = dark blue, high = yellow.
+  function ramp(f) {
+    const stops = [[0, 32, 77], [124, 123, 120], [255, 234, 70]];
+    const t = Math.max(0, Math.min(1, f)) * 2;
+    const i = Math.min(1, Math.floor(t));
+    const u = t - i;
+    const c = stops[i].map((a, k) => Math.round(a + u * (stops[i + 1][k] - a)));
+    return `rgb(${c[0]},${c[1]},${c[2]})`;
+  }
+
+  // Parallel coordinates: opts {axes: [{name, log, values?: [categorical labels]}], lines: [{values: [...],
+  // color, title, className, width}], width, height}. One vertical axis per entry; numbers placed linearly
+  // (or on log scale), strings at evenly spaced categories.
+  function parallel(opts) {
+    const W = fit(opts.width || 720);
+    const H = opts.height || 300;
+    const m = { l: 30, r: 40, t: 24, b: 28 };
+    const root = svg("svg", { viewBox: `0 0 ${W} ${H}`, width: W, height: H, class: "chart parallel", role: "img", "aria-label": opts.title || "parallel coordinates" });
+    const axes = opts.axes || [];
+    const lines = opts.lines || [];
+    if (!axes.length || !lines.length) {
+      text(root, W / 2, H / 2, opts.empty || "no finished trials", { "text-anchor": "middle", class: "muted" });
+      return root;
+    }
+    const step = axes.length > 1 ? (W - m.l - m.r) / (axes.length - 1) : 0;
+    const scales = axes.map((a, i) => {
+      const vals = lines.map((l) => l.values[i]).filter((v) => v !== null && v !== undefined);
+      const numeric = vals.every((v) => typeof v === "number" && Number.isFinite(v));
+      if (!numeric) {
+        const cats = [...new Set(vals.map(String))].sort();
+        return { cats, f: (v) => (cats.length > 1 ? cats.indexOf(String(v)) / (cats.length - 1) : 0.5), ticks: cats.map((c) => [c, cats.length > 1 ? cats.indexOf(c) / (cats.length - 1) : 0.5]) };
+      }
+      const log = a.log && vals.every((v) => v > 0);
+      const [lo, hi] = extent(vals, log);
+      const f = (v) => (log ? Math.log(v / lo) / Math.log(hi / lo) : (v - lo) / (hi - lo));
+      const ticks = (log ? logTicks(lo, hi) : linearTicks(lo, hi, 4)).map((v) => [fmt(v), f(v)]);
+      return { f, ticks };
+    });
+    const X = (i) => m.l + i * step;
+    const Y = (f) => H - m.b - f * (H - m.t - m.b);
+    const g = svg("g", { class: "lines" }, root);
+    for (const l of lines) {
+      const pts = [];
+      l.values.forEach((v, i) => {
+        if (v !== null && v !== undefined && (typeof v !== "number" || Number.isFinite(v))) pts.push(`${X(i).toFixed(1)},${Y(scales[i].f(v)).toFixed(1)}`);
+      });
+      if (pts.length < 2) continue;
+      const path = svg("polyline", { points: pts.join(" "), fill: "none", stroke: l.color, "stroke-width": l.width || 1.2, "stroke-opacity": l.opacity ?? 0.7, class: l.className || null }, g);
+      if (l.title) svg("title", {}, path).textContent = l.title;
+    }
+    const ax = svg("g", { class: "axes" }, root);
+    axes.forEach((a, i) => {
+      svg("line", { x1: X(i), x2: X(i), y1: m.t, y2: H - m.b, class: "frame" }, ax);
+      text(ax, X(i), m.t - 8, a.name, { "text-anchor": i === 0 ? "start" : i === axes.length - 1 ? "end" : "middle", class: "label" });
+      for (const [label, f] of scales[i].ticks.slice(0, 8)) {
+        text(ax, X(i) + 4, Y(f) + 4, label, { class: "tick" });
+      }
+    });
+    return root;
+  }
+
+  global.Charts = { lineChart, barChart, legend, interactive, parallel, ramp, linearTicks, logTicks, pow2Ticks, fit, fmt };
 })(typeof window !== "undefined" ? window : globalThis);

@@ -84,7 +84,7 @@ def set_spec(driver: Any, text: str) -> None:
 def severe_console_errors(driver: Any, *allowed: str) -> list[str]:
     """Browser console errors (a script error, a refused asset), less the failed requests the page expects and
     handles: a 401 before the token is given, and a 404/422 from the analysis endpoints ("not available")."""
-    expected = ("401 (Unauthorized)", "/speedups?", "/sensitivity", *allowed)
+    expected = ("401 (Unauthorized)", "/speedups?", "/sensitivity", "/flips", "/importance", *allowed)
     return [
         e["message"]
         for e in driver.get_log("browser")
