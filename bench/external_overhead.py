@@ -16,7 +16,6 @@ trial ((wall - N x seconds) / N) and the ratio (agent / in-process) last.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import socket
 import subprocess
