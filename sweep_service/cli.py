@@ -319,6 +319,9 @@ def cmd_run(args: argparse.Namespace) -> int:
             print(f"resuming sweep {sweep.id} '{plan.name}'", file=sys.stderr)
         sweep_id, status = sweep.id, sweep.status
     print(f"database: {masked_url(db.url)}", file=sys.stderr)
+    if plan.executor == "external":  # outside workers run it (sweep_service.external): nothing runs here
+        print(f"sweep {sweep_id} waits for outside workers: sweep-service agent {sweep_id} -- CMD ARGS...")
+        return 0
     if status in ("queued", "running"):
         from sweep_service import lease as leases
 

@@ -32,6 +32,8 @@ import httpx
 HEARTBEAT_FRACTION = 1 / 3
 # Waiting for a runnable trial: short at first, then at most this often.
 MAX_POLL_SECONDS = 5.0
+# How long a worker keeps retrying the service through network errors before giving up.
+RETRY_SECONDS = 60.0
 
 
 class ClientError(RuntimeError):
@@ -85,6 +87,22 @@ class Client:
         headers = {"Idempotency-Key": key} if key else None
         return dict(self.post(f"/sweeps/{sweep_id}/suggestions", {"worker": worker, "count": count}, headers))
 
+    def _suggest_retrying(self, sweep_id: int, worker: str) -> dict[str, Any]:
+        """One ask, retried through network errors (a service restarting, a dropped connection) for up to
+        RETRY_SECONDS. The same Idempotency-Key on every retry: an answer lost on the way is returned again rather
+        than a second trial leased."""
+        key = uuid.uuid4().hex
+        deadline = time.monotonic() + RETRY_SECONDS
+        wait = 0.5
+        while True:
+            try:
+                return self.suggest(sweep_id, worker, 1, key=key)
+            except httpx.TransportError:
+                if time.monotonic() >= deadline:
+                    raise
+                time.sleep(wait)
+                wait = min(wait * 2, MAX_POLL_SECONDS)
+
     def trials(
         self, sweep_id: int, worker: str | None = None, poll_seconds: float = 0.5, limit: int | None = None
     ) -> Generator[Trial, None, None]:
@@ -93,8 +111,7 @@ class Client:
         name = worker or default_worker()
         wait, served = poll_seconds, 0
         while limit is None or served < limit:
-            # A fresh key per ask: a retried request (a lost answer) gets the same trial, not a second lease.
-            answer = self.suggest(sweep_id, name, 1, key=uuid.uuid4().hex)
+            answer = self._suggest_retrying(sweep_id, name)
             if answer["done"]:
                 return
             if not answer["trials"]:

@@ -181,7 +181,9 @@ def suggest(
                         taken.append(_leased(trial, trial.cell))
             closed = not taken and driver.finish_if_done()
     answer = {"trials": [t.to_dict() for t in taken], "done": closed}
-    if key is not None:
+    if key is not None and taken:
+        # Only answers that leased something are kept: a retry of an empty answer leases nothing twice, and idle
+        # workers polling with fresh keys do not grow the table.
         with db.session() as s:
             answer = leases.store_answer(s, sweep_id, key, answer)
     return answer

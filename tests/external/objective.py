@@ -36,7 +36,8 @@ if __name__ == "__main__":
     # The test's hook to keep one trial running (the agent running it is then killed).
     hang = os.environ.get("OBJECTIVE_HANG_FILE")
     if hang and not os.path.exists(hang):
-        open(hang, "w").close()
+        with open(hang, "w") as f:
+            f.write(str(os.getpid()))  # the test ends this process (an orphan once its agent is killed)
         time.sleep(600)
     args = dict(a[2:].split("=", 1) for a in sys.argv[1:])
     assert float(args["lr"]) == float(config["lr"]), (args, config)

@@ -129,3 +129,39 @@ def test_custom_scales_name_cells_and_carry_their_parameter_count(db: Database) 
     with db.session() as s:
         (cell,) = repo.cells_of(s, sweep_id)
         assert cell.settings["non_embedding_params"] == 1_000_000
+
+
+def _run_to_the_end(db: Database, sweep_id: int) -> None:
+    while True:
+        answer = external.suggest(db, sweep_id, "w", 50, 600)
+        if answer["done"]:
+            return
+        assert answer["trials"]
+        for t in answer["trials"]:
+            external.complete(db, t["id"], "w", final_loss=loss(t["config"], t["seed"]))
+
+
+def test_phase_two_runs_on_custom_scales(db: Database) -> None:
+    spec = {
+        **SPEC,
+        "optimizers": [],
+        "scales": [],
+        "seeds": [0],
+        "custom_scales": {"s1": {"params": 100_000}, "s2": {"params": 400_000}, "s3": {"params": 1_600_000}},
+        "cells": [
+            {"optimizer": "adamw", "scale": "s1", "chinchilla": 1},
+            {"optimizer": "adamw", "scale": "s2", "chinchilla": 1},
+            {"optimizer": "adamw", "scale": "s3", "chinchilla": 1, "phase": 2},
+        ],
+    }
+    sweep_id = _create(db, spec)
+    _run_to_the_end(db, sweep_id)
+    with db.session() as s:
+        cells = {c.key: c for c in repo.cells_of(s, sweep_id)}
+        assert repo.get_sweep(s, sweep_id).status == "completed"  # type: ignore[union-attr]
+    phase_two = cells["adamw/s3/1"]
+    # It started from the from-cell with the most parameters (s2, by the counts the spec gave) and found the
+    # objective's minimum, which does not depend on the scale.
+    assert phase_two.status in ("converged", "exhausted") and phase_two.best_config is not None
+    assert (phase_two.best_config["lr"], phase_two.best_config["wd"]) == (0.012, 0.2)
+    assert phase_two.settings["non_embedding_params"] == 1_600_000
