@@ -15,12 +15,14 @@ from importlib import metadata
 from typing import Any
 
 from fastapi import FastAPI, Request
-from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.openapi.utils import get_openapi
-from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi.responses import JSONResponse, Response
 from starlette.requests import ClientDisconnect
 
+from api import docs, problems
 from api.deps import AUTH_RESPONSES, Authorized
+from api.methods import MethodsMiddleware
 from api.middleware import CLIENT_CLOSED, BodyLimitMiddleware, BodyTimeoutMiddleware, MetricsMiddleware, RequestMetrics
 from api.routers import analysis, best, catalog, dashboard, events, exports, external, importance, ops, sweeps, trials
 from db.migrate import upgrade
@@ -102,7 +104,7 @@ def create_app(database_url: str | None = None, settings: Settings | None = None
         version=_version(),
         description=DESCRIPTION,
         lifespan=lifespan,
-        docs_url=None,  # served below, behind the token check
+        docs_url=None,  # api/docs.py serves it from packaged assets
         redoc_url=None,
         openapi_url=None,
     )
@@ -124,9 +126,9 @@ def create_app(database_url: str | None = None, settings: Settings | None = None
     def openapi_json() -> JSONResponse:
         return JSONResponse(_openapi(app))
 
-    @app.get("/docs", include_in_schema=False, dependencies=Authorized)
-    def docs() -> HTMLResponse:
-        return get_swagger_ui_html(openapi_url="/openapi.json", title="sweep-service API")
+    # The docs page and Swagger UI's packaged files hold no data, so they load without a token; the page asks
+    # for one when the schema needs it (api/docs.py).
+    app.include_router(docs.router)
 
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
 
@@ -136,14 +138,17 @@ def create_app(database_url: str | None = None, settings: Settings | None = None
         log.info("client closed the connection during %s %s", request.method, request.url.path)
         return Response(status_code=CLIENT_CLOSED)
 
-    @app.exception_handler(Exception)
-    async def internal_error(request: Request, exc: Exception) -> JSONResponse:
-        # The traceback goes to the log; the client gets no internals (and no request headers are logged).
-        log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
-        return JSONResponse({"detail": "internal server error"}, status_code=500)
+    problems.install(app)  # every error as RFC 9457 problem+json
 
-    # The last added middleware runs first: metrics see every request, 413s included.
+    # The last added middleware runs first: metrics see every request, 413s included; CORS answers preflights
+    # before the methods middleware answers OPTIONS.
+    app.add_middleware(MethodsMiddleware, routes=app.router.routes)
     app.add_middleware(BodyTimeoutMiddleware, seconds=settings.body_timeout_seconds)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    origins = settings.cors_origin_list()
+    if origins:
+        app.add_middleware(
+            CORSMiddleware, allow_origins=origins, allow_methods=["*"], allow_headers=["*"], expose_headers=["Location"]
+        )
     app.add_middleware(MetricsMiddleware, metrics=app.state.request_metrics)
     return app

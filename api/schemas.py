@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 HParamValue = bool | int | float | str
 ExportFormat = Literal["csv", "parquet", "json"]
@@ -399,3 +399,15 @@ class PredictResponse(BaseModel):
     )
     fallbacks: list[str] = Field(default_factory=list, description="hyperparameters whose fit has fallback true")
     method: Literal["robust", "paper"] = Field("robust", description="how the hyperparameters were fitted")
+
+
+class SweepUpdate(BaseModel):
+    """PATCH /sweeps/{id}: the fields to change; the others stay. Bounds are the spec's (sweep_service/spec.py)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str | None = Field(
+        default=None, min_length=1, max_length=200, pattern=r"^[^\x00-\x1f\x7f]*[^\x00-\x20\x7f][^\x00-\x1f\x7f]*$"
+    )
+    budget: int | None = Field(default=None, ge=1, le=100_000, description="most trials per cell")
+    max_concurrent: int | None = Field(default=None, ge=1, le=10_000, description="trials running at once")

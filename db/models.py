@@ -22,7 +22,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 TRIAL_STATUSES = ("pending", "running", "completed", "diverged", "failed", "cancelled")
 TRIAL_FINISHED = ("completed", "diverged")  # results the proposers learn from
 TRIAL_TERMINAL = ("completed", "diverged", "failed", "cancelled")
-SWEEP_STATUSES = ("queued", "running", "completed", "failed", "cancelled")
+SWEEP_STATUSES = ("queued", "running", "paused", "completed", "failed", "cancelled")
 CELL_STATUSES = ("pending", "running", "converged", "exhausted", "failed", "cancelled")
 
 

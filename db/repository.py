@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy import CursorResult, and_, delete, func, or_, select, update
 from sqlalchemy.orm import Session
 
-from db.models import TRIAL_FINISHED, TRIAL_TERMINAL, Cell, CurvePoint, Sweep, Trial, utcnow
+from db.models import TRIAL_FINISHED, TRIAL_TERMINAL, Cell, CurvePoint, SuggestionRequest, Sweep, Trial, utcnow
 
 
 def config_key(config: dict[str, Any]) -> str:
@@ -300,3 +300,55 @@ def _rowcount(result: Any) -> int:
 
 def now() -> datetime:
     return utcnow()
+
+
+# ---- pause, delete, update (sweep_service.service) ------------------------------------------------------
+
+
+def pause_sweep(s: Session, sweep_id: int, from_statuses: Sequence[str]) -> bool:
+    """Compare-and-set to `paused`, bumping the lease epoch and dropping the lease: the run that held the sweep
+    fails its next fenced write or heartbeat and stops (sweep_service/lease.py). True when this call paused it."""
+    res = s.execute(
+        update(Sweep)
+        .where(Sweep.id == sweep_id, Sweep.status.in_(from_statuses))
+        .values(status="paused", lease_epoch=Sweep.lease_epoch + 1, claimed_by=None, lease_expires_at=None),
+        execution_options={"synchronize_session": False},
+    )
+    return _rowcount(res) == 1
+
+
+def delete_sweep(s: Session, sweep_id: int, from_statuses: Sequence[str]) -> tuple[list[str], int] | None:
+    """Delete the sweep and its rows if its status is one of `from_statuses`: (its cells' keys, its trial count),
+    or None when it is missing or in another status. The first statement is a write on the sweep's row, so a
+    dispatcher's claim (an UPDATE of the same row) waits for this transaction and then finds nothing to claim."""
+    res = s.execute(
+        update(Sweep).where(Sweep.id == sweep_id, Sweep.status.in_(from_statuses)).values(status=Sweep.status),
+        execution_options={"synchronize_session": False},
+    )
+    if _rowcount(res) != 1:
+        return None
+    keys = list(s.scalars(select(Cell.key).where(Cell.sweep_id == sweep_id).order_by(Cell.id)))
+    trial_ids = select(Trial.id).where(Trial.sweep_id == sweep_id).scalar_subquery()
+    s.execute(delete(CurvePoint).where(CurvePoint.trial_id.in_(trial_ids)))
+    trials = _rowcount(s.execute(delete(Trial).where(Trial.sweep_id == sweep_id)))
+    s.execute(delete(SuggestionRequest).where(SuggestionRequest.sweep_id == sweep_id))
+    s.execute(delete(Cell).where(Cell.sweep_id == sweep_id))
+    s.execute(delete(Sweep).where(Sweep.id == sweep_id))
+    return keys, trials
+
+
+def update_sweep(s: Session, sweep_id: int, name: str | None, spec_changes: dict[str, Any]) -> None:
+    """Set the sweep's name and merge `spec_changes` into its stored spec (the spec's `name` follows the row's)."""
+    sweep = s.get(Sweep, sweep_id)
+    if sweep is None:
+        return
+    spec = dict(sweep.spec)
+    spec.update(spec_changes)
+    values: dict[str, Any] = {"spec": spec}
+    if name is not None:
+        values["name"] = name
+        if "name" in spec:
+            spec["name"] = name
+    s.execute(
+        update(Sweep).where(Sweep.id == sweep_id).values(**values), execution_options={"synchronize_session": False}
+    )

@@ -40,6 +40,13 @@ class Settings(BaseSettings):
     header_timeout_seconds: float = Field(default=30.0, gt=0, alias="SWEEP_HEADER_TIMEOUT_SECONDS")
     body_timeout_seconds: float = Field(default=30.0, gt=0, alias="SWEEP_BODY_TIMEOUT_SECONDS")
 
+    # Origins a browser may call the API from (CORS), comma-separated, e.g. https://lab.example.org; "*" for any.
+    # Unset (the default): no CORS headers, so browsers allow only same-origin pages.
+    cors_origins: str = Field(default="", alias="SWEEP_CORS_ORIGINS")
+
+    def cors_origin_list(self) -> list[str]:
+        return [o.strip() for o in self.cors_origins.split(",") if o.strip()]
+
     def tokens(self) -> tuple[frozenset[str], frozenset[str]]:
         """(write tokens, read-only tokens)."""
 

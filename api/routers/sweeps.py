@@ -1,4 +1,4 @@
-"""Sweeps: submit, list, inspect, cancel.
+"""Sweeps: submit, list, inspect, cancel, pause, resume, update, delete.
 
 A sweep is created `queued`; a dispatcher claims it (db.repository.claim_sweep), plans its cells and runs them.
 Cancelling is a compare-and-set on the sweep and on its open trials; the engine sees the cancelled sweep and
@@ -15,15 +15,17 @@ from sqlalchemy.orm import Session
 
 from api import views
 from api.deps import DatabaseDep, Guarded, IdPath, Limit, Offset, SettingsDep, json_response
-from api.schemas import SweepDetail, SweepPage
+from api.schemas import SweepDetail, SweepPage, SweepUpdate
 from api.spec_input import read_spec_document, validate_spec
 from db import queries
 from db import repository as repo
 from db.models import SWEEP_STATUSES, Sweep
+from db.session import Database
+from sweep_service import service
 
 router = APIRouter(prefix="/sweeps", tags=["sweeps"], dependencies=Guarded)
 
-SweepStatus = Literal["queued", "running", "completed", "failed", "cancelled"]
+SweepStatus = Literal["queued", "running", "paused", "completed", "failed", "cancelled"]
 assert set(SweepStatus.__args__) == set(SWEEP_STATUSES)  # type: ignore[attr-defined]
 
 # Idempotency keys are stored in a String(200) column (db/models.py); printable ASCII, like a UUID.
@@ -47,7 +49,9 @@ SPEC_BODY: dict[str, Any] = {
         },
     }
 }
-CANCEL_REASON = "cancelled through the API"
+
+
+NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"description": "no such sweep"}}
 
 
 def not_found(sweep_id: int) -> HTTPException:
@@ -133,7 +137,7 @@ def list_sweeps(
     return json_response(SweepPage(items=items, total=total, limit=limit, offset=offset))
 
 
-@router.get("/{sweep_id}", response_model=SweepDetail)
+@router.get("/{sweep_id}", response_model=SweepDetail, responses=NOT_FOUND)
 def get_sweep(sweep_id: IdPath, db: DatabaseDep) -> Response:
     """Status, per-cell progress, best so far, trial counts, compute used and estimated time left."""
     with db.session() as s:
@@ -144,31 +148,77 @@ def get_sweep(sweep_id: IdPath, db: DatabaseDep) -> Response:
     return json_response(detail)
 
 
+def _detail(db: Database, sweep_id: int) -> SweepDetail:
+    with db.session() as s:
+        sweep = repo.get_sweep(s, sweep_id)
+        if sweep is None:
+            raise not_found(sweep_id)
+        return views.sweep_detail(s, sweep)
+
+
 @router.post(
     "/{sweep_id}/cancel",
     response_model=SweepDetail,
-    responses={404: {"description": "no such sweep"}, 409: {"description": "the sweep has already finished"}},
+    responses={**NOT_FOUND, 409: {"description": "the sweep has already finished"}},
 )
 def cancel_sweep(
     sweep_id: IdPath,
     db: DatabaseDep,
     reason: Annotated[str | None, Query(max_length=500, pattern=r"^[^\x00]*$")] = None,
 ) -> SweepDetail:
-    """Cancel a queued or running sweep: its pending and running trials are cancelled with a reason.
+    """Cancel a queued, running or paused sweep: its pending and running trials are cancelled with a reason.
 
     Cancelling a cancelled sweep answers 200 again; a completed or failed one answers 409.
     """
-    text = f"{CANCEL_REASON}: {reason}" if reason else CANCEL_REASON
-    with db.session() as s:
-        sweep = repo.get_sweep(s, sweep_id)
-        if sweep is None:
-            raise not_found(sweep_id)
-        if repo.set_sweep_status(s, sweep_id, ["queued", "running"], "cancelled", error=None):
-            repo.cancel_unfinished(s, sweep_id, text)
-            queries.cancel_open_cells(s, sweep_id)
-        s.expire_all()  # the updates above bypassed the session's copies
-        sweep = repo.get_sweep(s, sweep_id)
-        assert sweep is not None
-        if sweep.status != "cancelled":
-            raise HTTPException(status.HTTP_409_CONFLICT, detail=f"sweep {sweep_id} is already {sweep.status}")
-        return views.sweep_detail(s, sweep)
+    service.cancel(db, sweep_id, reason)
+    return _detail(db, sweep_id)
+
+
+@router.post(
+    "/{sweep_id}/pause",
+    response_model=SweepDetail,
+    responses={**NOT_FOUND, 409: {"description": "the sweep has finished"}},
+)
+def pause_sweep(sweep_id: IdPath, db: DatabaseDep) -> SweepDetail:
+    """Stop a queued or running sweep resumably (like Ctrl+C on its dispatcher): status `paused`, its trials in
+    flight go back to pending, and no dispatcher claims it until it is resumed. Pausing a paused sweep answers 200."""
+    service.pause(db, sweep_id)
+    return _detail(db, sweep_id)
+
+
+@router.post(
+    "/{sweep_id}/resume",
+    response_model=SweepDetail,
+    responses={**NOT_FOUND, 409: {"description": "the sweep has finished"}},
+)
+def resume_sweep(sweep_id: IdPath, db: DatabaseDep) -> SweepDetail:
+    """Make a paused sweep `queued` again: the next dispatcher claim resumes it where it stopped (finished trials
+    kept). Resuming a queued or running sweep answers 200."""
+    service.resume(db, sweep_id)
+    return _detail(db, sweep_id)
+
+
+@router.delete(
+    "/{sweep_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    response_class=Response,
+    responses={**NOT_FOUND, 409: {"description": "the sweep is running: cancel or pause it first"}},
+)
+def delete_sweep(sweep_id: IdPath, db: DatabaseDep) -> Response:
+    """Delete a sweep with its cells, trials, curves and its cells' Optuna studies. A running sweep answers 409:
+    cancel or pause it first."""
+    service.delete(db, sweep_id)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.patch(
+    "/{sweep_id}",
+    response_model=SweepDetail,
+    responses={**NOT_FOUND, 409: {"description": "budget or max_concurrent of a finished sweep"}},
+)
+def update_sweep(sweep_id: IdPath, changes: SweepUpdate, db: DatabaseDep) -> SweepDetail:
+    """Rename a sweep, or change its per-cell `budget` or its `max_concurrent`. The name applies at once; budget
+    and max_concurrent are stored in the sweep's spec and apply when its run next starts (pause and resume a
+    running sweep to apply them now)."""
+    service.update(db, sweep_id, name=changes.name, budget=changes.budget, max_concurrent=changes.max_concurrent)
+    return _detail(db, sweep_id)

@@ -65,7 +65,7 @@ def test_speedups_on_the_paper_results(client: TestClient, paper: int) -> None:
     on_fit = [x for x in muon["rows"] if x["optimizer"] == "muon" and x["chinchilla"] in (1, 2, 4, 8)]
     assert len(on_fit) == 12 and all(x["speedup"] == pytest.approx(1.0, abs=0.05) for x in on_fit)
     r = client.get(f"/sweeps/{paper}/speedups", params={"baseline": "adamx"})
-    assert r.status_code == 422 and "adamw" in r.json()["detail"][0]["msg"]
+    assert r.status_code == 422 and "adamw" in r.json()["errors"][0]["message"]
 
 
 def test_speedups_flag_an_extrapolation_from_an_unphysical_fit(client: TestClient, store: Any) -> None:
@@ -148,13 +148,13 @@ def test_best_and_predict_on_the_paper_results(client: TestClient, paper: int) -
     for text in ("1.5", "1e9.5", "x", "inf", "nan"):
         r = client.get("/predict", params={**params, "params": text})
         assert r.status_code == 422, text
-        detail = r.json()["detail"][0]
-        assert detail["loc"] == ["query", "params"] and "whole number" in detail["msg"], text
+        detail = r.json()["errors"][0]
+        assert detail["loc"] == ["query", "params"] and "whole number" in detail["message"], text
 
 
 def test_predict_says_when_it_cannot(client: TestClient, paper: int, store: Any) -> None:
     r = client.get("/predict", params={"optimizer": "sgd", "params": 10**9})
-    assert r.status_code == 422 and all(n in r.json()["detail"][0]["msg"] for n in REGISTRY)
+    assert r.status_code == 422 and all(n in r.json()["errors"][0]["message"] for n in REGISTRY)
     r = client.get("/predict", params={"optimizer": "adamh", "params": 10**9})  # not in the release
     assert r.status_code == 404 and "import-results" in r.json()["detail"]
     # Only tiny-130k results for lion: nothing to extrapolate in N from.

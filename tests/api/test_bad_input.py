@@ -32,7 +32,7 @@ def test_bodies_that_are_not_a_json_object_are_422(client: TestClient) -> None:
     ):
         status, payload = post_raw(client, body)
         assert status == 422, body[:60]
-        assert payload["detail"][0]["loc"][0] == "body", body[:60]
+        assert payload["errors"][0]["loc"][0] == "body", body[:60]
     assert client.get("/sweeps").json()["total"] == 0
 
 
@@ -44,9 +44,9 @@ def test_text_no_database_can_store_is_refused_with_its_field(client: TestClient
     }
     for field, doc in cases.items():
         status, payload = post_raw(client, json.dumps(doc).encode())
-        assert status == 422 and payload["detail"][0]["field"] == field, (field, payload)
+        assert status == 422 and payload["errors"][0]["field"] == field, (field, payload)
     status, payload = post_raw(client, b'{"name": "\\ud800", "optimizers": ["adamw"], "scales": ["tiny-130k"]}')
-    assert status == 422 and payload["detail"][0]["field"] == "name"
+    assert status == 422 and payload["errors"][0]["field"] == "name"
     assert client.get("/sweeps").json()["total"] == 0
 
 
@@ -67,7 +67,7 @@ def test_huge_numbers_and_wrong_types_name_their_field(client: TestClient) -> No
             assert status == 201
             continue
         assert status == 422, doc
-        assert field in [d["field"] for d in payload["detail"]], (field, payload)
+        assert field in [d["field"] for d in payload["errors"]], (field, payload)
 
 
 def test_oversized_bodies_are_413(make_client: MakeClient) -> None:
@@ -103,7 +103,7 @@ def test_bad_query_values_are_422_naming_the_parameter(client: TestClient) -> No
         method = "POST" if url.endswith("cancel") else "GET"
         r = client.request(method, url, params=params)
         assert r.status_code == 422, (url, params)
-        assert r.json()["detail"][0]["loc"] == ["query", name]
+        assert r.json()["errors"][0]["loc"] == ["query", name]
     assert client.get(f"/sweeps/{sweep_id}").json()["status"] == "queued"
 
 
@@ -118,7 +118,7 @@ def test_unknown_query_parameters_are_422_naming_them(client: TestClient) -> Non
     ):
         r = client.request(method, url, params=params)
         assert r.status_code == 422, (url, params)
-        (error,) = r.json()["detail"]
+        (error,) = r.json()["errors"]
         assert error["loc"] == ["query", next(iter(params))] and error["type"] == "extra_forbidden"
     valid = client.get("/sweeps", params={"status": "queued", "limit": 5}).json()
     assert valid["total"] == 1

@@ -57,9 +57,11 @@ def test_best_is_the_lowest_loss_cell_across_all_sweeps(client: TestClient, stor
 def test_unknown_names_list_the_valid_ones(client: TestClient) -> None:
     r = client.get("/best", params={"optimizer": "adamx"})
     assert r.status_code == 422
-    assert r.json()["detail"][0]["field"] == "optimizer" and all(n in r.json()["detail"][0]["msg"] for n in REGISTRY)
+    assert r.json()["errors"][0]["field"] == "optimizer" and all(
+        n in r.json()["errors"][0]["message"] for n in REGISTRY
+    )
     r = client.get("/best", params={"scale": "huge"})
-    assert r.status_code == 422 and "tiny-130k" in r.json()["detail"][0]["msg"]
+    assert r.status_code == 422 and "tiny-130k" in r.json()["errors"][0]["message"]
     for params in ({"chinchilla": -1}, {"chinchilla": "inf"}, {"optimizer": ""}):
         assert client.get("/best", params=params).status_code == 422, params
 
@@ -73,7 +75,7 @@ def test_names_outside_the_catalog_that_imported_results_hold_are_valid_filters(
         assert (row["optimizer"], row["scale"], row["sweep_id"]) == ("foo", "2b", imported.sweep_id)
     r = client.get("/best", params={"scale": "3b"})  # held by no cell and not in the catalog: still unknown
     assert r.status_code == 422
-    assert "tiny-130k" in r.json()["detail"][0]["msg"] and "2b" in r.json()["detail"][0]["msg"]
+    assert "tiny-130k" in r.json()["errors"][0]["message"] and "2b" in r.json()["errors"][0]["message"]
 
 
 def test_a_cell_whose_best_is_not_recorded_yet_is_ranked_from_its_trials(client: TestClient, store: Any) -> None:

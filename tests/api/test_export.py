@@ -75,7 +75,7 @@ def test_an_empty_sweep_exports_the_header_and_bad_formats_are_422(client: TestC
     assert len(frame) == 0 and "trial_id" in frame.columns
     assert len(read(client, empty["id"], "parquet")) == 0
     r = client.get(f"/sweeps/{empty['id']}/export", params={"format": "xlsx"})
-    assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["query", "format"]
+    assert r.status_code == 422 and r.json()["errors"][0]["loc"] == ["query", "format"]
 
 
 def test_a_config_column_mixing_kinds_is_written_as_text_in_parquet(client: TestClient, store: Any) -> None:

@@ -103,7 +103,8 @@ def test_an_unexpected_error_is_a_plain_500_without_internals(
     monkeypatch.setattr("db.queries.count_sweeps", broken)
     client = TestClient(sqlite_client.app, raise_server_exceptions=False)
     r = client.get("/sweeps")
-    assert r.status_code == 500 and r.json() == {"detail": "internal server error"}
+    assert r.status_code == 500 and r.json()["detail"] == "internal server error"
+    assert r.headers["content-type"] == "application/problem+json"
     assert "secret internals" in caplog.text  # logged for the operator, not sent to the client
 
 

@@ -15,7 +15,7 @@ from api.app import create_app
 
 def fields(response: Any) -> dict[str, str]:
     assert response.status_code == 422, response.text
-    return {d["field"]: d["msg"] for d in response.json()["detail"]}
+    return {d["field"]: d["message"] for d in response.json()["errors"]}
 
 
 def test_multiples_out_of_range_are_422_naming_the_field(client: TestClient) -> None:
@@ -95,4 +95,4 @@ def test_yaml_bodies_are_specs(client: TestClient) -> None:
     )
     for bad in ("name: [unclosed", "- a\n- b\n", "a: &x [1]\nb: *x\n", ""):
         r = client.post("/sweeps", content=bad, headers={"Content-Type": "application/yaml"})
-        assert r.status_code == 422 and r.json()["detail"][0]["field"] == "spec", bad
+        assert r.status_code == 422 and r.json()["errors"][0]["field"] == "spec", bad
