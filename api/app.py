@@ -55,6 +55,7 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
         components.update(spec.pop("$defs", {}))
         components["SweepSpec"] = spec
         _name_enums(components)
+        problems.document(schema)
         app.openapi_schema = schema
     return app.openapi_schema
 

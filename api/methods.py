@@ -10,10 +10,12 @@ the first route whose path matched, so `Allow` named only that route's methods (
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, MutableMapping
+import re
+from collections.abc import Awaitable, Callable, MutableMapping, Sequence
 from typing import Any
 
-from starlette.routing import BaseRoute, Match, Route
+from fastapi.routing import iter_route_contexts
+from starlette.routing import BaseRoute, compile_path
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -22,16 +24,27 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 
-def allowed_methods(routes: list[BaseRoute], scope: Scope) -> list[str]:
-    """The methods the routes serve on this scope's path, HEAD with GET and OPTIONS with any; [] for none."""
+Table = list[tuple[re.Pattern[str], frozenset[str]]]
+
+
+def route_table(routes: Sequence[BaseRoute]) -> Table:
+    """(path regex, methods) of every route, those of included routers too. FastAPI 0.16x wraps an included
+    router in one route object; `iter_route_contexts` (what its OpenAPI generator walks) flattens them."""
+    table: Table = []
+    for context in iter_route_contexts(routes):
+        path, methods = context.path, context.methods
+        if path and methods:
+            regex, _, _ = compile_path(path)
+            table.append((regex, frozenset(methods)))
+    return table
+
+
+def allowed_methods(table: Table, path: str) -> list[str]:
+    """The methods served on `path`, HEAD with GET and OPTIONS with any; [] for none."""
     methods: set[str] = set()
-    probe = {**scope, "method": "GET"}
-    for route in routes:
-        if not isinstance(route, Route) or not route.methods:
-            continue
-        match, _ = route.matches({**probe, "method": next(iter(route.methods))})
-        if match == Match.FULL:
-            methods |= route.methods
+    for regex, route_methods in table:
+        if regex.match(path):
+            methods |= route_methods
     if not methods:
         return []
     if "GET" in methods:
@@ -41,15 +54,18 @@ def allowed_methods(routes: list[BaseRoute], scope: Scope) -> list[str]:
 
 
 class MethodsMiddleware:
-    def __init__(self, app: ASGIApp, routes: list[BaseRoute]) -> None:
+    def __init__(self, app: ASGIApp, routes: Sequence[BaseRoute]) -> None:
         self.app = app
         self.routes = routes
+        self.table: Table | None = None  # built on the first request: routes are all added by then
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        allowed = allowed_methods(self.routes, scope)
+        if self.table is None:
+            self.table = route_table(self.routes)
+        allowed = allowed_methods(self.table, scope["path"])
         method = scope["method"]
         allow = (b"allow", ", ".join(allowed).encode())
         if method == "OPTIONS" and allowed:
