@@ -155,8 +155,9 @@ PROBLEM_SCHEMA: dict[str, Any] = {
 
 def document(schema: dict[str, Any]) -> None:
     """Make the OpenAPI schema say what the handlers send: every 4xx/5xx answer as problem+json (FastAPI
-    documents its 422 as `HTTPValidationError`, which it no longer is), a 422 wherever FastAPI validates, and a 404
-    on every path with an id or a name in it (the routers document theirs more precisely where they can)."""
+    documents its 422 as `HTTPValidationError`, which it no longer is); a 422 wherever FastAPI validates; a 400
+    and a 413 wherever there is a body; and a 404 on every path with an id or a name in it (the routers document
+    theirs more precisely where they can)."""
     components = schema.setdefault("components", {}).setdefault("schemas", {})
     components.pop("HTTPValidationError", None)
     components.pop("ValidationError", None)
@@ -170,6 +171,9 @@ def document(schema: dict[str, Any]) -> None:
             if "{" in path:  # an id or name in the path that names nothing
                 responses.setdefault("404", {"description": "nothing with this id or name"})
             responses.setdefault("422", {"description": "a bad parameter or body; `errors` names each field"})
+            if "requestBody" in operation:
+                responses.setdefault("400", {"description": "the body could not be parsed"})
+                responses.setdefault("413", {"description": "the body is larger than SWEEP_MAX_BODY_BYTES"})
             for code, response in responses.items():
                 if code[0] in "45":
                     response["content"] = content

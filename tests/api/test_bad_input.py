@@ -84,7 +84,7 @@ def test_oversized_bodies_are_413(make_client: MakeClient) -> None:
         yield b'"}'
 
     r = client.post("/sweeps", content=chunks(), headers={"Content-Type": "application/json"})
-    assert r.status_code == 413 and r.headers["content-type"] == "application/json"
+    assert r.status_code == 413 and r.headers["content-type"] == "application/problem+json"
     r = client.post("/sweeps", content=b"{}", headers={"Content-Length": "abc", "Content-Type": "application/json"})
     assert r.status_code == 400
     assert client.get("/sweeps").json()["total"] == 1

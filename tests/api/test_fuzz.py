@@ -1,5 +1,6 @@
 """Schema fuzzing: schemathesis generates requests from the app's own OpenAPI schema, valid ones and invalid
-ones, and every answer must be a non-5xx that matches its documented schema. SQLite only, a bounded budget.
+ones, and every answer must be a non-5xx whose status code, media type and body are documented.
+SQLite only, a bounded budget.
 
 One test per (operation, mode), listed from the app's schema at collection, so a new endpoint is fuzzed
 without a new test (schemathesis' own pytest loader does not run under pytest 9, so the operations are
@@ -17,7 +18,11 @@ from api_builders import T, make_settings, store_sweep
 from hypothesis import HealthCheck, given, settings
 from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
-from schemathesis.specs.openapi.checks import response_schema_conformance
+from schemathesis.specs.openapi.checks import (
+    content_type_conformance,
+    response_schema_conformance,
+    status_code_conformance,
+)
 
 from api.app import create_app
 from db.session import Database
@@ -59,7 +64,10 @@ def test_no_request_is_a_server_error(tmp_path: Path, method: str, path: str, mo
     @given(case=operation.as_strategy(generation_mode=mode))
     @settings(max_examples=EXAMPLES, deadline=None, database=None, suppress_health_check=list(HealthCheck))
     def run(case: Any) -> None:
-        case.call_and_validate(checks=[not_a_server_error, response_schema_conformance])
+        # Every answer documented: its status code, its media type (problem+json for errors) and its body.
+        case.call_and_validate(
+            checks=[not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
+        )
 
     try:
         run()
