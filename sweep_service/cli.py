@@ -697,6 +697,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     agent.add_parser(sub)
 
+    from sweep_service import cli_lifecycle  # pause, resume, delete (sweep_service.service)
+
+    cli_lifecycle.add_parsers(sub, _database, UsageError)
+
     p = sub.add_parser("db", help="database maintenance")
     dbsub = p.add_subparsers(dest="db_command", required=True)
     q = dbsub.add_parser("upgrade", help="apply the schema migrations (also done on every start)")
