@@ -167,10 +167,11 @@ def suggest(
         with db.session() as s:
             sweep = repo.get_sweep(s, sweep_id)
             closed = sweep is None or sweep.status in ("completed", "failed", "cancelled")
+            paused = sweep is not None and sweep.status == "paused"  # nothing to lease until it is resumed
             if not closed:
                 leases.expire(s, sweep_id)
         taken: list[LeasedTrial] = []
-        if not closed:
+        if not closed and not paused:
             driver.refresh()
             with db.session() as s:
                 for trial in repo.trials_of_sweep(s, sweep_id, ["pending"]):
