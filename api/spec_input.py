@@ -29,7 +29,9 @@ def spec_errors(errors: list[tuple[str, str]]) -> HTTPException:
     """A 422 naming each field: `field` is the spec's dotted path, `loc` the same as FastAPI writes it."""
     detail = []
     for field, message in errors:
-        parts: list[str | int] = [int(p) if p.isdigit() else p for p in field.split(".") if p and field != "spec"]
+        parts: list[str | int] = [
+            int(p) if p.isascii() and p.isdigit() else p for p in field.split(".") if p and field != "spec"
+        ]
         detail.append({"loc": ["body", *parts], "field": field, "msg": message, "type": "value_error"})
     return HTTPException(422, detail=detail)
 
