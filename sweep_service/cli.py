@@ -315,6 +315,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             print(
                 f"sweep {sweep.id} with this spec already {sweep.status} (use --new to run it again)", file=sys.stderr
             )
+        elif sweep.status == "paused":
+            print(f"sweep {sweep.id} is paused; `sweep-service resume {sweep.id}` makes it runnable", file=sys.stderr)
         else:
             print(f"resuming sweep {sweep.id} '{plan.name}'", file=sys.stderr)
         sweep_id, status = sweep.id, sweep.status
