@@ -148,7 +148,11 @@
       needToken();
       throw new ApiError(401, data && data.detail);
     }
-    if (!res.ok) throw new ApiError(res.status, data && data.detail !== undefined ? data.detail : data);
+    // Errors are RFC 9457 problems (api/problems.py); a 422's `errors` lists each bad field.
+    if (!res.ok) {
+      const detail = data && Array.isArray(data.errors) ? data.errors : data && data.detail !== undefined ? data.detail : data;
+      throw new ApiError(res.status, detail);
+    }
     return data;
   }
 
@@ -608,7 +612,7 @@ data: builtin
                   const loc = Array.isArray(d.loc) ? d.loc.filter((p) => p !== "body") : [];
                   const field = d.field || loc.join(".") || "spec";
                   const line = window.SweepYaml.lineOf(parsed.lines, field) || (field === "spec" ? 1 : null);
-                  return { field, line, msg: d.msg || String(d) };
+                  return { field, line, msg: d.message || d.msg || String(d) };
                 })
               );
               status.textContent = `The API refused the spec (${e.detail.length} problem${e.detail.length > 1 ? "s" : ""}).`;
