@@ -73,7 +73,7 @@ class MethodsMiddleware:
             await send({"type": "http.response.body", "body": b""})
             return
         if method == "HEAD" and "GET" in allowed:
-            await self.app({**scope, "method": "GET"}, receive, _headers_only(send))
+            await _head(self.app, scope, receive, send)
             return
         if not allowed:
             await self.app(scope, receive, send)
@@ -88,14 +88,32 @@ class MethodsMiddleware:
         await self.app(scope, receive, send_with_allow)
 
 
-def _headers_only(send: Send) -> Send:
-    """Pass the response's start (its Content-Length included) and drop its body, as HEAD requires."""
+async def _head(app: ASGIApp, scope: Scope, receive: Receive, send: Send) -> None:
+    """Run the GET and send its headers (Content-Length included) without the body, as HEAD requires. A stream
+    (the event stream of a running sweep) is told the client left once its headers are out: the app sees
+    `http.disconnect` (ASGI spec 2.0's signal, which Starlette's StreamingResponse listens for) and stops."""
+    state = {"started": False, "done": False, "received": False}
+
+    async def head_receive() -> Message:
+        if state["received"]:
+            return {"type": "http.disconnect"}
+        state["received"] = True
+        return await receive()
 
     async def head_send(message: Message) -> None:
+        if state["done"]:
+            return
+        if message["type"] == "http.response.start":
+            state["started"] = True
+            await send(message)
+            return
         if message["type"] == "http.response.body":
-            if message.get("more_body", False):
-                return
-            message = {"type": "http.response.body", "body": b""}
+            state["done"] = True
+            await send({"type": "http.response.body", "body": b""})
+            return
         await send(message)
 
-    return head_send
+    asgi = {**scope.get("asgi", {}), "spec_version": "2.0"}
+    await app({**scope, "method": "GET", "asgi": asgi}, head_receive, head_send)
+    if state["started"] and not state["done"]:
+        await send({"type": "http.response.body", "body": b""})

@@ -67,6 +67,10 @@ def test_head_options_and_allow(client: TestClient, store: Callable[..., Stored]
     assert head.headers["content-length"] == get.headers["content-length"] != "0"
     assert head.headers["content-type"] == get.headers["content-type"]
     assert client.head("/sweeps/424242").status_code == 404
+    running = store({"adamw/tiny-130k/1": [T({"lr": 1e-3}, status="running")]}, status="running")
+    stream = client.head(f"/sweeps/{running.sweep_id}/events")  # a stream that never ends: headers only, at once
+    assert stream.status_code == 200 and stream.content == b""
+    assert stream.headers["content-type"].startswith("text/event-stream")
 
     options = client.options(url)
     assert options.status_code == 204 and options.headers["allow"] == SWEEP_METHODS
