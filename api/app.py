@@ -3,7 +3,8 @@
 The app reads its settings once (sweep_service.settings), applies the database migrations, and keeps one
 Database for its lifetime. The OpenAPI schema documents every operation; `POST /sweeps` takes the sweep spec
 itself, documented from sweep_service.spec.SweepSpec. When API tokens are set, everything but `/healthz`
-needs a bearer token, the schema and its docs page included.
+needs a bearer token, the schema included; the docs page (api/docs.py) and the dashboard hold no data and ask for
+the token. Errors are RFC 9457 problems (api/problems.py); HEAD, OPTIONS and Allow are api/methods.py's.
 """
 
 from __future__ import annotations
