@@ -1087,7 +1087,7 @@ data: builtin
     box.replaceChildren(
       h("h2", { text: "Ranking flips over training" }),
       h("p", { class: "muted", text: `From the eval curves of each cell's best trial: after which fraction of training each pair of optimizers keeps its order (PAPER.md, third finding).${flips.data.note ? ` ${flips.data.note}` : ""}` }),
-      rows.length
+      ...(rows.length
         ? [
             frac
               ? h(
@@ -1108,7 +1108,7 @@ data: builtin
                     format: (v) => v.toFixed(2),
                   })
                 )
-              : null,
+              : "",
             h(
               "table",
               { class: "grid-table compact", id: "flips-table" },
@@ -1116,7 +1116,7 @@ data: builtin
               h("tbody", {}, rows.map((r) => h("tr", {}, cols.map((c) => h("td", { class: typeof r[c] === "number" ? "num" : "", text: typeof r[c] === "number" ? fmtNum(r[c]) : String(r[c] ?? "—") })))))
             ),
           ]
-        : h("p", { class: "not-available", text: "No ranking flips: no pair of cells has curves to compare." })
+        : [h("p", { class: "not-available", text: "No ranking flips: no pair of cells has curves to compare." })])
     );
   }
 
@@ -1742,7 +1742,7 @@ data: builtin
             min: 1,
           })
         );
-      })
+      }).filter(Boolean)
     );
     // slice plots
     if (!done.length || !keys.length) {

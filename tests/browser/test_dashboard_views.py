@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import subprocess
 import sys
 from typing import Any
@@ -115,6 +116,9 @@ def test_new_views_on_real_data_at_desktop_and_phone_sizes(driver: Any, start_se
                 assert too_wide <= 0, f"{label} {hash_}: {too_wide} px too wide"
                 shot(f"17-{label}-{i:02d}-{view}")
                 _check(driver, hash_, paper, grid, has_flips)
+                # nothing drawn as the text of an object (a list or null handed to the DOM as a child)
+                body = driver.execute_script("return document.getElementById('main').innerText;")
+                assert "[object " not in body and not re.search(r"(?<![\w-])null(?![\w-])", body), hash_
         # Dark mode follows the system's (prefers-color-scheme); keyboard: the chart and its tools take focus.
         driver.execute_cdp_cmd(
             "Emulation.setEmulatedMedia", {"features": [{"name": "prefers-color-scheme", "value": "dark"}]}
