@@ -1,8 +1,6 @@
-"""Every registered optimizer has an oracle here, or a test that says why not; a new optimizer fails this file."""
+"""Every registered optimizer has an oracle here; a new optimizer without one fails this file."""
 
 from __future__ import annotations
-
-import pytest
 
 from workers.optimizers import REGISTRY
 
@@ -20,21 +18,12 @@ ORACLES = {
     "adam_mini": "test_oracle_mini_sophia.py::test_adam_mini_matches_levanter_chain",
     "sophia": "test_oracle_mini_sophia.py::test_sophia_h_matches_levanter_transform",
     "soap": "test_oracle_soap.py::test_soap_matches_levanter_scale_by_soap",
-}
-# optimizer -> why it has no oracle yet (reported by test_missing_oracles as a skip)
-MISSING = {
-    "kron": (
-        "no optax/JAX oracle yet: Levanter's scale_by_kron (src/levanter/optim/kron.py, 66k characters: "
-        "_update_precond, _conjB, norm_lower_bound, balance_Qs, the update-probability schedule, block "
-        "partitioning and merge_small_dims) is expressible in optax but was not ported in this session; "
-        "tests/workers/optimizers/test_kron.py holds the float64 oracle written from our notes"
-    ),
+    "kron": "test_oracle_kron.py::test_kron_matches_levanter_scale_by_kron",
 }
 
 
-def test_every_registered_optimizer_has_an_oracle_or_a_reason() -> None:
-    assert set(ORACLES) | set(MISSING) == set(REGISTRY)
-    assert not set(ORACLES) & set(MISSING)
+def test_every_registered_optimizer_has_an_oracle() -> None:
+    assert set(ORACLES) == set(REGISTRY)
 
 
 def test_the_named_oracle_tests_exist() -> None:
@@ -44,8 +33,3 @@ def test_the_named_oracle_tests_exist() -> None:
         module, function = target.split("::")
         loaded = importlib.import_module(f"tests.oracles.{module.removesuffix('.py')}")
         assert callable(getattr(loaded, function, None)), f"{name}: {target} not found"
-
-
-@pytest.mark.parametrize("name", sorted(MISSING))
-def test_missing_oracles(name: str) -> None:
-    pytest.skip(f"{name}: {MISSING[name]}")
