@@ -60,6 +60,7 @@ class SuggestedTrial(BaseModel):
     seed: int
     round: int
     lease_expires_at: str
+    lease_seconds: float
 
 
 class SuggestOut(BaseModel):
