@@ -294,13 +294,16 @@ def cmd_run(args: argparse.Namespace) -> int:
     except SpecError as exc:
         raise UsageError(f"{args.spec}: {exc}") from None
     # What the spec needs from this machine, then what run writes: all before the sweep is written.
-    problems = [feasibility.data_problem(plan.data)]
-    short = None if settings.ray_address else local_problem(plan.cpu, plan.gpu, settings.ray_num_cpus)
+    # An external sweep's trials run on outside workers: neither our data path nor this machine's Ray matters.
+    external = plan.executor == "external"
+    problems = [None if external else feasibility.data_problem(plan.data)]
+    local = not (settings.ray_address or external)
+    short = local_problem(plan.cpu, plan.gpu, settings.ray_num_cpus) if local else None
     problems.append(("resources", short) if short else None)
     for problem in problems:
         if problem is not None:
             raise UsageError(f"{args.spec}: {problem[0]}: {problem[1]}")
-    if plan.data != "builtin" and not Path(plan.data).is_absolute():
+    if not external and plan.data != "builtin" and not Path(plan.data).is_absolute():
         doc = {**doc, "data": str(Path(plan.data).resolve())}  # trials run in Tune's directories, not here
     preflight.check_directory(settings.sweep_home / "ray_results", "Ray Tune's results under SWEEP_HOME,")
     db = _database()

@@ -417,6 +417,8 @@ class SweepDriver:
             self._add(s, cell, searched, space, cell.round + 1, optuna_trial=trial.number)
             repo.update_cell(s, cell.id, round=cell.round + 1)
             return
+        # Only repeats: the caller goes on writing other cells in this session, so fence its new transaction too.
+        self._fence(s)
 
     def _record_best(
         self,
@@ -947,7 +949,7 @@ def run_sweep(
     if driver.stopping():  # a signal during ray.init, or the lease lost meanwhile
         _stopped(driver)
     plan = driver.plan
-    resource_wait.check_started(db, sweep_id, plan.cpu, plan.gpu, local=not ray_address)
+    resource_wait.check_started(driver._write, sweep_id, plan.cpu, plan.gpu, local=not ray_address)
     resources = {"cpu": plan.cpu, "gpu": plan.gpu}
     tuner = tune.Tuner(
         tune.with_resources(function, resources),
