@@ -41,11 +41,22 @@ def _handle(signum: int, _frame: FrameType | None) -> None:
     )
 
 
+_installed: list[bool] = []
+
+
 def install() -> None:
     """Install the handlers (main thread only, as Python requires)."""
     os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, _handle)
+    _installed[:] = [True]
+
+
+def reinstall() -> None:
+    """Put the handlers back after ray.init: Ray's core worker installs its own SIGTERM handler (absl's failure
+    signal handler, which aborts the process), which would turn a SIGTERM into a crash. No-op unless installed."""
+    if _installed and threading.current_thread() is threading.main_thread():
+        install()
 
 
 def received() -> int | None:
