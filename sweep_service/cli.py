@@ -714,8 +714,7 @@ SIGNAL_COMMANDS = ("run", "dispatcher", "serve")
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.command in SIGNAL_COMMANDS:
-        signals.install()
+    restore = signals.install() if args.command in SIGNAL_COMMANDS else None
     try:
         return int(args.func(args))
     except signals.Interrupted as exc:
@@ -729,6 +728,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("sweep-service: interrupted", file=sys.stderr)
         return 130
+    finally:
+        if restore is not None:  # main() called in-process (tests): leave the caller's handlers as they were
+            restore()
 
 
 if __name__ == "__main__":

@@ -39,7 +39,7 @@ from db.models import Cell, Trial
 from db.retry import retry, retrying, transient
 from db.session import Database
 from sweep_service import coordinate_descent as cd
-from sweep_service import noise, phases, ray_watchdog, resource_wait
+from sweep_service import noise, phases, ray_watchdog, resource_wait, signals
 from sweep_service.importer import scale_params
 from sweep_service.lease import Lease, LeaseLost
 from sweep_service.signals import Interrupted
@@ -749,6 +749,7 @@ def init_ray(address: str | None, num_cpus: int | None = None) -> None:
     else:
         ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
         ray_watchdog.start()  # the local Ray we started dies with us, even after SIGKILL
+    signals.reinstall()  # ray.init replaced our SIGTERM handler with one that aborts
 
 
 # Tune pickles its search algorithm and callbacks with the experiment state, so they hold only ids and find
