@@ -124,7 +124,7 @@ def _cells(row: Row | None) -> list[str]:
     if row is None:
         return ["", "", "", "", ""]
     loss = _num(row.loss, ".4f") + (f" ± {_num(row.loss_std, '.4f')}" if math.isfinite(row.loss_std) else "")
-    speedup = _num(row.speedup, ".2f") + "x"
+    speedup = _num(row.speedup, ".2f") + ("x" if not math.isnan(row.speedup) else "")
     if _has_interval(row):
         speedup += f" [{_num(row.ci_low, '.2f')}, {_num(row.ci_high, '.2f')}]"
     if row.extrapolated:
@@ -188,5 +188,8 @@ def print_answer(database: Database, sweep_id: int, out: IO[str], n_boot: int = 
     print("± is the std of the best config's loss over its seeds, [..] a 95% bootstrap interval over seeds;", file=out)
     print("the paper's released results have one seed per cell, so no interval.", file=out)
     print(file=out)
+    if not ours:
+        print(f"sweep {sweep_id} has no trials yet: nothing to compare", file=out)
+        return
     for line in render(ours, paper):
         print(line, file=out)

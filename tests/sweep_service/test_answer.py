@@ -100,3 +100,8 @@ def test_print_answer_reads_a_sweep_and_the_papers_file(tmp_path: Any) -> None:
 
         assert len(repo.list_sweeps(s)) == 1  # the paper's results are read, not imported
     db.dispose()
+
+
+def test_a_cell_without_a_result_prints_dashes() -> None:
+    row = answer.Row("adamw", 1.0, math.nan, math.nan, 0, math.nan, math.nan, math.nan, False, "")
+    assert answer._cells(row)[2:4] == ["- (0)", "-"]
