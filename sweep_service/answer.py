@@ -74,11 +74,15 @@ def tied_within_noise(rows: list[Row]) -> dict[int, str]:
     return out
 
 
-def answer_rows(trials: pd.DataFrame, n_boot: int = N_BOOT) -> dict[str, list[Row]]:
-    """Per scale (in the frame's order), the rows of the answer table, sorted by optimizer then D."""
+def answer_rows(
+    trials: pd.DataFrame, n_boot: int = N_BOOT, noise: dict[tuple[str, str, float], float] | None = None
+) -> dict[str, list[Row]]:
+    """Per scale (in the frame's order), the rows of the answer table, sorted by optimizer then D. `noise`: the
+    cells' recorded seed noise (report.load_sweep's), so a best run under one seed still gets the interval the
+    report and GET /speedups give it."""
     if trials.empty:
         return {}
-    sp = speedup_table(trials, BASELINE, n_boot)
+    sp = speedup_table(trials, BASELINE, n_boot, noise)
     best = analysis.best_per_cell(trials, n_boot=0)
     std = {(r.optimizer, r.scale, float(r.chinchilla)): float(r.best_loss_std) for r in best.itertuples()}
     out: dict[str, list[Row]] = {}
@@ -184,7 +188,8 @@ def print_answer(database: Database, sweep_id: int, out: IO[str], n_boot: int = 
     from sweep_service.importer import PAPER_RESULTS
     from sweep_service.paper_results import load_paper_results
 
-    ours = answer_rows(load_sweep(database, sweep_id, with_curves=False).trials, n_boot)
+    data = load_sweep(database, sweep_id, with_curves=False)
+    ours = answer_rows(data.trials, n_boot, data.noise)
     paper = answer_rows(load_paper_results(PAPER_RESULTS), n_boot=0)
     print(f"Which optimizer trains fastest: speedup over {BASELINE} = D_eff / D (PAPER.md section 5);", file=out)
     print("± is the std of the best config's loss over its seeds, [..] a 95% bootstrap interval over seeds;", file=out)
