@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -37,7 +38,7 @@ def paper() -> pd.DataFrame:
     return A.best_per_cell(load_paper_results(path), n_boot=0)
 
 
-def _cells(rows: list[tuple[str, float, dict[str, object]]], optimizer: str = "adamw") -> pd.DataFrame:
+def _cells(rows: Sequence[tuple[str, float, Mapping[str, object]]], optimizer: str = "adamw") -> pd.DataFrame:
     return pd.DataFrame(
         [
             {

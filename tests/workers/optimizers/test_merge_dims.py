@@ -84,7 +84,7 @@ def test_merging_changes_the_tiny_update_and_keeps_shapes(name: str) -> None:
             for p in model.parameters():
                 p.grad = torch.randn(p.shape, generator=gen)
             opt.step()
-        w = model.blocks[0].attn.wq.weight.detach().clone()
+        w = model.get_parameter("blocks.0.attn.wq.weight").detach().clone()
         assert w.shape == (64, 64) and torch.isfinite(w).all()
         results.append(w)
     assert not torch.equal(results[0], results[1])
