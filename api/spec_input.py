@@ -142,8 +142,10 @@ def name_problems(doc: dict[str, Any]) -> list[tuple[str, str]]:
             return [(field, f"unknown {kind} {value!r}; valid: {', '.join(valid)}")]
         return []
 
+    custom = doc.get("custom_scales")
+    scales = [*SCALES, *(custom if isinstance(custom, dict) else {})]  # an external sweep's own scales are known
     problems: list[tuple[str, str]] = []
-    for key, valid, kind in (("optimizers", REGISTRY, "optimizer"), ("scales", SCALES, "scale")):
+    for key, valid, kind in (("optimizers", REGISTRY, "optimizer"), ("scales", scales, "scale")):
         values = doc.get(key)
         if isinstance(values, list):
             for i, name in enumerate(values):
@@ -153,7 +155,7 @@ def name_problems(doc: dict[str, Any]) -> list[tuple[str, str]]:
         for i, cell in enumerate(cells):
             if isinstance(cell, dict):
                 problems += unknown(f"cells.{i}.optimizer", cell.get("optimizer"), REGISTRY, "optimizer")
-                problems += unknown(f"cells.{i}.scale", cell.get("scale"), SCALES, "scale")
+                problems += unknown(f"cells.{i}.scale", cell.get("scale"), scales, "scale")
     search = doc.get("search")
     if isinstance(search, dict):
         for name in search:
@@ -183,7 +185,7 @@ def validate_spec(doc: dict[str, Any], settings: Settings, local_ray: bool = Fal
         raise spec_errors(exc.errors) from None
     except (KeyError, TypeError, ValueError) as exc:  # a spec the planner could not expand: still the input's fault
         raise spec_errors([("spec", f"cannot plan this spec: {str(exc)[:200]}")]) from None
-    if local_ray:
+    if local_ray and sweep_plan.executor != "external":  # outside workers run an external sweep's trials
         short = local_problem(sweep_plan.cpu, sweep_plan.gpu, settings.ray_num_cpus)
         if short is not None:
             raise spec_errors([("resources", short)])

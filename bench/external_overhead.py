@@ -5,9 +5,9 @@ work -> record_final, what Ray Tune's Searcher drives), running each trial's wor
 Ours ("agent"): the same spec as an `executor: external` sweep served by the REST API (uvicorn, in this
 process, on a fresh SQLite file) and run by `sweep-service agent SWEEP_ID -- python -c WORK` (one worker): per
 trial a suggestions request, a new process for the command, heartbeats, a metrics line and a complete request.
-The work is the same in both: sleep a fixed time, then a loss computed from the config. Both use the grid
-strategy over N learning rates (budget N), one seed, one trial at a time, so the difference in wall time is the
-agent's overhead: HTTP, leases and the command's process start. Prints both wall times, the overhead per
+The work is the same in both: sleep a fixed time, then a loss computed from the config. Both run one fixed
+config under N seeds (N trials), one trial at a time, so the difference in wall time is the agent's overhead:
+HTTP, leases, the database and the command's process start. Prints both wall times, the overhead per
 trial ((wall - N x seconds) / N) and the ratio (agent / in-process) last.
 
     python bench/external_overhead.py [--trials 10] [--seconds 0.5]
@@ -45,16 +45,14 @@ WORK = (
 
 
 def spec(n: int, executor: str) -> dict[str, Any]:
-    lrs = [round(1e-3 * (i + 1), 6) for i in range(n)]
+    """One fixed config under N seeds: N trials, all runnable at once, planned without a sampler."""
     return {
         "name": f"external overhead ({executor})",
         "optimizers": ["adamw"],
         "scales": ["tiny-130k"],
         "chinchilla": [1],
-        "search": {"adamw": {"tune": ["lr"], "grid": {"lr": lrs}, "baseline": {"lr": lrs[0]}}},
-        "strategy": "grid",
-        "budget": n,
-        "seeds": [0],
+        "search": {"adamw": {"tune": []}},
+        "seeds": list(range(n)),
         "max_concurrent": 1,
         "executor": executor,
     }

@@ -10,7 +10,7 @@ Verdicts (issue 12 item 4: where two optimizers' intervals overlap the answer is
 winner): at each (scale, D) where two or more optimizers ran, a row whose speedup interval overlaps another's is "tied
 within noise (with ...)"; the largest speedup is "fastest" only when its interval overlaps no other. A row
 without an interval (one seed: the paper's results) gets no verdict. `tied_within_noise` is the hook: it uses
-the analysis's own `tied_within_noise` column when `analysis.speedups` provides one.
+the analysis's own `tied_with` column (the same overlap rule) when `analysis.speedups` provides one.
 """
 
 from __future__ import annotations
@@ -42,6 +42,7 @@ class Row:
     ci_high: float
     extrapolated: bool
     verdict: str
+    tied_with: tuple[str, ...] | None = None  # analysis.speedups' own `tied_with`, where it has that column
 
 
 def _overlap(a: Row, b: Row) -> bool:
@@ -62,7 +63,10 @@ def tied_within_noise(rows: list[Row]) -> dict[int, str]:
     top_i = max(with_ci, key=lambda item: item[1].speedup)[0]
     out: dict[int, str] = {}
     for i, r in with_ci:
-        tied = [o.optimizer for j, o in with_ci if j != i and _overlap(r, o)]
+        if r.tied_with is not None:  # the analysis's rule (analysis.speedups `tied_with`)
+            tied = list(r.tied_with)
+        else:
+            tied = [o.optimizer for j, o in with_ci if j != i and _overlap(r, o)]
         if tied:
             out[i] = f"{TIED} (with {', '.join(tied)})"
         elif i == top_i:
@@ -70,21 +74,23 @@ def tied_within_noise(rows: list[Row]) -> dict[int, str]:
     return out
 
 
-def answer_rows(trials: pd.DataFrame, n_boot: int = N_BOOT) -> dict[str, list[Row]]:
-    """Per scale (in the frame's order), the rows of the answer table, sorted by optimizer then D."""
+def answer_rows(
+    trials: pd.DataFrame, n_boot: int = N_BOOT, noise: dict[tuple[str, str, float], float] | None = None
+) -> dict[str, list[Row]]:
+    """Per scale (in the frame's order), the rows of the answer table, sorted by optimizer then D. `noise`: the
+    cells' recorded seed noise (report.load_sweep's), so a best run under one seed still gets the interval the
+    report and GET /speedups give it."""
     if trials.empty:
         return {}
-    sp = speedup_table(trials, BASELINE, n_boot)
+    sp = speedup_table(trials, BASELINE, n_boot, noise)
     best = analysis.best_per_cell(trials, n_boot=0)
     std = {(r.optimizer, r.scale, float(r.chinchilla)): float(r.best_loss_std) for r in best.itertuples()}
     out: dict[str, list[Row]] = {}
     for scale, group in sp.groupby("scale", sort=False):
         rows = []
         for r in group.sort_values(["optimizer", "chinchilla"]).itertuples():
-            verdict = ""
-            column = getattr(r, "tied_within_noise", None)  # the analysis's own rule, once it has one
-            if isinstance(column, bool) and column:
-                verdict = TIED
+            column = getattr(r, "tied_with", None)  # the analysis's own ties, where it has them
+            tied_with = tuple(str(x) for x in column) if isinstance(column, list | tuple) else None
             rows.append(
                 Row(
                     optimizer=str(r.optimizer),
@@ -96,14 +102,14 @@ def answer_rows(trials: pd.DataFrame, n_boot: int = N_BOOT) -> dict[str, list[Ro
                     ci_low=float(r.speedup_ci_low),
                     ci_high=float(r.speedup_ci_high),
                     extrapolated=bool(r.extrapolated),
-                    verdict=verdict,
+                    verdict="",
+                    tied_with=tied_with,
                 )
             )
-        if "tied_within_noise" not in sp.columns:
-            for multiple in sorted({r.multiple for r in rows}):
-                at = [i for i, r in enumerate(rows) if r.multiple == multiple]
-                for j, verdict in tied_within_noise([rows[i] for i in at]).items():
-                    rows[at[j]] = _with_verdict(rows[at[j]], verdict)
+        for multiple in sorted({r.multiple for r in rows}):
+            at = [i for i, r in enumerate(rows) if r.multiple == multiple]
+            for j, verdict in tied_within_noise([rows[i] for i in at]).items():
+                rows[at[j]] = _with_verdict(rows[at[j]], verdict)
         out[str(scale)] = rows
     return out
 
@@ -124,7 +130,7 @@ def _cells(row: Row | None) -> list[str]:
     if row is None:
         return ["", "", "", "", ""]
     loss = _num(row.loss, ".4f") + (f" ± {_num(row.loss_std, '.4f')}" if math.isfinite(row.loss_std) else "")
-    speedup = _num(row.speedup, ".2f") + "x"
+    speedup = _num(row.speedup, ".2f") + ("x" if not math.isnan(row.speedup) else "")
     if _has_interval(row):
         speedup += f" [{_num(row.ci_low, '.2f')}, {_num(row.ci_high, '.2f')}]"
     if row.extrapolated:
@@ -182,11 +188,15 @@ def print_answer(database: Database, sweep_id: int, out: IO[str], n_boot: int = 
     from sweep_service.importer import PAPER_RESULTS
     from sweep_service.paper_results import load_paper_results
 
-    ours = answer_rows(load_sweep(database, sweep_id, with_curves=False).trials, n_boot)
+    data = load_sweep(database, sweep_id, with_curves=False)
+    ours = answer_rows(data.trials, n_boot, data.noise)
     paper = answer_rows(load_paper_results(PAPER_RESULTS), n_boot=0)
     print(f"Which optimizer trains fastest: speedup over {BASELINE} = D_eff / D (PAPER.md section 5);", file=out)
     print("± is the std of the best config's loss over its seeds, [..] a 95% bootstrap interval over seeds;", file=out)
     print("the paper's released results have one seed per cell, so no interval.", file=out)
     print(file=out)
+    if not ours:
+        print(f"sweep {sweep_id} has no trials yet: nothing to compare", file=out)
+        return
     for line in render(ours, paper):
         print(line, file=out)

@@ -294,13 +294,16 @@ def cmd_run(args: argparse.Namespace) -> int:
     except SpecError as exc:
         raise UsageError(f"{args.spec}: {exc}") from None
     # What the spec needs from this machine, then what run writes: all before the sweep is written.
-    problems = [feasibility.data_problem(plan.data)]
-    short = None if settings.ray_address else local_problem(plan.cpu, plan.gpu, settings.ray_num_cpus)
+    # An external sweep's trials run on outside workers: neither our data path nor this machine's Ray matters.
+    external = plan.executor == "external"
+    problems = [None if external else feasibility.data_problem(plan.data)]
+    local = not (settings.ray_address or external)
+    short = local_problem(plan.cpu, plan.gpu, settings.ray_num_cpus) if local else None
     problems.append(("resources", short) if short else None)
     for problem in problems:
         if problem is not None:
             raise UsageError(f"{args.spec}: {problem[0]}: {problem[1]}")
-    if plan.data != "builtin" and not Path(plan.data).is_absolute():
+    if not external and plan.data != "builtin" and not Path(plan.data).is_absolute():
         doc = {**doc, "data": str(Path(plan.data).resolve())}  # trials run in Tune's directories, not here
     preflight.check_directory(settings.sweep_home / "ray_results", "Ray Tune's results under SWEEP_HOME,")
     db = _database()
@@ -717,8 +720,7 @@ SIGNAL_COMMANDS = ("run", "dispatcher", "serve")
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.command in SIGNAL_COMMANDS:
-        signals.install()
+    restore = signals.install() if args.command in SIGNAL_COMMANDS else None
     try:
         return int(args.func(args))
     except signals.Interrupted as exc:
@@ -732,6 +734,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("sweep-service: interrupted", file=sys.stderr)
         return 130
+    finally:
+        if restore is not None:  # main() called in-process (tests): leave the caller's handlers as they were
+            restore()
 
 
 if __name__ == "__main__":

@@ -156,6 +156,8 @@ class Trial:
         return str(self.data["cell"])
 
     def _lease_seconds(self) -> float:
+        if isinstance(self.data.get("lease_seconds"), int | float):
+            return float(self.data["lease_seconds"])
         until = datetime.fromisoformat(str(self.data["lease_expires_at"]).replace("Z", "+00:00"))
         if until.tzinfo is None:
             until = until.replace(tzinfo=UTC)

@@ -39,7 +39,7 @@ from db.models import Cell, Trial
 from db.retry import retry, retrying, transient
 from db.session import Database
 from sweep_service import coordinate_descent as cd
-from sweep_service import noise, phases, ray_watchdog, resource_wait
+from sweep_service import noise, phases, ray_watchdog, resource_wait, signals
 from sweep_service.importer import scale_params
 from sweep_service.lease import Lease, LeaseLost
 from sweep_service.signals import Interrupted
@@ -417,6 +417,8 @@ class SweepDriver:
             self._add(s, cell, searched, space, cell.round + 1, optuna_trial=trial.number)
             repo.update_cell(s, cell.id, round=cell.round + 1)
             return
+        # Only repeats: the caller goes on writing other cells in this session, so fence its new transaction too.
+        self._fence(s)
 
     def _record_best(
         self,
@@ -747,6 +749,7 @@ def init_ray(address: str | None, num_cpus: int | None = None) -> None:
     else:
         ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
         ray_watchdog.start()  # the local Ray we started dies with us, even after SIGKILL
+    signals.reinstall()  # ray.init replaced our SIGTERM handler with one that aborts
 
 
 # Tune pickles its search algorithm and callbacks with the experiment state, so they hold only ids and find
@@ -947,7 +950,7 @@ def run_sweep(
     if driver.stopping():  # a signal during ray.init, or the lease lost meanwhile
         _stopped(driver)
     plan = driver.plan
-    resource_wait.check_started(db, sweep_id, plan.cpu, plan.gpu, local=not ray_address)
+    resource_wait.check_started(driver._write, sweep_id, plan.cpu, plan.gpu, local=not ray_address)
     resources = {"cpu": plan.cpu, "gpu": plan.gpu}
     tuner = tune.Tuner(
         tune.with_resources(function, resources),

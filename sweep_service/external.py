@@ -51,6 +51,7 @@ class LeasedTrial:
     seed: int
     round: int
     lease_expires_at: datetime
+    lease_seconds: float
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -63,6 +64,7 @@ class LeasedTrial:
             "seed": self.seed,
             "round": self.round,
             "lease_expires_at": self.lease_expires_at.isoformat() + "Z",
+            "lease_seconds": self.lease_seconds,  # heartbeat within this (clocks need not agree)
         }
 
 
@@ -131,7 +133,7 @@ def _driver(db: Database, sweep_id: int) -> ExternalDriver:
         return driver
 
 
-def _leased(trial: Trial, cell: Cell) -> LeasedTrial:
+def _leased(trial: Trial, cell: Cell, lease_seconds: float) -> LeasedTrial:
     assert trial.lease_expires_at is not None
     return LeasedTrial(
         id=trial.id,
@@ -143,6 +145,7 @@ def _leased(trial: Trial, cell: Cell) -> LeasedTrial:
         seed=trial.seed,
         round=trial.round,
         lease_expires_at=trial.lease_expires_at,
+        lease_seconds=lease_seconds,
     )
 
 
@@ -179,7 +182,7 @@ def suggest(
                         break
                     if leases.take(s, trial.id, worker, lease_seconds):
                         s.refresh(trial)
-                        taken.append(_leased(trial, trial.cell))
+                        taken.append(_leased(trial, trial.cell, lease_seconds))
             closed = not taken and driver.finish_if_done()
     answer = {"trials": [t.to_dict() for t in taken], "done": closed}
     if key is not None and taken:

@@ -3,11 +3,22 @@ the sweep, and a cluster too small for now marks it "waiting for resources: ..."
 
 from __future__ import annotations
 
+import contextlib
+import logging
+from collections.abc import Callable
 from typing import Any
 
+from sqlalchemy.orm import Session
+
 from db import repository as repo
-from db.session import Database
+from db.retry import retry, transient
 from sweep_service.resources import WAITING, ResourceError, shortfall
+
+# A session for the run's writes: the engine passes its driver's fenced one (SweepDriver._write), so a holder
+# that lost the sweep's lease writes nothing; tests pass Database.session.
+Writer = Callable[[], contextlib.AbstractContextManager[Session]]
+
+log = logging.getLogger(__name__)
 
 
 def _cluster_capacity() -> dict[str, float]:
@@ -24,25 +35,34 @@ def _cluster_capacity() -> dict[str, float]:
     return best
 
 
-def check_started(db: Database, sweep_id: int, cpu: float, gpu: float, local: bool) -> None:
+def check_started(write: Writer, sweep_id: int, cpu: float, gpu: float, local: bool) -> None:
     """The engine's hook, once Ray is up: a local Ray too small fails the sweep (ResourceError); a cluster too
-    small for now marks the sweep as waiting, until a trial starts (ClearWaiting)."""
+    small for now marks the sweep as waiting, until a trial starts (ClearWaiting). Written through the driver's
+    fenced session (a superseded holder writes nothing) and retried over a database outage."""
     missing = shortfall(cpu, gpu, _cluster_capacity())
     if missing is None:
         return
     if local:
         message = f"resources: this machine's Ray can never run a trial: {missing}"
-        with db.session() as s:
-            repo.set_sweep_status(s, sweep_id, ["queued", "running"], "failed", error=message)
+
+        def fail() -> None:
+            with write() as s:
+                repo.set_sweep_status(s, sweep_id, ["queued", "running"], "failed", error=message)
+
+        retry(fail, f"sweep {sweep_id}: resources")
         raise ResourceError(message)
-    with db.session() as s:
-        sweep = repo.get_sweep(s, sweep_id)
-        if sweep is not None:
-            sweep.error = WAITING + missing
+
+    def wait() -> None:
+        with write() as s:
+            sweep = repo.get_sweep(s, sweep_id)
+            if sweep is not None:
+                sweep.error = WAITING + missing
+
+    retry(wait, f"sweep {sweep_id}: resources")
 
 
-def clear_waiting(db: Database, sweep_id: int) -> None:
-    with db.session() as s:
+def clear_waiting(write: Writer, sweep_id: int) -> None:
+    with write() as s:
         sweep = repo.get_sweep(s, sweep_id)
         if sweep is not None and sweep.error is not None and sweep.error.startswith(WAITING):
             sweep.error = None
@@ -68,6 +88,13 @@ class ClearWaiting(_callback_base()):  # type: ignore[misc]
         from sweep_service.engine import _DRIVERS
 
         driver = _DRIVERS.get(self.sweep_id)
-        if driver is not None:
-            clear_waiting(driver.db, self.sweep_id)
-            self.cleared = True
+        if driver is None:
+            return
+        try:
+            clear_waiting(driver._write, self.sweep_id)
+        except Exception as exc:  # a note only: never fail a Tune callback over it (a later trial retries)
+            if not transient(exc):
+                raise
+            log.warning("sweep %s: could not clear the 'waiting for resources' note: %s", self.sweep_id, exc)
+            return
+        self.cleared = True

@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import signal
 import threading
+from collections.abc import Callable
 from types import FrameType
 
 STOP = threading.Event()  # set by the first SIGINT/SIGTERM; the dispatcher and the engine watch it
@@ -41,11 +42,33 @@ def _handle(signum: int, _frame: FrameType | None) -> None:
     )
 
 
-def install() -> None:
-    """Install the handlers (main thread only, as Python requires)."""
+_installed: list[bool] = []
+
+
+def install() -> Callable[[], None]:
+    """Install the handlers (main thread only, as Python requires); returns what puts the previous ones back."""
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None  # only the main thread may set handlers; the caller's thread owns none
     os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    for sig in previous:
         signal.signal(sig, _handle)
+    _installed[:] = [True]
+
+    def restore() -> None:
+        _installed.clear()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+    return restore
+
+
+def reinstall() -> None:
+    """Put the handlers back after ray.init: Ray's core worker installs its own SIGTERM handler (absl's failure
+    signal handler, which aborts the process), which would turn a SIGTERM into a crash. No-op unless installed."""
+    if _installed and threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, _handle)
 
 
 def received() -> int | None:

@@ -448,6 +448,8 @@ def plan(spec: SweepSpec, max_cells: int | None = None) -> SweepPlan:
         errors.append(("tolerance", "`auto` measures the seed noise: it needs confirm_seeds >= 1"))
     index = {cell_key(c.optimizer, c.scale, c.chinchilla): i for i, c in enumerate(spec.cells)}
     for key, cell in cells.items():
+        if cell.scale in spec.custom_scales:
+            continue  # an outside trainer's own scale: its step count is the trainer's, unknown here
         problem = feasibility.warmup_problem(cell)
         if problem is not None:
             errors.append((f"cells.{index[key]}.chinchilla" if key in index else "chinchilla", problem))

@@ -1013,7 +1013,7 @@ data: builtin
                   "td",
                   {
                     class: `num sp-cell ${band >= 0 ? `band-${band}` : ""} ${flagged ? "flagged" : ""} ${tied ? "tied" : ""}`,
-                    title: [fmtSpeedup(r), ...flags, tied ? "tied within noise: the intervals overlap" : ""].filter(Boolean).join("; "),
+                    title: [fmtSpeedup(r), ...flags, tied ? `tied within noise: the intervals overlap${Array.isArray(r.tied_with) && r.tied_with.length ? ` (with ${r.tied_with.join(", ")})` : ""}` : ""].filter(Boolean).join("; "),
                     dataset: { chinchilla: String(d) },
                   },
                   h("span", { text: fmtSpeedup(r) + (flagged ? " †" : "") }),
@@ -1083,25 +1083,37 @@ data: builtin
     const rows = Array.isArray(flips.data) ? flips.data : flips.data.rows || flips.data.pairs || [];
     const scalar = (v) => v === null || ["string", "number", "boolean"].includes(typeof v);
     const cols = [...new Set(rows.flatMap((r) => Object.keys(r).filter((k) => scalar(r[k]))))];
-    const frac = cols.find((c) => /fraction/.test(c));
-    const label = (r) => cols.filter((c) => typeof r[c] === "string").map((c) => r[c]).join(" · ");
+    // settled_at (api/schemas.py FlipRow): the fraction of training after which the pair keeps its order.
+    const frac = cols.find((c) => c === "settled_at") || cols.find((c) => /fraction|settled/.test(c));
+    const label = (r) =>
+      r.optimizer_a && r.optimizer_b
+        ? `${r.optimizer_a} vs ${r.optimizer_b} · ${r.scale ?? ""}${r.chinchilla !== undefined ? `/${fmtNum(r.chinchilla)}×` : ""}`
+        : cols.filter((c) => typeof r[c] === "string").map((c) => r[c]).join(" · ");
     box.replaceChildren(
       h("h2", { text: "Ranking flips over training" }),
-      h("p", { class: "muted", text: "From the eval curves of each cell's best trial: after which fraction of training each pair of optimizers keeps its order (PAPER.md, third finding)." }),
-      rows.length
+      h("p", { class: "muted", text: `From the eval curves of each cell's best trial: after which fraction of training each pair of optimizers keeps its order (PAPER.md, third finding).${flips.data.note ? ` ${flips.data.note}` : ""}` }),
+      ...(rows.length
         ? [
             frac
               ? h(
                   "figure",
                   { class: "chart-box", id: "flips-chart" },
-                  h("figcaption", { text: frac.replace(/_/g, " ") }),
+                  h("figcaption", { text: "share of training after which each pair keeps its order (bar colour: the one ahead at the end)" }),
                   window.Charts.barChart({
-                    width: window.Charts.fit(560),
-                    rows: rows.map((r) => ({ label: label(r).slice(0, 28), value: Number(r[frac]), color: colorOf(r.optimizer || r.a || r.optimizer_a || ""), title: label(r), note: Number.isFinite(r[frac]) ? Number(r[frac]).toFixed(2) : "n/a" })),
+                    width: window.Charts.fit(640),
+                    labelWidth: Math.min(220, window.Charts.fit(640) / 2.2),
+                    rows: rows.map((r) => ({
+                      label: label(r).slice(0, 34),
+                      value: r[frac] === null ? NaN : Number(r[frac]),
+                      color: colorOf(r.final_leader || r.optimizer || r.optimizer_a || ""),
+                      title: `${label(r)}: ${r[frac] === null ? "tied at the end" : `settled after ${(100 * r[frac]).toFixed(0)}% of training`}${r.final_leader ? `; ${r.final_leader} ahead at the end` : ""}${r.n_flips !== undefined ? `; ${r.n_flips} flips` : ""}`,
+                      note: Number.isFinite(r[frac]) ? `${(100 * r[frac]).toFixed(0)}%${r.final_leader ? ` (${r.final_leader} ahead)` : ""}` : "tied",
+                    })),
+                    min: 1,
                     format: (v) => v.toFixed(2),
                   })
                 )
-              : null,
+              : "",
             h(
               "table",
               { class: "grid-table compact", id: "flips-table" },
@@ -1109,7 +1121,7 @@ data: builtin
               h("tbody", {}, rows.map((r) => h("tr", {}, cols.map((c) => h("td", { class: typeof r[c] === "number" ? "num" : "", text: typeof r[c] === "number" ? fmtNum(r[c]) : String(r[c] ?? "—") })))))
             ),
           ]
-        : h("p", { class: "not-available", text: "No ranking flips: no pair of cells has curves to compare." })
+        : [h("p", { class: "not-available", text: "No ranking flips: no pair of cells has curves to compare." })])
     );
   }
 
@@ -1735,7 +1747,7 @@ data: builtin
             min: 1,
           })
         );
-      })
+      }).filter(Boolean)
     );
     // slice plots
     if (!done.length || !keys.length) {

@@ -282,7 +282,7 @@
     const rows = opts.rows || [];
     const W = opts.width || 360;
     const rowH = 18;
-    const m = { l: 90, r: 70, t: 4, b: 22 };
+    const m = { l: opts.labelWidth || 90, r: 70, t: 4, b: 22 };
     const H = m.t + m.b + rowH * Math.max(1, rows.length);
     const root = svg("svg", { viewBox: `0 0 ${W} ${H}`, width: W, height: H, class: "chart bars", role: "img" });
     const vals = rows.map((r) => r.value).filter((v) => Number.isFinite(v));

@@ -60,6 +60,7 @@ class SuggestedTrial(BaseModel):
     seed: int
     round: int
     lease_expires_at: str
+    lease_seconds: float
 
 
 class SuggestOut(BaseModel):
@@ -76,7 +77,7 @@ class HeartbeatOut(BaseModel):
 
 
 class Point(_Body):
-    step: int = Field(ge=0)
+    step: int = Field(ge=0, le=2**31 - 1)  # curve_points.step is a 32-bit INTEGER
     loss: float  # NaN/inf allowed: the divergence rule judges them
 
 

@@ -89,7 +89,8 @@ class Server:
 
     def client(self) -> httpx.Client:
         headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
-        return httpx.Client(base_url=self.url, headers=headers, timeout=10)
+        # 60 s: a bootstrap endpoint (/speedups) takes seconds on a loaded 2-core machine; 10 s timed out there
+        return httpx.Client(base_url=self.url, headers=headers, timeout=60)
 
     def log(self) -> str:
         path = self.home / "serve.log"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import subprocess
 import sys
 from typing import Any
@@ -83,6 +84,9 @@ def test_new_views_on_real_data_at_desktop_and_phone_sizes(driver: Any, start_se
         cells = {c["key"]: c for c in api.get(f"/sweeps/{grid}").json()["cells"]}
         best_trial = cells["adamw/130m/1"]["best_trial_id"]
         paper_trial = api.get(f"/sweeps/{paper}/trials?limit=1").json()["items"][0]["id"]
+        # GET /sweeps/{id}/flips comes with the analysis work: where the server has it, the view must draw it
+        flips = api.get(f"/sweeps/{grid}/flips")
+        has_flips = flips.status_code == 200 and bool(flips.json().get("rows"))
     driver.get_log("browser")
     try:
         for label, size in SIZES.items():
@@ -96,6 +100,7 @@ def test_new_views_on_real_data_at_desktop_and_phone_sizes(driver: Any, start_se
                 (f"#/sweeps/{grid}/explore?cell=adamw/130m/1", "sweep-explore"),
                 (f"#/sweeps/{grid}/cells/adamw%2F130m%2F1", "cell"),
                 (f"#/sweeps/{grid}/trials", "sweep-trials"),
+                (f"#/sweeps/{grid}/speedup", "sweep-speedup"),
                 (f"#/trials/{best_trial}", "trial"),
                 (f"#/compare?trials={best_trial},{paper_trial}", "compare"),
                 ("#/best", "best"),
@@ -110,7 +115,10 @@ def test_new_views_on_real_data_at_desktop_and_phone_sizes(driver: Any, start_se
                 too_wide = _no_overflow(driver, size[0])
                 assert too_wide <= 0, f"{label} {hash_}: {too_wide} px too wide"
                 shot(f"17-{label}-{i:02d}-{view}")
-                _check(driver, hash_, paper, grid)
+                _check(driver, hash_, paper, grid, has_flips)
+                # nothing drawn as the text of an object (a list or null handed to the DOM as a child)
+                body = driver.execute_script("return document.getElementById('main').innerText;")
+                assert "[object " not in body and not re.search(r"(?<![\w-])null(?![\w-])", body), hash_
         # Dark mode follows the system's (prefers-color-scheme); keyboard: the chart and its tools take focus.
         driver.execute_cdp_cmd(
             "Emulation.setEmulatedMedia", {"features": [{"name": "prefers-color-scheme", "value": "dark"}]}
@@ -142,7 +150,7 @@ def test_new_views_on_real_data_at_desktop_and_phone_sizes(driver: Any, start_se
     )
 
 
-def _check(driver: Any, hash_: str, paper: int, grid: int) -> None:
+def _check(driver: Any, hash_: str, paper: int, grid: int, has_flips: bool) -> None:
     """What each page must show (beyond not overflowing)."""
     js = driver.execute_script
     if hash_.startswith("#/sweeps?status"):
@@ -153,6 +161,10 @@ def _check(driver: Any, hash_: str, paper: int, grid: int) -> None:
         # imported: no empty chart with a legend, a sentence instead
         assert js("return document.querySelectorAll('#curves .legend').length;") == 0
         assert "imported" in js("return document.querySelector('#no-curves').textContent;")
+    elif hash_ == f"#/sweeps/{grid}/speedup":
+        assert js("return document.querySelectorAll('.speedup-matrix td.sp-cell').length;") >= 1
+        if has_flips:
+            assert js("return document.querySelectorAll('#flips-table tbody tr').length;") >= 1
     elif hash_.endswith("/speedup"):
         matrix = js("return document.querySelectorAll('.speedup-matrix td.sp-cell').length;")
         assert matrix > 10

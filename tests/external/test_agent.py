@@ -122,3 +122,32 @@ def test_two_agents_one_killed_mid_trial(server: str, db_url: str, tmp_path: Pat
         assert late.status_code == 409
     finally:
         db.dispose()
+
+
+def test_failures_and_divergence_through_the_agent(server: str, db_url: str) -> None:
+    from sweep_service.agent import agent
+
+    db = Database(db_url)
+    try:
+        spec = {**SPEC, "divergence": {"max_loss": 100}}
+        created = httpx.post(f"{server}/sweeps", json=spec, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=60)
+        sweep_id = int(created.json()["id"])
+        lines: list[str] = []
+        crash = (
+            "import sys; print('loading', file=sys.stderr); print('boom: out of memory', file=sys.stderr); sys.exit(3)"
+        )
+        silent = "print('no result here')"
+        # The second point breaks the divergence rule (> max_loss 100): the command is stopped there.
+        diverge = "import json, time; print(json.dumps({'step': 1, 'loss': 5.0}), flush=True);"
+        diverge += " print(json.dumps({'step': 2, 'loss': 1e6}), flush=True); time.sleep(600)"
+        for code in (crash, silent, diverge):
+            assert agent(server, TOKEN, sweep_id, [sys.executable, "-c", code], count=1, say=lines.append) == 1
+        with db.session() as s:
+            first, second, third = repo.trials_of_sweep(s, sweep_id)[:3]
+        assert first.status == "failed" and first.reason is not None
+        assert first.reason.startswith("exit code 3:") and first.reason.endswith("boom: out of memory")
+        assert second.status == "failed" and "final_loss" in (second.reason or "")
+        assert third.status == "diverged" and "> 100" in (third.reason or "")
+        assert any("no result here" in line for line in lines)  # other stdout lines are passed through
+    finally:
+        db.dispose()

@@ -102,13 +102,6 @@ def _clip(max_grad_norm: float) -> list[optax.GradientTransformation]:
     return [optax.clip_by_global_norm(max_grad_norm)] if max_grad_norm else []
 
 
-def _tolerance(max_grad_norm: float) -> dict[str, float]:
-    """Tight, unless a clip is active: ours scales by max_norm / (||g|| + 1e-6) (functional.clip_by_global_norm_,
-    torch.nn.utils.clip_grad_norm_'s convention), optax.clip_by_global_norm (Levanter's) by max_norm / ||g||: a
-    relative difference of 1e-6 / ||g|| per step, which Adam's moments carry into ~1e-9 absolute over 20 steps."""
-    return {"rtol": 1e-6, "atol": 1e-8} if max_grad_norm else {"rtol": 1e-9, "atol": 1e-12}
-
-
 def _run(name: str, hparams: dict[str, Any], rule: str, steps: int, tx: optax.GradientTransformation) -> None:
     model = small_model()
     start = initial_params(model)
@@ -116,7 +109,7 @@ def _run(name: str, hparams: dict[str, Any], rule: str, steps: int, tx: optax.Gr
     optimizer = build_ours(name, model, {**hparams, **backend_steps_hparam(name, steps)})
     set_backend_steps(name, optimizer, rule, steps)
     ours = run_torch(model, optimizer, grads)
-    compare(ours, run_optax(tx, start, grads), start, **_tolerance(hparams["max_grad_norm"]))
+    compare(ours, run_optax(tx, start, grads), start)
 
 
 # ---- Newton-Schulz itself --------------------------------------------------------------------------------
@@ -294,7 +287,7 @@ def test_adamh_matches_marin_chain() -> None:
     start = initial_params(model)
     grads = gradient_sequence(start)
     ours = run_torch(model, build_ours("adamh", model, ADAMH_HP), grads)
-    compare(ours, run_optax(marin_adamh(ADAMH_HP), start, grads), start, **_tolerance(ADAMH_HP["max_grad_norm"]))
+    compare(ours, run_optax(marin_adamh(ADAMH_HP), start, grads), start)
 
 
 def marin_muonh(hp: dict[str, Any], steps: int) -> optax.GradientTransformation:

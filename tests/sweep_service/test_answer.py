@@ -100,3 +100,16 @@ def test_print_answer_reads_a_sweep_and_the_papers_file(tmp_path: Any) -> None:
 
         assert len(repo.list_sweeps(s)) == 1  # the paper's results are read, not imported
     db.dispose()
+
+
+def test_a_cell_without_a_result_prints_dashes() -> None:
+    row = answer.Row("adamw", 1.0, math.nan, math.nan, 0, math.nan, math.nan, math.nan, False, "")
+    assert answer._cells(row)[2:4] == ["- (0)", "-"]
+
+
+def test_the_analysis_ties_are_used_where_it_gives_them() -> None:
+    a = answer.Row("adamw", 0.1, 2.8, 0.01, 3, 1.0, 0.9, 1.1, False, "", tied_with=("muon",))
+    b = answer.Row("muon", 0.1, 2.2, 0.01, 3, 5.0, 4.0, 6.0, False, "", tied_with=("adamw",))
+    assert answer.tied_within_noise([a, b]) == {0: f"{answer.TIED} (with muon)", 1: f"{answer.TIED} (with adamw)"}
+    clear = [answer.Row(**{**r.__dict__, "tied_with": ()}) for r in (a, b)]
+    assert answer.tied_within_noise(clear) == {1: "fastest"}

@@ -26,7 +26,7 @@ def test_quickstart() -> None:
     # AdamW at multiples that bracket the others' 0.1x, for the speedup fit L(D) = alpha x D^-B + beta
     # (PAPER.md section 5) measured rather than extrapolated.
     multiples = sorted(c.chinchilla for c in plan.cells if c.optimizer == "adamw")
-    assert multiples == [0.05, 0.1, 0.2, 0.4]
+    assert multiples == [0.05, 0.1, 0.2, 0.4, 0.8]
     assert plan.strategy == "coordinate_descent"
     assert json.loads((EXAMPLES / "quickstart.json").read_text()) == yaml.safe_load(
         (EXAMPLES / "quickstart.yaml").read_text()

@@ -104,6 +104,11 @@ def test_phase_three_recovers_a_power_law_with_enough_cells() -> None:
     paper = phase_three(SPACE, pd.DataFrame(rows), "adamw", n, 1.0, ablation=False, tolerance=3e-3, method="paper")
     assert paper.record["method"] == "paper" and paper.record["fits"]["lr"]["form"] == "power_law"
     assert "6 of the paper's 12 cells" in paper.record["fits"]["lr"]["note"]
+    # two Phase I cells leave nothing between the first and the held-out last: a clear error (the engine marks
+    # the cell failed with it)
+    two_cells = pd.DataFrame([r for r in rows if r["chinchilla"] == 1.0 and r["scale"] != "tiny-520k"])
+    with pytest.raises(ValueError, match="method=paper needs the cells"):
+        phase_three(SPACE, two_cells, "adamw", n, 1.0, ablation=False, tolerance=3e-3, method="paper")
     assert paper.space.baseline["lr"] == 3e-3  # the continuation of the halving, snapped to the grid
 
 
@@ -140,6 +145,8 @@ def test_a_sweep_runs_phase_one_then_two_then_three(tmp_path: Any) -> None:
         three = cells["adamw/tiny-520k/1"]
         prediction = three.settings["prediction"]
         assert three.status == "exhausted" and prediction["wd"] == 0.1
+        assert three.settings["method"] == "robust"  # the spec's default reached phase_three (sweep_service/scaling.py)
+        assert three.settings["fits"]["wd"]["form"] == "constant"
         assert all(t.round == 1 for t in three.trials)
         assert len(three.trials) == 1 + (len(LADDER) - 1) + (len(WD) - 1)
 
@@ -156,5 +163,9 @@ def test_phase_cells_are_validated() -> None:
                                                     "phase": 2}])  # fmt: skip
     with pytest.raises(SpecError, match="no phase 1 cell"):
         plan_document(alone)
+    bad_method = spec(cells=[{"optimizer": "adamw", "scale": "tiny-300k", "chinchilla": 2, "phase": 3,
+                              "method": "magic"}])  # fmt: skip
+    with pytest.raises(SpecError, match=r"cells\.0\.method"):
+        plan_document(bad_method)
     ok = plan_document(spec(cells=[{"optimizer": "adamw", "scale": "tiny-300k", "chinchilla": 2, "phase": 2}]))
     assert ok.cells[-1].from_cells == ("adamw/tiny-130k/1",)

@@ -46,7 +46,7 @@ def test_a_cluster_too_small_for_now_shows_waiting_until_a_trial_starts(
     # Ray's view of the cluster is the only fake: one live 1-CPU node (ray.nodes() on a real cluster).
     monkeypatch.setattr(resource_wait, "_cluster_capacity", lambda: {"cpu": 1.0, "gpu": 0.0})
     sweep_id = new_sweep(db)
-    resource_wait.check_started(db, sweep_id, cpu=4, gpu=0, local=False)
+    resource_wait.check_started(db.session, sweep_id, cpu=4, gpu=0, local=False)
     monkeypatch.setenv("SWEEP_HOME", str(tmp_path))
     monkeypatch.delenv("DATABASE_URL", raising=False)
     get_settings.cache_clear()
@@ -56,7 +56,7 @@ def test_a_cluster_too_small_for_now_shows_waiting_until_a_trial_starts(
         get_settings.cache_clear()
     out = capsys.readouterr().out
     assert "running" in out and "waiting for resources: {cpu: 4} per trial; there is {cpu: 1, gpu: 0}" in out
-    resource_wait.clear_waiting(db, sweep_id)  # what ClearWaiting does when Tune starts a trial
+    resource_wait.clear_waiting(db.session, sweep_id)  # what ClearWaiting does when Tune starts a trial
     with db.session() as s:
         sweep = repo.get_sweep(s, sweep_id)
         assert sweep is not None and sweep.status == "running" and sweep.error is None
@@ -66,7 +66,7 @@ def test_a_local_ray_too_small_fails_the_sweep_with_the_reason(db: Database, mon
     monkeypatch.setattr(resource_wait, "_cluster_capacity", lambda: {"cpu": 2.0, "gpu": 0.0})
     sweep_id = new_sweep(db)
     with pytest.raises(ResourceError, match="never run a trial"):
-        resource_wait.check_started(db, sweep_id, cpu=1, gpu=1, local=True)
+        resource_wait.check_started(db.session, sweep_id, cpu=1, gpu=1, local=True)
     with db.session() as s:
         sweep = repo.get_sweep(s, sweep_id)
         assert sweep is not None and sweep.status == "failed" and "{gpu: 1} per trial" in (sweep.error or "")

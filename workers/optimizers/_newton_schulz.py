@@ -7,12 +7,15 @@ ones Levanter's `zeropower_via_newtonschulz5` uses for Muon and Scion (OPTIMIZER
 Levanter divides by (||G||_F + eps) (torch.optim.Muon clamps the norm at eps instead); we follow Levanter,
 because its `muon_epsilon` / `scion_epsilon` are tuned hyperparameters of the paper (PAPER.md section 3).
 
-Precision: float32 on CPU, bfloat16 on CUDA, float64 for float64 inputs (reference tests). The references
-(KJ, torch.optim.Muon) always run in bfloat16. On a CPU without native bf16 arithmetic bfloat16 matrix products
-are ~19x slower than float32 (OPTIMIZERS.md 7.3); on a CPU with avx512_bf16 (this repo's 2-core AMD EPYC)
-they are ~2x faster (256x1024 @ 1024x256: 0.67 vs 1.31 ms, one thread). We keep float32 on every CPU: no 19x
-cliff, better accuracy, and the same numerics on every CPU worker, so a trial reproduces wherever it runs.
-`compute_dtype` overrides it. The result is float32 (float64 for float64 inputs) whatever the compute precision.
+Precision: bfloat16 where the device multiplies bf16 fast: CUDA, and CPUs with native bf16 dot products
+(avx512_bf16 or amx_bf16 in /proc/cpuinfo, `cpu_has_fast_bf16`); float32 on other CPUs, where bf16 matrix
+products are ~19x slower than float32 (OPTIMIZERS.md 7.3); float64 for float64 inputs (reference tests). The
+references run in bf16 too (KJ, torch.optim.Muon) and Levanter on TPU multiplies at bf16 precision by default. On
+this repo's 2-core EPYC (avx512_bf16) bf16 is ~2x faster (256x1024 @ 1024x256: 0.67 vs 1.31 ms, one thread). The
+bf16 result differs from the fp32 one by ~1-3% (relative Frobenius norm, tests/workers/optimizers/
+test_newton_schulz_dtype.py bounds it), well inside the paper's seed noise. A trial's numerics therefore depend on
+whether its CPU has bf16 instructions; the reproducibility record names the CPU. `compute_dtype` overrides the
+choice. The result is float32 (float64 for float64 inputs) whatever the compute precision.
 
 Speed: `newton_schulz_many` orients every matrix wide (rows <= cols), groups equal oriented shapes and runs
 one batched iteration per group, so a Llama block's q/k/v/o share one batched call and the MLP's w1, w3
@@ -25,7 +28,9 @@ On a CPU, matrices above CPU_BATCH_MAX_ELEMENTS run one by one: there batching g
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
+from pathlib import Path
 
 import torch
 
@@ -36,11 +41,21 @@ KJ_COEFFICIENTS: tuple[float, float, float] = (3.4445, -4.7750, 2.0315)
 CPU_BATCH_MAX_ELEMENTS = 256 * 256
 
 
+@functools.cache
+def cpu_has_fast_bf16() -> bool:
+    """True when this CPU has native bf16 dot-product instructions (Linux /proc/cpuinfo: avx512_bf16, amx_bf16)."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text().split()
+    except OSError:  # not Linux: assume no fast bf16 (float32 has no slow path anywhere)
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
 def compute_dtype_for(t: torch.Tensor) -> torch.dtype:
-    """float64 for float64 inputs, bfloat16 on CUDA (as KJ and torch), float32 otherwise (see above)."""
+    """float64 for float64 inputs; bfloat16 on CUDA and on CPUs with fast bf16; float32 otherwise (see above)."""
     if t.dtype == torch.float64:
         return torch.float64
-    if t.device.type == "cuda":
+    if t.device.type == "cuda" or (t.device.type == "cpu" and cpu_has_fast_bf16()):
         return torch.bfloat16
     return torch.float32
 

@@ -39,7 +39,9 @@ def clip_by_global_norm_(grads: list[torch.Tensor], max_norm: float) -> torch.Te
     norms = [n.float() if n.dtype in (torch.bfloat16, torch.float16) else n for n in torch._foreach_norm(grads)]
     norm = torch.linalg.vector_norm(torch.stack(norms))
     if max_norm > 0:
-        scale = torch.clamp(max_norm / (norm + 1e-6), max=1.0)  # 1e-6 as torch.nn.utils.clip_grad_norm_
+        # optax.clip_by_global_norm exactly (what Levanter calls): g * max_norm / norm when norm >= max_norm, no
+        # epsilon (torch.nn.utils.clip_grad_norm_ divides by norm + 1e-6; tests/oracles compare against optax).
+        scale = torch.where(norm < max_norm, torch.ones_like(norm), max_norm / norm)
         torch._foreach_mul_(grads, scale)
     return norm
 

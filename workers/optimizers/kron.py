@@ -28,9 +28,11 @@ treats each parameter as its own leaf unless `leaves` says otherwise. Blocks and
 Blocking: triangular dims longer than block_size are split into block_size chunks and a remainder (Levanter's
 BlockPartitioner); diagonal dims are never split. Levanter zero-pads blocks to block_size to stack them; at the
 paper's shapes (multiples of 256) there is no padding, and we never pad, so small matrices are single blocks.
-Levanter's merge_small_dims (target 8192) maps its (heads, head_dim, embed) tensors onto exactly our (d, d)
-matrices at the paper's scales, but would flatten every tiny-scale matrix into a diagonally preconditioned
-vector; our matrices stay 2-D. At the paper's scales the 128,256-token vocabulary dim of the embedding and head
+Levanter's merge_small_dims (KronConfig: on, target 8192; workers/optimizers/_merge_dims.py) reshapes each
+parameter first: at the paper's scales every 2-D matrix stays as it is (Levanter's (heads, head_dim, embed)
+tensors become exactly our (d, d) matrices); on the tiny ladder every hidden matrix merges into one vector, which
+then gets one diagonal factor (fewer than min_ndim_triangular dims). `merge_small_dims: false` turns it off.
+At the paper's scales the 128,256-token vocabulary dim of the embedding and head
 is > max_size_triangular (25000) and so diagonal; the tiny byte vocabulary (256) gets a triangular factor.
 
 The random numbers come from a torch.Generator owned by the optimizer; its state and the step, update and
@@ -51,11 +53,11 @@ from typing import Any
 import torch
 from torch import nn
 
+from workers.optimizers._merge_dims import KRON_TARGET, merge_small_dims
 from workers.optimizers.base import HParams, OptimizerSpec, SearchSpace, decay_param_groups
 from workers.optimizers.functional import apply_update_
 from workers.optimizers.soap import (
     Region,
-    as_matrix,
     block_regions,
     load_stacked,
     load_state_exact,
@@ -80,22 +82,31 @@ def update_probability(step: int, min_prob: float, flat_start: int) -> float:
     return min(1.0, max(min_prob, math.exp(exponent)))
 
 
-def factor_kinds(p: torch.Tensor, max_size_triangular: int, min_ndim_triangular: int) -> tuple[Kind, Kind]:
-    """Factor kinds for the rows and columns of `p` as a matrix (Levanter _get_preconditioner_types).
+def factor_kinds(
+    p: torch.Tensor, max_size_triangular: int, min_ndim_triangular: int, merge_target: int | None = None
+) -> tuple[tuple[Kind, Kind], tuple[int, int]]:
+    """Factor kinds for the rows and columns of `p` as a matrix (Levanter _get_preconditioner_types), and that
+    matrix's shape, after Levanter's merge_small_dims toward `merge_target` when it is given.
 
-    A dim is diagonal if its size is 1, it is larger than max_size_triangular, or the tensor has fewer than
-    min_ndim_triangular dims (so vectors, the norm gains, get one diagonal factor and no column factor).
+    A dim is diagonal if its size is 1, it is larger than max_size_triangular, or the (merged) tensor has fewer
+    than min_ndim_triangular dims (so vectors, the norm gains, get one diagonal factor and no column factor). A
+    merged dim is diagonal if every dim merged into it was (Levanter: "F if any merged dim is F").
     """
+    if p.ndim not in (1, 2):
+        raise ValueError(f"only 1-D and 2-D parameters are supported, got {p.ndim}-D")
 
-    def kind(size: int) -> Kind:
-        if size == 1 or size > max_size_triangular or p.ndim < min_ndim_triangular:
-            return "diag"
-        return "tri"
+    def diagonal(size: int, ndim: int) -> bool:
+        return size == 1 or size > max_size_triangular or ndim < min_ndim_triangular
 
-    if p.ndim == 1:
-        return kind(p.numel()), "none"
-    rows, cols = as_matrix(p).shape
-    return kind(rows), kind(cols)
+    shape = tuple(p.shape)
+    diag = tuple(diagonal(size, p.ndim) for size in shape)
+    if merge_target is not None:
+        shape, diag = merge_small_dims(shape, merge_target, diag)
+        diag = tuple(d or diagonal(size, len(shape)) for size, d in zip(shape, diag, strict=True))
+    kinds: tuple[Kind, ...] = tuple("diag" if d else "tri" for d in diag)
+    if len(shape) == 1:
+        return (kinds[0], "none"), (shape[0], 1)
+    return (kinds[0], kinds[1]), (shape[0], shape[1])
 
 
 def norm_lower_bound(a: torch.Tensor) -> torch.Tensor:
@@ -217,6 +228,8 @@ class Kron(torch.optim.Optimizer):
         partition_grads_into_blocks: bool = True,  # Levanter KronConfig
         max_size_triangular: int = 25000,  # Levanter KronConfig
         min_ndim_triangular: int = 2,  # Levanter KronConfig
+        merge_small_dims: bool = False,  # Levanter scale_by_kron's default; KronConfig (and SPEC) turn it on
+        target_merged_dim_size: int = KRON_TARGET,  # Levanter KronConfig
         normalize_grads: bool = False,  # Levanter KronConfig
         max_grad_norm: float = 1.0,  # Levanter KronConfig; applied only when normalize_grads is off
         preconditioner_update_probability: float = 0.05,  # Levanter KronConfig: the schedule's minimum
@@ -234,6 +247,8 @@ class Kron(torch.optim.Optimizer):
             partition_grads_into_blocks=partition_grads_into_blocks,
             max_size_triangular=max_size_triangular,
             min_ndim_triangular=min_ndim_triangular,
+            merge_small_dims=merge_small_dims,
+            target_merged_dim_size=target_merged_dim_size,
         )
         super().__init__(params, defaults)
         self.normalize_grads = normalize_grads
@@ -263,14 +278,19 @@ class Kron(torch.optim.Optimizer):
         Factors = tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]
         self._preconditioners: dict[tuple[Any, ...], Factors] = {}
 
-    def layout(self, p: torch.Tensor, group: dict[str, Any]) -> tuple[tuple[Kind, Kind], tuple[Region, ...]]:
-        """Factor kinds of `p` as a matrix and the regions that tile it into blocks (triangular dims split)."""
-        kinds = factor_kinds(p, int(group["max_size_triangular"]), int(group["min_ndim_triangular"]))
-        rows, cols = as_matrix(p).shape
+    def layout(
+        self, p: torch.Tensor, group: dict[str, Any]
+    ) -> tuple[tuple[Kind, Kind], tuple[Region, ...], tuple[int, int]]:
+        """Factor kinds of `p` as a matrix, the regions that tile it into blocks (triangular dims split), and
+        that matrix's shape (after merge_small_dims when the group asks for it)."""
+        target = int(group["target_merged_dim_size"]) if group.get("merge_small_dims", False) else None
+        kinds, (rows, cols) = factor_kinds(
+            p, int(group["max_size_triangular"]), int(group["min_ndim_triangular"]), target
+        )
         split = bool(group["partition_grads_into_blocks"])
         block = int(group["block_size"])
         regions = block_regions(rows, cols, block, split and kinds[0] == "tri", split and kinds[1] == "tri")
-        return kinds, regions
+        return kinds, regions, (rows, cols)
 
     @torch.no_grad()
     def step(self, closure: Callable[[], float] | None = None) -> float | None:  # type: ignore[override]
@@ -296,7 +316,8 @@ class Kron(torch.optim.Optimizer):
                 self._balance_counter = 0
 
         device = entries[0][1].device
-        grads = [as_matrix(p.grad).to(state_dtype(p)) for _, p in entries]
+        layouts = [self.layout(p, group) for group, p in entries]
+        grads = [p.grad.reshape(layout[2]).to(state_dtype(p)) for (_, p), layout in zip(entries, layouts, strict=True)]
         leaf = self._constant(tuple(self._leaf_of[id(p)] for _, p in entries), torch.int64, device)  # (P,)
         numel = self._constant(tuple(float(p.numel()) for _, p in entries), torch.float64, device)  # (P,)
         leaf_numel = torch.zeros(self._n_leaves, dtype=torch.float64, device=device).index_add_(0, leaf, numel)
@@ -305,7 +326,7 @@ class Kron(torch.optim.Optimizer):
         buckets: dict[tuple[Any, ...], list[_Work]] = defaultdict(list)
         updates: list[torch.Tensor] = []
         for index, (group, p) in enumerate(entries):
-            kinds, regions = self.layout(p, group)
+            kinds, regions, _ = layouts[index]
             state = self.state[p]
             update = torch.empty(grads[index].shape, dtype=grads[index].dtype, device=p.device)
             updates.append(update)
@@ -478,6 +499,8 @@ def build(model: nn.Module, hp: HParams) -> torch.optim.Optimizer:
         max_grad_norm=float(hp["max_grad_norm"]),
         preconditioner_update_probability=float(hp["preconditioner_update_probability"]),
         update_prob_flat_start=int(hp["update_prob_flat_start"]),
+        merge_small_dims=bool(hp["merge_small_dims"]),
+        target_merged_dim_size=int(hp["target_merged_dim_size"]),
         leaves=stacked_leaves(model),
     )
 
@@ -564,10 +587,13 @@ SPEC = OptimizerSpec(
         "partition_grads_into_blocks": True,
         "preconditioner_update_probability": 0.05,
         "update_prob_flat_start": 500,
+        "merge_small_dims": True,  # Levanter KronConfig
+        "target_merged_dim_size": KRON_TARGET,
     },
     spaces={"paper": PAPER_SPACE, "tiny": TINY_SPACE},
     routing=(
-        "all parameters: PSGD Kron (Levanter's variant): triangular factors per dim in block_size blocks, diagonal "
+        "all parameters: PSGD Kron (Levanter's variant), small dims merged toward 8192: triangular factors per dim "
+        "in block_size blocks, diagonal "
         "for dims of size 1 or > 25000 (paper vocab) and for vectors (norm gains); per stacked leaf (same name "
         "across layers): normalize_grads and the 1.1 RMS clip; decayed: hidden matrices and lm_head; not decayed: "
         "embedding, norms; clips itself: global-norm clip only when normalize_grads is off"

@@ -33,10 +33,11 @@ Which parameters get which rotation, per Levanter's code:
   then zero-pads every block to block_size x block_size to stack them; at the paper's shapes (multiples of 256)
   that padding is empty, and for SOAP zero rows/columns change nothing in exact arithmetic, so we do not pad:
   a matrix that fits in one block gives exactly the unblocked result.
-- Levanter also merges small dims toward 2048 (`merge_small_dims`). At the paper's scales that turns its
-  (heads, head_dim, embed) attention tensors into exactly our (d, d) matrices and leaves 2-D matrices alone;
-  at the tiny scales the same heuristic would flatten every matrix into a vector, which is not what the paper
-  ran on its matrices, so our matrices stay 2-D.
+- Levanter merges small dims toward target_merged_dim_size (`merge_small_dims`, on by default in SoapConfig,
+  target 2048; workers/optimizers/_merge_dims.py). At the paper's scales that leaves every 2-D matrix as it is
+  (Levanter's (heads, head_dim, embed) attention tensors become exactly our (d, d) matrices); on the tiny ladder a
+  64 x 64 .. 128 x 512 matrix merges into one vector (rotated in block_size blocks), while 192 x 192 (tiny-1.2m)
+  stays 2-D. A merged dim is left unrotated only if all its dims were. `merge_small_dims: false` turns it off.
 
 Speed: blocks of the same shape (and hyperparameters) across all parameters are stacked and processed with
 batched matmul / eigh / QR; their state tensors are kept as views of one stacked tensor between steps so that
@@ -55,6 +56,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from workers.optimizers._merge_dims import SOAP_TARGET, merge_small_dims
 from workers.optimizers.base import HParams, OptimizerSpec, SearchSpace, decay_param_groups
 from workers.optimizers.functional import apply_update_
 
@@ -282,6 +284,8 @@ class SOAP(torch.optim.Optimizer):
         max_precond_dim: int = 10000,  # Levanter SoapConfig: excludes vocabulary dims
         block_size: int = 256,  # Levanter SoapConfig
         partition_grads_into_blocks: bool = True,  # Levanter SoapConfig
+        merge_small_dims: bool = False,  # Levanter scale_by_soap's default; SoapConfig (and SPEC) turn it on
+        target_merged_dim_size: int = SOAP_TARGET,  # Levanter SoapConfig
     ) -> None:
         if precondition_frequency < 1:
             raise ValueError(f"precondition_frequency must be >= 1, got {precondition_frequency}")
@@ -296,22 +300,32 @@ class SOAP(torch.optim.Optimizer):
             max_precond_dim=max_precond_dim,
             block_size=block_size,
             partition_grads_into_blocks=partition_grads_into_blocks,
+            merge_small_dims=merge_small_dims,
+            target_merged_dim_size=target_merged_dim_size,
         )
         super().__init__(params, defaults)
 
     @staticmethod
-    def layout(p: torch.Tensor, group: dict[str, Any]) -> tuple[tuple[bool, bool], tuple[Region, ...]]:
-        """Which sides of `p` (as a matrix) rotate, and the regions that tile it into blocks."""
-        if p.ndim == 1:
-            rows, cols = p.numel(), 1
-            rotate = (True, False)  # Levanter: a vector gets a full (blocked) n x n factor
+    def layout(p: torch.Tensor, group: dict[str, Any]) -> tuple[tuple[bool, bool], tuple[Region, ...], tuple[int, int]]:
+        """Which sides of `p` (as a matrix) rotate, the regions that tile it into blocks, and that matrix's shape
+        (rows, cols) after Levanter's merge_small_dims (a merged vector of n entries is (n, 1))."""
+        limit = int(group["max_precond_dim"])
+        shape = tuple(p.shape)
+        # Levanter _get_preconditioner_types: a dim >= max_precond_dim is not rotated; a vector always is.
+        null = (False,) if p.ndim == 1 else tuple(size >= limit for size in shape)
+        if p.ndim not in (1, 2):
+            raise ValueError(f"only 1-D and 2-D parameters are supported, got {p.ndim}-D")
+        if group.get("merge_small_dims", False):
+            shape, null = merge_small_dims(shape, int(group["target_merged_dim_size"]), null)
+        if len(shape) == 1:
+            rows, cols = shape[0], 1
+            rotate = (not null[0], False)  # a vector: one n x n factor (blocked)
         else:
-            rows, cols = as_matrix(p).shape
-            limit = int(group["max_precond_dim"])
-            rotate = (rows < limit, cols < limit)  # Levanter _get_preconditioner_types: s >= max_precond_dim -> none
+            rows, cols = shape
+            rotate = (not null[0], not null[1])
         split = bool(group["partition_grads_into_blocks"])
         block = int(group["block_size"])
-        return rotate, block_regions(rows, cols, block, split and rotate[0], split and rotate[1])
+        return rotate, block_regions(rows, cols, block, split and rotate[0], split and rotate[1]), (rows, cols)
 
     @torch.no_grad()
     def step(self, closure: Callable[[], float] | None = None) -> float | None:  # type: ignore[override]
@@ -326,9 +340,9 @@ class SOAP(torch.optim.Optimizer):
             for p in group["params"]:
                 if p.grad is None:
                     continue
-                rotate, regions = self.layout(p, group)
+                rotate, regions, matrix = self.layout(p, group)
                 dtype = state_dtype(p)
-                grad = as_matrix(p.grad).to(dtype)
+                grad = p.grad.reshape(matrix).to(dtype)
                 state = self.state[p]
                 state["step"] = state.get("step", 0) + 1
                 update = torch.zeros(grad.shape, dtype=dtype, device=p.device)
@@ -428,6 +442,8 @@ def build(model: nn.Module, hp: HParams) -> torch.optim.Optimizer:
         max_precond_dim=int(hp["max_precond_dim"]),
         block_size=int(hp["block_size"]),
         partition_grads_into_blocks=bool(hp["partition_grads_into_blocks"]),
+        merge_small_dims=bool(hp["merge_small_dims"]),
+        target_merged_dim_size=int(hp["target_merged_dim_size"]),
     )
 
 
@@ -515,11 +531,14 @@ SPEC = OptimizerSpec(
         "block_size": 256,
         "partition_grads_into_blocks": True,
         "max_precond_dim": 10000,
+        "merge_small_dims": True,
+        "target_merged_dim_size": SOAP_TARGET,
     },
     spaces={"paper": PAPER_SPACE, "tiny": TINY_SPACE},
     routing=(
         "all parameters: SOAP (Levanter's blocked variant): 2-D matrices rotated on each side whose size is below "
-        "max_precond_dim (10000), in block_size blocks; 1-D norm gains rotated as vectors (n x n factors); "
+        "max_precond_dim (10000), in block_size blocks, after merging small dims toward 2048; "
+        "1-D norm gains rotated as vectors (n x n factors); "
         "embedding/lm_head by the same size rule (paper vocab dim unrotated, tiny byte vocab rotated); decayed: "
         "hidden matrices and lm_head; not decayed: embedding, norms"
     ),

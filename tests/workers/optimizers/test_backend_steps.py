@@ -49,7 +49,7 @@ def _one_step(name: str, hp: dict[str, Any], monkeypatch: pytest.MonkeyPatch) ->
     for p in model.parameters():
         p.grad = torch.randn_like(p)
     build(name, model, hp).step()
-    return seen, model.blocks[0].attn.wq.weight.detach().clone()
+    return seen, model.get_parameter("blocks.0.attn.wq.weight").detach().clone()
 
 
 @pytest.mark.parametrize("name", DEFAULTS)

@@ -17,7 +17,17 @@ from workers.model import SCALES, Transformer, build_model, param_role
 from workers.optimizers import get_spec, resolve_hparams
 from workers.optimizers.muon import Muon
 
-HP = {"lr": 0.02, "wd": 0.1, "momentum": 0.9, "beta1": 0.8, "beta2": 0.98, "eps": 1e-15, "muon_eps": 1e-5}
+# backend_steps pinned to the 5 Newton-Schulz steps the oracle below runs (the spec's default is 10: muon.py docstring).
+HP = {
+    "lr": 0.02,
+    "wd": 0.1,
+    "momentum": 0.9,
+    "beta1": 0.8,
+    "beta2": 0.98,
+    "eps": 1e-15,
+    "muon_eps": 1e-5,
+    "backend_steps": 5,
+}
 
 
 def tiny(dtype: torch.dtype = torch.float32, seed: int = 0) -> Transformer:

@@ -224,7 +224,8 @@ def test_rotation_equivariance() -> None:
 def test_routing_on_the_tiny_model() -> None:
     torch.manual_seed(0)
     model = build_model(SCALES["tiny-130k"])
-    opt = build("soap", model, {"block_size": 32})
+    # Without Levanter's merge_small_dims (which would make every tiny matrix a vector: test_merge_dims.py).
+    opt = build("soap", model, {"block_size": 32, "merge_small_dims": False})
     for p in model.parameters():
         p.grad = torch.randn_like(p)
     opt.step()
@@ -268,7 +269,7 @@ def test_equal_blocks_of_all_parameters_share_one_stack_between_steps() -> None:
     # does not concatenate the factors again (soap.stacked's fast path).
     torch.manual_seed(0)
     model = build_model(SCALES["tiny-130k"])
-    opt = build("soap", model, {"block_size": 32, "precondition_frequency": 10})
+    opt = build("soap", model, {"block_size": 32, "precondition_frequency": 10, "merge_small_dims": False})
     matrices = [p for name, p in model.named_parameters() if p.ndim == 2]
     for _ in range(3):
         for p in model.parameters():
@@ -282,7 +283,7 @@ def test_equal_blocks_of_all_parameters_share_one_stack_between_steps() -> None:
 def test_paper_vocabulary_dim_is_not_rotated_nor_split() -> None:
     head = torch.zeros(12000, 512, requires_grad=True)  # a vocab dim >= max_precond_dim (10000)
     opt = SOAP([head], block_size=256)
-    rotate, regions = opt.layout(head, opt.param_groups[0])
+    rotate, regions, _ = opt.layout(head, opt.param_groups[0])
     assert rotate == (False, True)
     assert [(r.rows, r.r, r.cols, r.c) for r in regions] == [(1, 12000, 2, 256)]
 
