@@ -16,7 +16,7 @@ from sweep_service.settings import Settings
 
 @pytest.fixture
 def client(db_url: str, tmp_path: Path) -> Iterator[TestClient]:
-    app = create_app(db_url, Settings(SWEEP_HOME=str(tmp_path)))  # type: ignore[call-arg]
+    app = create_app(db_url, Settings(SWEEP_HOME=tmp_path))
     with TestClient(app) as c:
         yield c
 
