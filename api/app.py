@@ -64,16 +64,24 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
 def _name_enums(components: dict[str, Any]) -> None:
     """Document the valid optimizer and scale names (the registries') where the spec takes them, and that a spec
     needs cells; the spec's validation enforces both, so the schema only says what is checked anyway."""
+    from sweep_service.spec import MAX_MULTIPLE, MIN_MULTIPLE
     from workers.model import SCALES
     from workers.optimizers import REGISTRY
 
     optimizer = {"type": "string", "enum": list(REGISTRY)}
-    scale = {"type": "string", "enum": list(SCALES)}
+    # No enum: an external sweep names its own scales in `custom_scales` (the catalog's are the examples).
+    scale = {
+        "type": "string",
+        "examples": list(SCALES),
+        "description": "a catalog scale (GET /scales) or, with executor: external, a key of custom_scales",
+    }
     spec = components["SweepSpec"]["properties"]
     spec["optimizers"]["items"] = optimizer
     spec["scales"]["items"] = scale
     spec["search"]["propertyNames"] = optimizer
-    spec["chinchilla"]["items"]["exclusiveMinimum"] = 0  # SweepSpec._positive
+    multiple = spec["chinchilla"]["items"]  # SweepSpec._positive: finite, in [MIN_MULTIPLE, MAX_MULTIPLE]
+    multiple.pop("exclusiveMinimum", None)
+    multiple.update(minimum=MIN_MULTIPLE, maximum=MAX_MULTIPLE)
     # SweepSpec._has_cells: optimizers and scales, or a list of cells.
     components["SweepSpec"]["anyOf"] = [
         {
