@@ -64,3 +64,43 @@ def test_only_processes_that_mention_ray_are_taken_down() -> None:
         for p in (ray_like, other):
             p.kill()
             p.wait()
+
+
+# The driver dies right after start() returns, before any second snapshot; its fake Ray agent, and a fake Ray
+# process orphaned in between (its parent, a shell, exits at once), must both go. CI saw the agents survive a
+# driver killed 9 s into a run, before the watchdog's first snapshot.
+EARLY_DEATH = """
+import os, signal, subprocess, sys, time
+from sweep_service import ray_watchdog
+child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)", "fake_ray_agent"])
+ray_watchdog.start()
+orphan = subprocess.run(
+    ["sh", "-c", f"{sys.executable} -c 'import time; time.sleep(600)' fake_ray_worker >/dev/null 2>&1 & echo $!"],
+    capture_output=True, text=True,
+).stdout.strip()
+print(child.pid, orphan, flush=True)
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="the watchdog reads /proc (Linux)")
+def test_a_driver_killed_right_after_start_takes_its_ray_and_its_orphans_down() -> None:
+    root = Path(__file__).resolve().parents[2]
+    driver = subprocess.Popen(
+        [sys.executable, "-c", EARLY_DEATH],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(root)},
+        cwd=root,
+    )
+    assert driver.stdout is not None
+    pids = [int(p) for p in driver.stdout.readline().split()]
+    driver.wait()
+    assert len(pids) == 2, "the driver did not report its two fake Ray processes"
+    deadline = time.monotonic() + 60
+    while any(_alive(p) for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    left = [p for p in pids if _alive(p)]
+    for p in left:
+        os.kill(p, signal.SIGKILL)
+    assert not left, f"fake Ray processes outlived a driver killed right after start(): {left}"
