@@ -24,6 +24,7 @@ from typing import Any
 from db import queries
 from db import repository as repo
 from db.session import Database
+from sweep_service.service.errors import Conflict, Invalid, NotFound
 
 # Statuses from which each use case may move a sweep.
 CANCELLABLE = ("queued", "running", "paused")
@@ -35,23 +36,6 @@ PAUSE_REASON = "paused"
 NAME_MAX = 200
 BUDGET_RANGE = (1, 100_000)
 MAX_CONCURRENT_RANGE = (1, 10_000)
-
-
-class NotFound(LookupError):
-    """No sweep with this id."""
-
-
-class Conflict(Exception):
-    """The sweep's status does not allow this change now."""
-
-
-class Invalid(ValueError):
-    """A bad value for one field; `field` names it."""
-
-    def __init__(self, field: str, message: str) -> None:
-        super().__init__(f"{field}: {message}")
-        self.field = field
-        self.message = message
 
 
 @dataclass(frozen=True)
