@@ -61,10 +61,10 @@ class ImportOutcome:
 
 
 def scale_params() -> dict[str, int]:
-    """Non-embedding parameter count of every scale in the catalog (workers.model.SCALES)."""
-    from workers.model import SCALES, non_embedding_params
+    """Non-embedding parameter count of every scale in the catalog (sweep_service.catalog, no torch)."""
+    from sweep_service import catalog
 
-    return {name: non_embedding_params(cfg) for name, cfg in SCALES.items()}
+    return catalog.scale_params()
 
 
 def resolve_path(name: str | Path) -> Path:
