@@ -7,6 +7,7 @@ line on stderr and exit status 2, never a traceback.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import sys
@@ -410,49 +411,6 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
-def _catalog() -> tuple[list[str], list[str], dict[str, int]]:
-    """Registered optimizers, scale presets and each preset's non-embedding parameter count (imports torch)."""
-    from sweep_service.importer import scale_params
-    from workers.optimizers import REGISTRY
-
-    params = scale_params()
-    return list(REGISTRY), list(params), params
-
-
-def _check_names(s: Any, optimizer: str | None, scale: str | None) -> None:
-    """An optimizer or scale that is neither in the catalog nor in any sweep (imported results may hold names the
-    catalog lacks) is a UsageError that lists the valid names."""
-    from db import queries
-
-    optimizers, scales, _ = _catalog()
-    if (optimizer is None or optimizer in optimizers) and (scale is None or scale in scales):
-        return
-    held_optimizers, held_scales = queries.cell_names(s)
-    for field, name, known, held in (
-        ("optimizer", optimizer, optimizers, held_optimizers),
-        ("scale", scale, scales, held_scales),
-    ):
-        if name is None or name in known:
-            continue
-        stored = [h for h in held if h not in known]
-        if name not in stored:
-            raise UsageError(f"unknown {field} {name!r}; valid {field}s: {', '.join([*known, *stored])}")
-
-
-def _best_result(winner: Any, sweep: Any, considered: int) -> dict[str, Any]:
-    return {
-        "optimizer": winner.optimizer,
-        "scale": winner.scale,
-        "chinchilla": winner.chinchilla,
-        "loss": winner.best_loss,
-        "config": winner.best_config,
-        "near_ties": winner.near_ties or [],
-        "sweep_id": sweep.id,
-        "trial_id": winner.best_trial_id,
-        "cells_considered": considered,
-    }
-
-
 def near_tie_text(n: int) -> str:
     """How many configs came within the near-tie tolerance; the count includes the best config itself."""
     if n <= 1:
@@ -463,47 +421,35 @@ def near_tie_text(n: int) -> str:
 def cmd_best(args: argparse.Namespace) -> int:
     """One answer when --scale and --chinchilla are both given (the lowest loss there, across optimizers unless
     --optimizer names one); otherwise one row per (optimizer, scale, chinchilla) cell, as GET /best answers:
-    losses of different scales or token budgets are not comparable (more data always gives a lower loss)."""
-    from db import queries
+    losses of different scales or token budgets are not comparable (more data always gives a lower loss).
+    The rows are GET /best's (sweep_service.service.best): a cell still running is ranked from its finished trials."""
+    from sweep_service.service import best as use_case
 
     check_chinchilla(args.chinchilla)
-    single = args.scale is not None and args.chinchilla is not None
     db = _database(create=False)
-    with db.session() as s:
-        # The query GET /best reads; like the CLI before it, only cells with a recorded (finished) best count.
-        finished = [
-            (c, sw)
-            for c, sw in queries.cells_with_sweeps(s, args.optimizer, args.scale, args.chinchilla)
-            if c.best_loss is not None and math.isfinite(c.best_loss)
-        ]
-        if not finished:
-            _check_names(s, args.optimizer, args.scale)
-            print("no finished cell matches", file=sys.stderr)
-            return 1
-        groups: dict[tuple[str, str, float], list[tuple[Any, Any]]] = {}
-        for c, sw in finished:
-            groups.setdefault(("", "", 0.0) if single else (c.optimizer, c.scale, c.chinchilla), []).append((c, sw))
-        results = []
-        for members in groups.values():
-            winner, sweep = min(members, key=lambda pair: (pair[0].best_loss, pair[0].id))
-            results.append(_best_result(winner, sweep, len(members)))
-    if single:
-        out = results[0]
+    try:
+        results = use_case.best(db, args.optimizer, args.scale, args.chinchilla)
+    except use_case.UnknownName as exc:
+        raise UsageError(f"unknown {exc.field} {exc.name!r}; valid {exc.field}s: {', '.join(exc.valid)}") from None
+    single = use_case.lowest(results) if args.scale is not None and args.chinchilla is not None else None
+    if not results:
+        print("no finished cell matches", file=sys.stderr)
+        return 1
+    if single is not None:
         if args.json:
-            print(json.dumps(_json_safe(out), sort_keys=True))
+            print(json.dumps(_json_safe(dataclasses.asdict(single)), sort_keys=True))
             return 0
-        print(f"{out['optimizer']} at {out['scale']}, {out['chinchilla']:g}x Chinchilla: loss {out['loss']:.4f}")
-        ties = f"; {near_tie_text(len(out['near_ties']))}" if out["near_ties"] else ""
-        print(f"  from sweep {out['sweep_id']}, trial {out['trial_id']}{ties}")
-        for k, v in sorted((out["config"] or {}).items()):
+        print(f"{single.optimizer} at {single.scale}, {single.chinchilla:g}x Chinchilla: loss {single.loss:.4f}")
+        ties = f"; {near_tie_text(len(single.near_ties))}" if single.near_ties else ""
+        print(f"  from sweep {single.sweep_id}, trial {single.trial_id}{ties}")
+        for k, v in sorted((single.config or {}).items()):
             print(f"  {k:<20} {_fmt(v)}")
         return 0
-    params = _catalog()[2]
-    results.sort(key=lambda r: (r["optimizer"], params.get(r["scale"], math.inf), r["scale"], r["chinchilla"]))
+    rows = [dataclasses.asdict(r) for r in results]
     if args.json:
-        print(json.dumps(_json_safe(results), sort_keys=True))
+        print(json.dumps(_json_safe(rows), sort_keys=True))
         return 0
-    print_best_results(results)
+    print_best_results(rows)
     return 0
 
 
