@@ -471,9 +471,12 @@ def print_best_results(results: list[dict[str, Any]]) -> None:
 
 def cmd_import_results(args: argparse.Namespace) -> int:
     """Load released results (`paper`: the shipped paper_results.json) as a finished, imported sweep."""
-    from sweep_service.importer import import_file
+    from sweep_service.service import errors, imports
 
-    outcome = import_file(_database(), args.file)
+    try:
+        outcome = imports.import_results(_database(), args.file)
+    except errors.Invalid as exc:  # the file: unreadable, or an entry malformed (the message names it)
+        raise UsageError(exc.message) from None
     verb = "imported" if outcome.created else "already imported (same content): nothing written;"
     print(
         f"sweep {outcome.sweep_id} '{outcome.name}': {verb} {outcome.n_cells} cells, {outcome.n_trials} trials",
@@ -494,6 +497,30 @@ def cmd_import_results(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     print(outcome.sweep_id)  # stdout: the id alone, for scripts (ID=$(sweep-service import-results paper))
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    """Write a sweep's trials as CSV, Parquet or JSON (sweep_service.service.exports, GET /sweeps/{id}/export's
+    bytes): to --out, else to stdout."""
+    from pathlib import Path
+
+    from sweep_service.service import errors, exports
+
+    try:
+        out = exports.export(_database(create=False), args.sweep_id, args.format)
+    except errors.NotFound as exc:
+        raise UsageError(f"{exc} (sweep-service status lists them)") from None
+    if args.out is None:
+        sys.stdout.flush()
+        sys.stdout.buffer.write(out.body)
+        sys.stdout.buffer.flush()
+        return 0
+    try:
+        Path(args.out).write_bytes(out.body)
+    except OSError as exc:
+        raise UsageError(f"cannot write {args.out}: {exc.strerror or exc}") from None
+    print(f"sweep {args.sweep_id}: {out.format} written to {args.out}", file=sys.stderr)
     return 0
 
 
@@ -627,6 +654,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("import-results", help="load released results (e.g. the paper's) as a finished sweep")
     p.add_argument("file", help="results JSON file, or `paper` for the shipped paper_results.json")
     p.set_defaults(func=cmd_import_results)
+
+    p = sub.add_parser("export", help="a sweep's trials as CSV, Parquet or JSON (like GET /sweeps/ID/export)")
+    p.add_argument("sweep_id", type=int)
+    p.add_argument("--format", choices=("csv", "parquet", "json"), default="csv")
+    p.add_argument("--out", default=None, help="file to write (default: stdout)")
+    p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("report", help="write a sweep's HTML report (plots as PNG, tables as CSV)")
     p.add_argument("sweep_id", type=int)

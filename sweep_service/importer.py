@@ -22,6 +22,9 @@ comes from the file, or stays unknown (then it is left out of the hyperparameter
 
 Importing is idempotent: the sweep's `idempotency_key` is a hash of the file's content (canonical JSON), so
 importing the same results twice returns the first sweep.
+
+This module reads and checks the file (`read_results`); the use case that writes the sweep is
+sweep_service.service.imports.import_results (`import_file` and `import_results` here call it).
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from db import results
 from db.repository import config_key as run_key
@@ -40,6 +43,9 @@ from sweep_service.analysis import NEAR_TIE_TOLERANCE, config_key
 from sweep_service.paper_results import TOKENS_PER_PARAM, convert_config, optimizer_name
 from sweep_service.spec import cell_key
 
+if TYPE_CHECKING:
+    from sweep_service.service.imports import ImportOutcome
+
 PAPER_RESULTS = Path(__file__).parent / "data" / "paper_results.json"
 KEY_PREFIX = "import:sha256:"
 # Column widths of cells.optimizer and cells.scale (db/models.py): a longer name cannot be stored.
@@ -47,17 +53,15 @@ NAME_MAX = 64
 
 
 @dataclass(frozen=True)
-class ImportOutcome:
-    sweep_id: int
-    created: bool  # False: the same results were imported before (this is that sweep)
-    name: str
-    n_cells: int
-    n_trials: int
-    optimizers: tuple[str, ...]
-    scales: tuple[str, ...]
-    chinchilla: tuple[float, ...]
-    unknown_scales: tuple[str, ...]  # not in the catalog (imported all the same)
-    unknown_params: tuple[str, ...]  # scales whose non-embedding parameter count is unknown
+class ParsedResults:
+    """A results file read and checked, ready to write (sweep_service.service.imports writes it)."""
+
+    file: Path
+    name: str  # the sweep's name
+    key: str  # the sweep's idempotency key (KEY_PREFIX + the content's hash)
+    spec: dict[str, Any]  # the sweep's spec: what was imported, from where
+    cells: list[results.ImportedCell]
+    catalog: dict[str, int]  # the catalog's non-embedding parameter count per scale, when read
 
 
 def scale_params() -> dict[str, int]:
@@ -211,8 +215,9 @@ def parse_results(path: Path, payload: dict[str, Any], catalog: dict[str, int]) 
     return list(cells.values())
 
 
-def import_file(database: Database, path: str | Path) -> ImportOutcome:
-    """Import a results file (`paper`: the shipped paper results); the same content twice gives one sweep."""
+def read_results(path: str | Path) -> ParsedResults:
+    """Read and check a results file (`paper`: the shipped paper results); a malformed one raises a ValueError
+    naming the entry. Nothing is written."""
     file = resolve_path(path)
     payload, digest = _read(file)
     catalog = scale_params()
@@ -223,9 +228,9 @@ def import_file(database: Database, path: str | Path) -> ImportOutcome:
             "paper results (arXiv 2509.02046)" if file.resolve() == PAPER_RESULTS.resolve() else f"import {file.name}"
         )
     name = name.strip()[:200]  # sweeps.name is String(200)
-    optimizers = tuple(sorted({c.optimizer for c in cells}))
-    scales = tuple(sorted({c.scale for c in cells}, key=lambda sc: (catalog.get(sc, math.inf), sc)))
-    multiples = tuple(sorted({c.chinchilla for c in cells}))
+    optimizers = sorted({c.optimizer for c in cells})
+    scales = sorted({c.scale for c in cells}, key=lambda sc: (catalog.get(sc, math.inf), sc))
+    multiples = sorted({c.chinchilla for c in cells})
     params = {c.scale: c.settings["non_embedding_params"] for c in cells if "non_embedding_params" in c.settings}
     about = payload.get("about")
     spec: dict[str, Any] = {
@@ -236,26 +241,21 @@ def import_file(database: Database, path: str | Path) -> ImportOutcome:
             "sha256": digest,
             "about": about if isinstance(about, str) else None,
         },
-        "optimizers": list(optimizers),
-        "scales": list(scales),
-        "chinchilla": list(multiples),
+        "optimizers": optimizers,
+        "scales": scales,
+        "chinchilla": multiples,
         "non_embedding_params": params,
         "tolerance": NEAR_TIE_TOLERANCE,
     }
-    with database.session() as s:
-        sweep_id, created = results.write_imported_sweep(s, name, spec, KEY_PREFIX + digest, cells)
-    return ImportOutcome(
-        sweep_id=sweep_id,
-        created=created,
-        name=name,
-        n_cells=len(cells),
-        n_trials=sum(1 + len(c.others) for c in cells),
-        optimizers=optimizers,
-        scales=scales,
-        chinchilla=multiples,
-        unknown_scales=tuple(sc for sc in scales if sc not in catalog),
-        unknown_params=tuple(sc for sc in scales if sc not in params),
-    )
+    return ParsedResults(file, name, KEY_PREFIX + digest, spec, cells, catalog)
+
+
+def import_file(database: Database, path: str | Path) -> ImportOutcome:
+    """Import a results file (`paper`: the shipped paper results); the same content twice gives one sweep.
+    The use case is sweep_service.service.imports.import_results; this name stays for its callers."""
+    from sweep_service.service import imports
+
+    return imports.import_results(database, path)
 
 
 def import_results(database: Database, path: str | Path) -> int:
