@@ -30,8 +30,8 @@ def add_sweep(
             optimizer, scale, multiple = key.split("/")
             best: dict[str, Any] = {}
             if key in recorded:
-                loss, config = recorded[key]
-                best = {"best_loss": loss, "best_config": config, "near_ties": [config]}
+                best_loss, best_config = recorded[key]
+                best = {"best_loss": best_loss, "best_config": best_config, "near_ties": [best_config]}
             cell = repo.add_cell(
                 s,
                 sweep.id,
