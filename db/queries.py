@@ -400,3 +400,122 @@ def best_inputs_version(s: Session) -> tuple[tuple[Any, ...], ...]:
 def ping(s: Session) -> bool:
     """The database answers a trivial query (the health check)."""
     return s.execute(select(1)).scalar() == 1
+
+
+# ---- best, export, import (sweep_service.service) ----------------------------------------------------------
+# Plain rows for the use cases (sweep_service.service.best and .exports): no ORM object leaves db/.
+
+
+@dataclass(frozen=True, slots=True)
+class BestCellRow:
+    """A cell as GET /best ranks it, with its sweep's id, name and imported flag (columns in select order)."""
+
+    id: int
+    key: str
+    optimizer: str
+    scale: str
+    chinchilla: float
+    settings: dict[str, Any] | None
+    best_trial_id: int | None
+    best_loss: float | None
+    best_config: dict[str, Any] | None
+    near_ties: list[Any] | None
+    sweep_id: int
+    sweep_name: str
+    sweep_imported: bool
+
+
+_BEST_CELL_ROWS = select(
+    Cell.id,
+    Cell.key,
+    Cell.optimizer,
+    Cell.scale,
+    Cell.chinchilla,
+    Cell.settings,
+    Cell.best_trial_id,
+    Cell.best_loss,
+    Cell.best_config,
+    Cell.near_ties,
+    Sweep.id,
+    Sweep.name,
+    Sweep.imported,
+).join(Sweep, Cell.sweep_id == Sweep.id)
+
+
+def best_cell_rows(
+    s: Session, optimizer: str | None = None, scale: str | None = None, chinchilla: float | None = None
+) -> list[BestCellRow]:
+    """Every cell of every sweep (imported ones too) matching the filter, in id order, with its sweep: the rows
+    of cells_with_sweeps as plain values."""
+    q = _BEST_CELL_ROWS
+    if optimizer is not None:
+        q = q.where(Cell.optimizer == optimizer)
+    if scale is not None:
+        q = q.where(Cell.scale == scale)
+    if chinchilla is not None:
+        q = q.where(Cell.chinchilla == chinchilla)
+    return [BestCellRow(*tuple(row)) for row in s.connection().execute(q.order_by(Cell.id))]
+
+
+@dataclass(frozen=True, slots=True)
+class FinishedTrialRow:
+    """What ranking reads of a finished trial (columns in select order)."""
+
+    id: int
+    cell_id: int
+    config: dict[str, Any]
+    seed: int
+    status: str
+    final_loss: float | None
+
+
+def finished_trial_rows(s: Session, cell_ids: Sequence[int]) -> list[FinishedTrialRow]:
+    """Finished trials (completed, diverged) of the given cells, oldest first, as plain values."""
+    if not cell_ids:
+        return []
+    q = (
+        select(Trial.id, Trial.cell_id, Trial.config, Trial.seed, Trial.status, Trial.final_loss)
+        .where(Trial.cell_id.in_(list(cell_ids)), Trial.status.in_(TRIAL_FINISHED))
+        .order_by(Trial.id)
+    )
+    return [FinishedTrialRow(*tuple(row)) for row in s.connection().execute(q)]
+
+
+# The export's columns (sweep_service.service.exports.COLUMNS) but the config, as labels of one select.
+_EXPORT_ROWS = (
+    select(
+        Trial.id.label("trial_id"),
+        Trial.sweep_id.label("sweep_id"),
+        Cell.key.label("cell"),
+        Cell.optimizer.label("optimizer"),
+        Cell.scale.label("scale"),
+        Cell.chinchilla.label("chinchilla"),
+        Trial.seed.label("seed"),
+        Trial.round.label("round"),
+        Trial.status.label("status"),
+        Trial.final_loss.label("final_loss"),
+        Trial.initial_loss.label("initial_loss"),
+        Trial.reason.label("reason"),
+        Trial.steps.label("steps"),
+        Trial.total_steps.label("total_steps"),
+        Trial.tokens.label("tokens"),
+        Trial.tokens_per_second.label("tokens_per_second"),
+        Trial.device_seconds.label("device_seconds"),
+        Trial.attempts.label("attempts"),
+        Trial.worker.label("worker"),
+        Trial.created_at.label("created_at"),
+        Trial.started_at.label("started_at"),
+        Trial.finished_at.label("finished_at"),
+        Trial.repro.label("repro"),
+        Trial.config.label("config"),
+    )
+    .join(Cell, Trial.cell_id == Cell.id)
+    .where(Trial.sweep_id == bindparam("sweep_id"))
+    .order_by(Trial.id)
+)
+
+
+def export_rows(s: Session, sweep_id: int) -> list[dict[str, Any]]:
+    """Every trial of a sweep with its cell's key and names, oldest first, as a dict per trial keyed by the
+    export's column names (plus `config`, the trial's resolved hyperparameters)."""
+    return [dict(row) for row in s.connection().execute(_EXPORT_ROWS, {"sweep_id": sweep_id}).mappings()]

@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import pandas as pd
-from sqlalchemy.orm import Session
 
 from db import queries
 from db.session import Database
@@ -87,12 +86,14 @@ def best(
     check_names(db, optimizer, scale)
     params = catalog.scale_params()
     with db.session() as s:
-        cells = queries.cells_with_sweeps(s, optimizer, scale, chinchilla)
-        candidates = [_recorded(c, sw) for c, sw in cells if c.best_loss is not None and math.isfinite(c.best_loss)]
-        candidates += _from_trials(s, [(c, sw) for c, sw in cells if c.best_loss is None])
-        considered: dict[Group, int] = {}
-        for c, _ in cells:
-            considered[_group(c)] = considered.get(_group(c), 0) + 1
+        cells = queries.best_cell_rows(s, optimizer, scale, chinchilla)
+        unranked = [c for c in cells if c.best_loss is None]
+        trials = queries.finished_trial_rows(s, [c.id for c in unranked])
+    candidates = [_recorded(c) for c in cells if c.best_loss is not None and math.isfinite(c.best_loss)]
+    candidates += _from_trials(unranked, trials)
+    considered: dict[Group, int] = {}
+    for c in cells:
+        considered[_group(c)] = considered.get(_group(c), 0) + 1
     winners: dict[Group, _Candidate] = {}
     for cand in candidates:
         held = winners.get(cand.group)
@@ -146,19 +147,20 @@ class _Candidate:
     trial_id: int | None
 
 
-def _group(cell: Any) -> Group:
+def _group(cell: queries.BestCellRow) -> Group:
     return (cell.optimizer, cell.scale, cell.chinchilla)
 
 
-def _recorded(cell: Any, sweep: Any) -> _Candidate:
+def _recorded(cell: queries.BestCellRow) -> _Candidate:
     """The candidate of a cell whose best the engine (or the importer) recorded."""
+    assert cell.best_loss is not None
     return _Candidate(
         cell_id=cell.id,
         cell=cell.key,
         group=_group(cell),
-        sweep_id=sweep.id,
-        sweep_name=sweep.name,
-        imported=sweep.imported,
+        sweep_id=cell.sweep_id,
+        sweep_name=cell.sweep_name,
+        imported=cell.sweep_imported,
         loss=float(cell.best_loss),
         config=cell.best_config,
         near_ties=list(cell.near_ties or []),
@@ -174,14 +176,13 @@ def _tolerance(settings: Any) -> float:
     return float(tolerance)
 
 
-def _from_trials(s: Session, cells: list[tuple[Any, Any]]) -> list[_Candidate]:
+def _from_trials(cells: list[queries.BestCellRow], trials: list[queries.FinishedTrialRow]) -> list[_Candidate]:
     """Candidates for cells whose best is not recorded yet, ranked from their finished trials."""
-    trials = queries.finished_trials_of_cells(s, [c.id for c, _ in cells])
-    by_cell: dict[int, list[Any]] = {}
+    by_cell: dict[int, list[queries.FinishedTrialRow]] = {}
     for t in trials:
         by_cell.setdefault(t.cell_id, []).append(t)
     out = []
-    for cell, sweep in cells:
+    for cell in cells:
         rows = by_cell.get(cell.id, [])
         if not rows:
             continue
@@ -211,9 +212,9 @@ def _from_trials(s: Session, cells: list[tuple[Any, Any]]) -> list[_Candidate]:
                 cell_id=cell.id,
                 cell=cell.key,
                 group=_group(cell),
-                sweep_id=sweep.id,
-                sweep_name=sweep.name,
-                imported=sweep.imported,
+                sweep_id=cell.sweep_id,
+                sweep_name=cell.sweep_name,
+                imported=cell.sweep_imported,
                 loss=float(ranked["best_loss"]),
                 config=dict(ranked["best_config"]),
                 near_ties=[dict(c) for c in ranked["near_ties"]],

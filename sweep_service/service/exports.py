@@ -52,37 +52,14 @@ MEDIA_TYPES = {
 }
 
 
-def _row(trial: Any, cell: Any) -> dict[str, Any]:
-    """One trial (db.models.Trial) and its cell as a row, read inside the session."""
-    row: dict[str, Any] = {
-        "trial_id": trial.id,
-        "sweep_id": trial.sweep_id,
-        "cell": cell.key,
-        "optimizer": cell.optimizer,
-        "scale": cell.scale,
-        "chinchilla": cell.chinchilla,
-        "seed": trial.seed,
-        "round": trial.round,
-        "status": trial.status,
-        "final_loss": trial.final_loss,
-        "initial_loss": trial.initial_loss,
-        "reason": trial.reason,
-        "steps": trial.steps,
-        "total_steps": trial.total_steps,
-        "tokens": trial.tokens,
-        "tokens_per_second": trial.tokens_per_second,
-        "device_seconds": trial.device_seconds,
-        "attempts": trial.attempts,
-        "worker": trial.worker,
-        "created_at": trial.created_at,
-        "started_at": trial.started_at,
-        "finished_at": trial.finished_at,
-        # Nested: kept as one JSON text column so every format can carry it.
-        "repro": json.dumps(trial.repro, sort_keys=True) if trial.repro is not None else None,
-    }
-    for name, value in (trial.config or {}).items():
-        row[CONFIG_PREFIX + str(name)] = value
-    return row
+def _record(row: dict[str, Any]) -> dict[str, Any]:
+    """A trial's row (db.queries.export_rows) as an export record: the config flattened into `config.<name>`."""
+    record = {name: row[name] for name in COLUMNS}
+    # Nested: kept as one JSON text column so every format can carry it.
+    record["repro"] = json.dumps(row["repro"], sort_keys=True) if row["repro"] is not None else None
+    for name, value in (row["config"] or {}).items():
+        record[CONFIG_PREFIX + str(name)] = value
+    return record
 
 
 def _one_type_per_column(frame: pd.DataFrame, names: list[str]) -> pd.DataFrame:
@@ -136,7 +113,7 @@ def rows(db: Database, sweep_id: int) -> Table:
     with db.session() as s:
         if not queries.sweep_exists(s, sweep_id):
             raise NotFound(f"no sweep {sweep_id}")
-        records = [_row(t, c) for t, c in queries.trials_with_cells(s, sweep_id)]
+        records = [_record(row) for row in queries.export_rows(s, sweep_id)]
     config_columns = sorted({k for r in records for k in r if k.startswith(CONFIG_PREFIX)})
     return Table(sweep_id, (*COLUMNS, *config_columns), tuple(records))
 
