@@ -304,42 +304,7 @@ def trials_with_cells(s: Session, sweep_id: int) -> list[tuple[Trial, Cell]]:
 
 
 # ---- best configs across sweeps -----------------------------------------------------------------------
-
-
-# What GET /best reads of a cell and of its sweep: not the cell's search space nor the sweep's spec.
-BEST_CELL_COLUMNS = (
-    Cell.id,
-    Cell.key,
-    Cell.optimizer,
-    Cell.scale,
-    Cell.chinchilla,
-    Cell.sweep_id,
-    Cell.settings,
-    Cell.best_trial_id,
-    Cell.best_loss,
-    Cell.best_config,
-    Cell.near_ties,
-)
-BEST_SWEEP_COLUMNS = (Sweep.id, Sweep.name, Sweep.imported)
-
-
-def cells_with_sweeps(
-    s: Session, optimizer: str | None = None, scale: str | None = None, chinchilla: float | None = None
-) -> list[tuple[Cell, Sweep]]:
-    """Every cell of every sweep (imported ones too) matching the filter, with its sweep. The rows carry what
-    GET /best reads (BEST_CELL_COLUMNS, BEST_SWEEP_COLUMNS); other attributes load on access."""
-    q = (
-        select(Cell, Sweep)
-        .join(Sweep, Cell.sweep_id == Sweep.id)
-        .options(load_only(*BEST_CELL_COLUMNS), load_only(*BEST_SWEEP_COLUMNS))
-    )
-    if optimizer is not None:
-        q = q.where(Cell.optimizer == optimizer)
-    if scale is not None:
-        q = q.where(Cell.scale == scale)
-    if chinchilla is not None:
-        q = q.where(Cell.chinchilla == chinchilla)
-    return [(c, sw) for c, sw in s.execute(q.order_by(Cell.id)).all()]
+# (the cells and trials the use case ranks: best_cell_rows and finished_trial_rows, in the block at the end)
 
 
 def cell_names(s: Session) -> tuple[list[str], list[str]]:
@@ -348,20 +313,6 @@ def cell_names(s: Session) -> tuple[list[str], list[str]]:
     optimizers = list(s.scalars(select(Cell.optimizer).distinct().order_by(Cell.optimizer)))
     scales = list(s.scalars(select(Cell.scale).distinct().order_by(Cell.scale)))
     return optimizers, scales
-
-
-def finished_trials_of_cells(s: Session, cell_ids: Sequence[int]) -> list[Trial]:
-    """Finished trials (completed, diverged) of the given cells, oldest first; the rows carry what ranking needs
-    (id, cell, config, seed, status, final loss), other attributes load on access."""
-    if not cell_ids:
-        return []
-    q = (
-        select(Trial)
-        .where(Trial.cell_id.in_(list(cell_ids)), Trial.status.in_(TRIAL_FINISHED))
-        .order_by(Trial.id)
-        .options(load_only(Trial.id, Trial.cell_id, Trial.config, Trial.seed, Trial.status, Trial.final_loss))
-    )
-    return list(s.scalars(q))
 
 
 _FINISHED_IN_CELL = (
@@ -445,8 +396,8 @@ _BEST_CELL_ROWS = select(
 def best_cell_rows(
     s: Session, optimizer: str | None = None, scale: str | None = None, chinchilla: float | None = None
 ) -> list[BestCellRow]:
-    """Every cell of every sweep (imported ones too) matching the filter, in id order, with its sweep: the rows
-    of cells_with_sweeps as plain values."""
+    """Every cell of every sweep (imported ones too) matching the filter, in id order, with its sweep's id, name
+    and imported flag: what GET /best ranks, not the cell's search space nor the sweep's spec."""
     q = _BEST_CELL_ROWS
     if optimizer is not None:
         q = q.where(Cell.optimizer == optimizer)
