@@ -98,8 +98,11 @@ class Proposer(Protocol):
     `Limits.seed`).
 
     Who writes what: the proposer writes no row of ours; it may write to the cell's Optuna study (asked
-    trials, the known answer of a repeat), and `record` mirrors each finished trial into that study. The
-    engine serializes calls for a sweep under its lock, so implementations need not be thread-safe.
+    trials, the known answer of a repeat), and `record` mirrors each finished trial into that study.
+
+    Threads and processes: one driver plans a sweep at a time (it holds the sweep's lease), and it calls
+    `propose` under its lock and `record` after a result's row is committed. Registered proposers are shared by
+    every sweep of the process and keep no mutable state of their own, so they need no locking.
 
     Search space: suggestions hold exactly the names of `history.space.grid`, each with one of its grid
     values, in no particular order of keys; fixed values are the engine's to add.
