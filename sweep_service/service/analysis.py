@@ -51,7 +51,7 @@ class UnknownName(Invalid):
         self.valid = tuple(valid)
 
 
-def hvalue(value: object) -> HValue:
+def _hvalue(value: object) -> HValue:
     """A hyperparameter value as plain Python: numpy scalars unwrapped, non-finite floats None, anything else
     that is not a bool, number or string as text."""
     if value is None:
@@ -260,8 +260,8 @@ def sensitivity(db: Database, sweep_id: int) -> Sensitivity:
             scale=str(r["scale"]),
             chinchilla=float(r["chinchilla"]),
             hparam=str(r["hparam"]),
-            value=hvalue(r["value"]),
-            best_value=hvalue(r["best_value"]),
+            value=_hvalue(r["value"]),
+            best_value=_hvalue(r["best_value"]),
             loss=float(r["loss"]),
             best_loss=float(r["best_loss"]),
             delta=float(r["delta"]),
@@ -354,7 +354,7 @@ class Prediction:
     note: str
 
 
-def families() -> list[str]:
+def _families() -> list[str]:
     """The catalog's model families (paper, tiny)."""
     return sorted({family for family, _ in catalog.scale_families().values()})
 
@@ -386,6 +386,7 @@ def _grid(optimizer: str, family: str) -> dict[str, list[Any]] | None:
 
 
 def _check_target(optimizer: str, params: int, chinchilla: float, family: str | None, method: str) -> None:
+    """The checks the API's query parameters make before the call, for callers without them (the CLI, scripts)."""
     names = catalog.optimizer_names()
     if optimizer not in names:
         raise UnknownName("optimizer", optimizer, names)
@@ -393,8 +394,8 @@ def _check_target(optimizer: str, params: int, chinchilla: float, family: str | 
         raise Invalid("params", f"must be a whole number of parameters from 1 to {MAX_PARAMS:.0e}")
     if not (math.isfinite(chinchilla) and 0 < chinchilla <= MAX_CHINCHILLA):
         raise Invalid("chinchilla", f"must be a finite multiple above 0, at most {MAX_CHINCHILLA:g}")
-    if family is not None and family not in families():
-        raise Invalid("family", f"must be one of {', '.join(families())}")
+    if family is not None and family not in _families():
+        raise Invalid("family", f"must be one of {', '.join(_families())}")
     if method not in METHODS:
         raise Invalid("method", f"must be one of {', '.join(METHODS)}")
 
@@ -480,7 +481,7 @@ def predict(
     fallbacks: list[str] = []
     for name, fit in fits.items():
         pred = _prediction(fit, float(params), chinchilla, grid.get(name) if grid is not None else None)
-        predicted = hvalue(pred.value) if pred is not None else None
+        predicted = _hvalue(pred.value) if pred is not None else None
         config[name] = predicted
         fit_notes = [pred.note] if pred is not None and pred.note else []
         if pred is None or predicted is None:
@@ -497,9 +498,9 @@ def predict(
                 form_errors=dict(fit.form_errors),
                 n_points=fit.n_points,
                 holdout=fit.holdout,
-                holdout_actual=hvalue(fit.holdout_actual),
-                holdout_predicted=hvalue(fit.holdout_predicted),
-                raw=hvalue(pred.raw) if pred is not None else None,
+                holdout_actual=_hvalue(fit.holdout_actual),
+                holdout_predicted=_hvalue(fit.holdout_predicted),
+                raw=_hvalue(pred.raw) if pred is not None else None,
                 predicted=predicted,
                 low=pred.low if pred is not None else None,
                 high=pred.high if pred is not None else None,
