@@ -30,7 +30,7 @@ class OptunaSampler:
     A fresh sampler each call, seeded by `Limits.seed` plus the study's size: a fixed seed would replay the same
     draws every call (and stall on repeats), while this stays deterministic across a restart. A repeat of a
     finished config is told its known loss (a repeat of a pending one fails) and the sampler is asked again;
-    after MAX_ASKS repeats the call waits. The cell is exhausted once it has as many configs as its budget or
+    after MAX_ASKS repeats the call waits while configs are in flight, and ends the cell `converged` when none is. The cell is exhausted once it has as many configs as its budget or
     its grid allows and none is pending. `Limits.max_rounds` (the one round of a Phase III ablation, a coordinate
     descent notion) does not apply: here every config is a round of its own. Searched values are the grid values
     themselves (categorical); a subclass may search another encoding (`distributions`, `decode`, `encode`).
@@ -85,7 +85,10 @@ class OptunaSampler:
                     study.tell(trial, state=TrialState.FAIL)
                 continue
             return step(suggestions=[Suggestion(searched, trial.number)], round=history.round + 1)
-        return step(suggestions=[])  # only repeats this time
+        # Only repeats: with configs in flight their results may move the sampler, so wait; with none, it keeps
+        # drawing what it has measured (CMA-ES on a small integer grid does once its search distribution has
+        # shrunk), so no new config will come: the cell has converged (it would otherwise wait forever).
+        return step(suggestions=[], done=None if pending else "converged")
 
     def record(
         self,
