@@ -28,12 +28,13 @@ class OptunaSampler:
     """Proposes one new config per call from a fresh sampler over the cell's study.
 
     A fresh sampler each call, seeded by `Limits.seed` plus the study's size: a fixed seed would replay the same
-    draws every call (and stall on repeats), while this stays deterministic across a restart. A repeat of a
-    finished config is told its known loss (a repeat of a pending one fails) and the sampler is asked again;
-    after MAX_ASKS repeats the call waits while configs are in flight, and ends the cell `converged` when none is. The cell is exhausted once it has as many configs as its budget or
-    its grid allows and none is pending. `Limits.max_rounds` (the one round of a Phase III ablation, a coordinate
-    descent notion) does not apply: here every config is a round of its own. Searched values are the grid values
-    themselves (categorical); a subclass may search another encoding (`distributions`, `decode`, `encode`).
+    draws every call (and stall on repeats), while this stays deterministic across a restart. A repeat of a finished
+    config is told its known loss (a repeat of a pending one fails) and the sampler is asked again; after MAX_ASKS
+    repeats the call waits while configs are in flight, and ends the cell `converged` when none is. The cell is
+    exhausted once it has as many configs as its budget or its grid allows and none is pending. `Limits.max_rounds`
+    (the one round of a Phase III ablation, a coordinate descent notion) does not apply: here every config is a
+    round of its own. Searched values are the grid values themselves (categorical); a subclass may search another
+    encoding (`distributions`, `decode`, `encode`).
     """
 
     def __init__(self, name: str, make_sampler: SamplerFactory) -> None:
