@@ -8,6 +8,7 @@ from datetime import UTC
 from typing import Any
 
 import pytest
+from sqlalchemy import event
 
 from db import queries
 from db import repository as repo
@@ -139,3 +140,26 @@ def test_a_finished_sweeps_statistics_are_read_once(db: Database, store: Any, mo
     for _ in range(2):
         sweeps.progress(db, running.sweep_id)  # a running sweep can change: read every time
     assert reads == [done.sweep_id] + [running.sweep_id] * 2
+
+
+def test_a_sweeps_progress_costs_the_same_queries_whatever_its_cells(db: Database, store: Any) -> None:
+    """Beyond the sweep's row: its trials' statistics and its cells, each in one query (no query per cell)."""
+
+    def selects(sweep_id: int) -> int:
+        seen: list[str] = []
+
+        def capture(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+            if statement.lstrip().upper().startswith("SELECT"):
+                seen.append(statement)
+
+        event.listen(db.engine, "before_cursor_execute", capture)
+        try:
+            progress = sweeps.progress(db, sweep_id)
+        finally:
+            event.remove(db.engine, "before_cursor_execute", capture)
+        assert all(c.noise.tolerance is not None for c in progress.cells)  # the settings were read
+        return len(seen)
+
+    one = store({"adamw/tiny-130k/1": [T({"lr": 1e-3})]})
+    many = store({f"opt{i}/tiny-130k/1": [T({"lr": 1e-3})] for i in range(12)})
+    assert selects(one.sweep_id) == selects(many.sweep_id) == 3
