@@ -24,12 +24,7 @@ NOT_YET_ADAPTERS: frozenset[str] = frozenset(
     {
         "api/routers/analysis.py",
         "api/routers/best.py",
-        "api/routers/events.py",
         "api/routers/exports.py",
-        "api/routers/ops.py",
-        "api/routers/sweeps.py",
-        "api/routers/trials.py",
-        "api/views.py",
         "sweep_service/cli.py",
     }
 )
