@@ -23,12 +23,7 @@ DB_INTERNALS = ("db.models", "db.queries", "db.repository", "db.results", "db.tr
 NOT_YET_ADAPTERS: frozenset[str] = frozenset(
     {
         "api/routers/best.py",
-        "api/routers/events.py",
         "api/routers/exports.py",
-        "api/routers/ops.py",
-        "api/routers/sweeps.py",
-        "api/routers/trials.py",
-        "api/views.py",
         "sweep_service/cli.py",
     }
 )
