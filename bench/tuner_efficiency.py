@@ -4,8 +4,8 @@ Baselines: Optuna's `TPESampler(seed=s)` and `RandomSampler(seed=s)` (the engine
 strategies), each hyperparameter a categorical over its grid values. Coordinate descent is
 `sweep_service.coordinate_descent.run_to_convergence` from the space's baseline (PAPER.md section 4), run
 sequentially, one neighbourhood at a time in grid order, until it converges (it does not use the rest of a
-budget). Optuna samplers can repeat a config on a grid; like the engine (`SweepDriver._plan_optuna`) a repeat
-is told its known loss and costs no trial, so every method pays one trial per distinct config.
+budget). Optuna samplers can repeat a config on a grid; like the engine (sweep_service/proposers/optuna_sampler.py)
+a repeat is told its known loss and costs no trial, so every method pays one trial per distinct config.
 
 Objectives are tables (grid config -> final loss), so every method sees exactly the same landscape:
 - synthetic: seeded tables over the tiny AdamW space (8 hyperparameters, 3-4 values each, 20,736 configs,
@@ -337,7 +337,7 @@ def searches(table: Table, method: str, seeds: Sequence[int], max_trials: int) -
     if method == "coordinate-descent":
         return [coordinate_descent(table, max_trials)]  # deterministic on a table: one run is all runs
     factory: Callable[[int], optuna.samplers.BaseSampler] = (
-        (lambda seed: optuna.samplers.TPESampler(seed=seed))  # the engine's "tpe" (engine._sampler)
+        (lambda seed: optuna.samplers.TPESampler(seed=seed))  # the engine's "tpe" (sweep_service/proposers/tpe.py)
         if method == "tpe"
         else (lambda seed: optuna.samplers.RandomSampler(seed=seed))  # the engine's "random"
     )

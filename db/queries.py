@@ -147,7 +147,8 @@ def last_trial_id(s: Session, sweep_id: int) -> int | None:
 _LAST_TRIAL_ID = select(func.max(Trial.id)).where(Trial.sweep_id == bindparam("sweep_id"))
 
 
-# What a sweep's progress shows of a cell (api.views.cell_progress): not its search space nor its settings.
+# What a sweep's progress shows of a cell (sweep_service.service.sweeps.cells): not its search space. Its settings
+# are read for the seed noise (sweep_service.noise.summary); left out, each cell would load them in a query of its own.
 PROGRESS_CELL_COLUMNS = (
     Cell.id,
     Cell.sweep_id,
@@ -162,6 +163,7 @@ PROGRESS_CELL_COLUMNS = (
     Cell.best_config,
     Cell.best_trial_id,
     Cell.near_ties,
+    Cell.settings,
 )
 
 

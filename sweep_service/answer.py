@@ -2,7 +2,7 @@
 
 Per scale and optimizer, one row per data multiple D: the best loss +- the std over its seeds (confirm_seeds),
 the speedup over AdamW (PAPER.md section 5) with its bootstrap interval over seeds (`analysis.speedups`, through
-`report.speedup_table`, which picks the multiples AdamW's L(D) is fitted on), and a verdict. Next to it, the
+`service.analysis.speedup_table`, which picks the multiples AdamW's L(D) is fitted on), and a verdict. Next to it, the
 same table from the paper's released results (the shipped file, no compute), scales paired by
 size (the sweep's smallest with the paper's 130m, ...) and rows by the rank of D within each optimizer.
 
@@ -23,7 +23,8 @@ import pandas as pd
 
 from db.session import Database
 from sweep_service import analysis
-from sweep_service.report import load_sweep, speedup_table
+from sweep_service.service.analysis import speedup_table
+from sweep_service.service.sweep_data import load_sweep
 
 BASELINE = "adamw"
 N_BOOT = analysis.N_BOOT
@@ -78,7 +79,7 @@ def answer_rows(
     trials: pd.DataFrame, n_boot: int = N_BOOT, noise: dict[tuple[str, str, float], float] | None = None
 ) -> dict[str, list[Row]]:
     """Per scale (in the frame's order), the rows of the answer table, sorted by optimizer then D. `noise`: the
-    cells' recorded seed noise (report.load_sweep's), so a best run under one seed still gets the interval the
+    cells' recorded seed noise (load_sweep's), so a best run under one seed still gets the interval the
     report and GET /speedups give it."""
     if trials.empty:
         return {}

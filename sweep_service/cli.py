@@ -260,21 +260,27 @@ def print_best_table(rows: list[dict[str, Any]]) -> None:
 
 
 def _cell_rows(db: Any, sweep_id: int) -> list[dict[str, Any]]:
-    from db import repository as repo
-    from sweep_service.noise import summary
+    """The rows of print_best_table for a sweep's cells (sweep_service.service.sweeps.cells)."""
+    from sweep_service.service import sweeps
 
-    with db.session() as s:
-        return [
-            {
-                "key": c.key,
-                "status": c.status,
-                "trials": len(c.trials),
-                "best_loss": c.best_loss,
-                "best_config": c.best_config,
-                "noise": summary(c.settings if isinstance(c.settings, dict) else None),
-            }
-            for c in repo.cells_of(s, sweep_id)
-        ]
+    return _table_rows(sweeps.cells(db, sweep_id))
+
+
+def _table_rows(cells: Any) -> list[dict[str, Any]]:
+    """print_best_table's rows from the use cases' CellProgress, the cells GET /sweeps/{id} shows."""
+    from dataclasses import asdict
+
+    return [
+        {
+            "key": c.key,
+            "status": c.status,
+            "trials": c.trials.total,
+            "best_loss": c.best_loss,
+            "best_config": c.best_config,
+            "noise": asdict(c.noise),
+        }
+        for c in cells
+    ]
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -285,6 +291,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from sweep_service import feasibility, preflight
     from sweep_service.engine import run_sweep
     from sweep_service.resources import local_problem
+    from sweep_service.service import sweeps
     from sweep_service.settings import get_settings
     from sweep_service.spec import SpecError, load_spec_file, plan_document
 
@@ -310,20 +317,17 @@ def cmd_run(args: argparse.Namespace) -> int:
     db = _database()
     preflight.check_database_writable(db)
     key = None if args.new else "spec:" + hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
-    with db.session() as s:
-        sweep = repo.sweep_by_idempotency_key(s, key) if key else None
-        if sweep is None:
-            sweep = repo.create_sweep(s, plan.name, doc, idempotency_key=key)
-            print(f"sweep {sweep.id} '{plan.name}': {len(plan.cells)} cells, strategy {plan.strategy}", file=sys.stderr)
-        elif sweep.status in ("completed", "failed", "cancelled"):
-            print(
-                f"sweep {sweep.id} with this spec already {sweep.status} (use --new to run it again)", file=sys.stderr
-            )
-        elif sweep.status == "paused":
-            print(f"sweep {sweep.id} is paused; `sweep-service resume {sweep.id}` makes it runnable", file=sys.stderr)
-        else:
-            print(f"resuming sweep {sweep.id} '{plan.name}'", file=sys.stderr)
-        sweep_id, status = sweep.id, sweep.status
+    # The key is the spec file's hash: a stored spec that differs was updated since (PATCH budget), same sweep.
+    sweep = sweeps.submit(db, plan.name, doc, idempotency_key=key, same_spec_only=False)
+    sweep_id, status = sweep.id, sweep.status
+    if sweep.created:
+        print(f"sweep {sweep_id} '{plan.name}': {len(plan.cells)} cells, strategy {plan.strategy}", file=sys.stderr)
+    elif status in sweeps.FINISHED_SWEEP_STATUSES:
+        print(f"sweep {sweep_id} with this spec already {status} (use --new to run it again)", file=sys.stderr)
+    elif status == "paused":
+        print(f"sweep {sweep_id} is paused; `sweep-service resume {sweep_id}` makes it runnable", file=sys.stderr)
+    else:
+        print(f"resuming sweep {sweep_id} '{plan.name}'", file=sys.stderr)
     print(f"database: {masked_url(db.url)}", file=sys.stderr)
     if plan.executor == "external":  # outside workers run it (sweep_service.external): nothing runs here
         print(f"sweep {sweep_id} waits for outside workers: sweep-service agent {sweep_id} -- CMD ARGS...")
@@ -378,36 +382,36 @@ def _clip(text: str, width: int) -> str:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from db import queries
-    from db import repository as repo
+    """The sweeps (newest first) with their cells and trials, or one sweep and its cells' table: the use cases of
+    GET /sweeps and GET /sweeps/{id} (sweep_service.service.sweeps)."""
+    from sweep_service.service import NotFound, sweeps
 
     db = _database(create=False)
-    with db.session() as s:
-        if args.sweep_id is not None:
-            sweep = repo.get_sweep(s, args.sweep_id)
-            if sweep is None:
-                raise UsageError(f"no sweep {args.sweep_id} (sweep-service status lists them)")
-            sweeps, total = [sweep], 1
-        else:
-            total = queries.count_sweeps(s)
-            sweeps = repo.list_sweeps(s, limit=total if args.all else STATUS_LIMIT)
-        counts = queries.trial_counts_for_sweeps(s, [sw.id for sw in sweeps])
-        cells_of = queries.cell_counts_for_sweeps(s, [sw.id for sw in sweeps])
-        rows = [(sw.id, sw.name, sw.status, counts[sw.id], cells_of[sw.id], sw.error) for sw in sweeps]
+    if args.sweep_id is not None:
+        try:
+            progress = sweeps.progress(db, args.sweep_id)
+        except NotFound:
+            raise UsageError(f"no sweep {args.sweep_id} (sweep-service status lists them)") from None
+        rows = [(progress.summary, len(progress.cells))]
+        total = 1
+    else:
+        page = sweeps.list_sweeps(db, limit=None if args.all else STATUS_LIMIT, count_cells=True)
+        rows = [(sw, sw.cells or 0) for sw in page.items]
+        total = page.total
     if not rows:
         print("no sweeps yet")
         return 0
-    width = min(max(len(name) for _, name, *_ in rows), NAME_WIDTH)
-    for sweep_id, name, status, by_status, n_cells, error in rows:
-        trials = ", ".join(f"{k} {v}" for k, v in sorted(by_status.items())) or "no trials"
-        print(f"sweep {sweep_id:<4} {_clip(name, width):<{width}} {status:<10} {n_cells} cells; trials: {trials}")
-        if error:  # why it failed, or what it waits for (e.g. "waiting for resources: ...")
-            print(f"  {error}")
+    width = min(max(len(sw.name) for sw, _ in rows), NAME_WIDTH)
+    for sw, n_cells in rows:
+        trials = ", ".join(f"{k} {v}" for k, v in sorted(sw.trials.present().items())) or "no trials"
+        print(f"sweep {sw.id:<4} {_clip(sw.name, width):<{width}} {sw.status:<10} {n_cells} cells; trials: {trials}")
+        if sw.error:  # why it failed, or what it waits for (e.g. "waiting for resources: ...")
+            print(f"  {sw.error}")
     if len(rows) < total:
         print(f"showing the newest {len(rows)} of {total} sweeps; sweep-service status --all lists every one")
     if args.sweep_id is not None:
         print()
-        print_best_table(_cell_rows(db, args.sweep_id))
+        print_best_table(_table_rows(progress.cells))
     return 0
 
 

@@ -10,6 +10,7 @@ that were running go back to pending and re-run, and nothing runs twice (a uniqu
 Coordinate descent runs in synchronous rounds: a cell proposes its next neighbourhood only when every trial
 of the previous one has finished (PAPER.md section 4), so a resumed sweep makes the same decisions as an
 uninterrupted one. Optuna strategies (tpe, random, cmaes, grid) ask their sampler for one config at a time.
+The strategy is a proposer from the registry (sweep_service/proposers/); the engine does not branch on it.
 Every finished trial of every strategy is also recorded in the cell's Optuna study in the same database.
 """
 
@@ -29,27 +30,22 @@ from pathlib import Path
 from typing import Any
 
 import optuna
-from optuna.distributions import BaseDistribution, CategoricalDistribution, IntDistribution
-from optuna.trial import TrialState
 from sqlalchemy.orm import Session
 
 from db import repository as repo
-from db import results
+from db import results, transitions
 from db.models import Cell, Trial
 from db.retry import retry, retrying, transient
 from db.session import Database
-from sweep_service import coordinate_descent as cd
 from sweep_service import noise, phases, ray_watchdog, resource_wait, signals
 from sweep_service.importer import scale_params
 from sweep_service.lease import Lease, LeaseLost
+from sweep_service.proposers import CellHistory, Limits, get_proposer
 from sweep_service.signals import Interrupted
 from sweep_service.spec import Space, SweepPlan, plan_document
 
 Progress = Callable[[str], None]
 optuna.logging.set_verbosity(optuna.logging.WARNING)
-# GridSampler warns "re-evaluating a configuration" whenever every unvisited grid point is held by a running
-# trial, which is normal with concurrent trials; _plan_optuna skips repeats and ends the cell itself.
-optuna.logging.get_logger("optuna.samplers._grid").setLevel(optuna.logging.ERROR)
 FINISHED_STATES = ("completed", "diverged", "failed")  # what proposers learn from (failed ranks as +inf)
 OPEN_CELL = ("pending", "running")
 
@@ -63,45 +59,6 @@ def optuna_storage(url: str) -> optuna.storages.RDBStorage:
 
 def study_name(sweep_id: int, key: str) -> str:
     return f"sweep-{sweep_id}/{key}"
-
-
-class _GridSampler(optuna.samplers.GridSampler):
-    """Optuna's GridSampler without its `study.stop()` once the grid is used up: that raises outside
-    `study.optimize` (we ask and tell), and _plan_optuna ends the cell itself when the grid is done."""
-
-    def after_trial(self, study: Any, trial: Any, state: TrialState, values: Any) -> None:
-        return None
-
-
-def _sampler(strategy: str, space: Space, seed: int) -> optuna.samplers.BaseSampler:
-    if strategy == "tpe":
-        return optuna.samplers.TPESampler(seed=seed)
-    if strategy == "random":
-        return optuna.samplers.RandomSampler(seed=seed)
-    if strategy == "cmaes":
-        return optuna.samplers.CmaEsSampler(seed=seed, warn_independent_sampling=False)
-    if strategy == "grid":
-        return _GridSampler({k: list(v) for k, v in space.grid.items()}, seed=seed)
-    raise ValueError(f"unknown strategy {strategy!r}")
-
-
-def _distributions(strategy: str, space: Space) -> dict[str, BaseDistribution]:
-    # CMA-ES needs ordered numbers: it searches grid indices; the others search the grid values themselves.
-    if strategy == "cmaes":
-        return {k: IntDistribution(0, len(v) - 1) for k, v in space.grid.items()}
-    return {k: CategoricalDistribution(list(v)) for k, v in space.grid.items()}
-
-
-def _decode(strategy: str, space: Space, params: dict[str, Any]) -> dict[str, Any]:
-    if strategy == "cmaes":
-        return {k: space.grid[k][int(i)] for k, i in params.items()}
-    return dict(params)
-
-
-def _encode(strategy: str, space: Space, searched: dict[str, Any]) -> dict[str, Any]:
-    if strategy == "cmaes":
-        return {k: list(space.grid[k]).index(v) if v in space.grid[k] else 0 for k, v in searched.items()}
-    return {k: v for k, v in searched.items() if k in space.grid and v in space.grid[k]}
 
 
 @dataclass
@@ -235,13 +192,15 @@ class SweepDriver:
                 space = decision.space
                 settings.update(decision.record, max_rounds=decision.max_rounds)
         except ValueError as exc:
-            repo.update_cell(s, cell.id, status="failed", settings={**settings, "error": str(exc)})
-            cell.status = "failed"
-            self._say(f"{cell.key}: cannot start: {exc}")
+            if transitions.set_cell_status(s, cell.id, "pending", "failed", settings={**settings, "error": str(exc)}):
+                transitions.reload(s, cell)  # later cells of this pass see it closed
+                self._say(f"{cell.key}: cannot start: {exc}")
             return False
-        repo.update_cell(s, cell.id, status="running", space=space.to_dict(), settings=settings)
-        s.refresh(cell)
-        return True
+        started = transitions.set_cell_status(
+            s, cell.id, "pending", "running", space=space.to_dict(), settings=settings
+        )
+        transitions.reload(s, cell)
+        return started
 
     def _say(self, message: str) -> None:
         if self.progress:
@@ -306,7 +265,8 @@ class SweepDriver:
         for seed in self.plan.seeds:
             trial = repo.add_trial(s, cell, searched, config, seed, round_)
             if trial is not None:
-                trial.optuna_trial = optuna_trial
+                if optuna_trial is not None:
+                    transitions.set_optuna_trial(s, trial.id, optuna_trial)
                 added += 1
         return added
 
@@ -319,41 +279,64 @@ class SweepDriver:
             return
         trials = repo.trials_of_cell(s, cell.id, ["pending", "running", *FINISHED_STATES])
         history, pending = self._seed_groups(trials, space)
-        n_configs = len(history) + len(pending)
         tolerance = noise.cell_tolerance(cell.settings, self.plan.tolerance)
         if tolerance is None and history:
             return  # tolerance auto: no decision before the baseline's seed noise is measured (noise.py)
         if not space.grid:
             self._plan_fixed(s, cell, space, history, pending)
-        elif self.plan.strategy == "coordinate_descent":
-            proposal = cd.propose(
-                space,
-                space.baseline,
-                history,
-                self._tolerance(cell),
-                pending=pending,
-                steps_for=self._steps_for(cell),
-            )
-            self._record_best(s, cell, proposal.best, proposal.best_loss, proposal.near_ties, history)
-            if pending:
-                return  # synchronous rounds: wait for the whole neighbourhood (PAPER.md section 4)
-            if proposal.converged:
-                self._converged(s, cell, space, [proposal.best, *proposal.near_ties])
-                return
-            max_rounds = cell.settings.get("max_rounds")
-            if max_rounds is not None and cell.round >= max_rounds:
-                repo.update_cell(s, cell.id, status="exhausted")  # a Phase III ablation: one round only
-                return
-            room = self.plan.budget - n_configs
-            if room <= 0:
-                repo.update_cell(s, cell.id, status="exhausted")
-                return
-            round_ = cell.round + 1
-            for config in proposal.configs[:room]:
-                self._add(s, cell, {k: config[k] for k in space.grid}, space, round_)
-            repo.update_cell(s, cell.id, round=round_)
         else:
-            self._plan_optuna(s, cell, space, history, pending, n_configs)
+            self._propose(s, cell, space, history, pending)
+
+    def _propose(
+        self,
+        s: Session,
+        cell: Cell,
+        space: Space,
+        history: list[tuple[dict[str, Any], float]],
+        pending: list[dict[str, Any]],
+    ) -> None:
+        """Ask the sweep's proposer (sweep_service/proposers/) for the cell's next step and write it down."""
+        opened = False
+
+        def study() -> optuna.Study:
+            nonlocal opened
+            # Release our write lock: Optuna writes through its own connection (SQLite has one writer).
+            transitions.end_transaction(s)
+            opened = True
+            return optuna.load_study(study_name=study_name(self.sweep_id, cell.key), storage=self.storage)
+
+        steps: Callable[[dict[str, Any]], int] | None = None
+
+        def steps_for(config: dict[str, Any]) -> int:
+            nonlocal steps
+            if steps is None:  # only coordinate descent's warmup rule needs it, and it reads the scale catalog
+                steps = self._steps_for(cell)
+            return steps(config)
+
+        limits = Limits(
+            tolerance=self._tolerance(cell),
+            budget=self.plan.budget,
+            max_concurrent=self.plan.max_concurrent,
+            max_rounds=cell.settings.get("max_rounds"),
+            seed=self.plan.seeds[0] + cell.id,
+            steps_for=steps_for,
+            study=study,
+        )
+        step = get_proposer(self.plan.strategy).propose(CellHistory(space, history, pending, cell.round), limits)
+        if opened:
+            self._fence(s)  # the commit in study() ended the fenced transaction: fence the new one
+        self._record_best(s, cell, step.best, step.best_loss, step.near_ties, history)
+        if step.done == "converged":
+            self._converged(s, cell, space, [step.best, *step.near_ties])
+            return
+        if step.done == "exhausted":
+            transitions.set_cell_status(s, cell.id, OPEN_CELL, "exhausted")
+            return
+        if step.round is None:
+            return  # wait for results
+        for suggestion in step.suggestions:
+            self._add(s, cell, suggestion.config, space, step.round, optuna_trial=suggestion.optuna_trial)
+        repo.update_cell(s, cell.id, round=step.round)
 
     def _plan_fixed(
         self,
@@ -373,52 +356,6 @@ class SweepDriver:
             return
         self._record_best(s, cell, {}, history[0][1], [{}] if math.isfinite(history[0][1]) else [], history)
         self._converged(s, cell, space, [{}])
-
-    def _plan_optuna(
-        self,
-        s: Session,
-        cell: Cell,
-        space: Space,
-        history: list[tuple[dict[str, Any], float]],
-        pending: list[dict[str, Any]],
-        n_configs: int,
-    ) -> None:
-        best = min(history, key=lambda h: h[1], default=None)
-        if best is not None:
-            near = [c for c, loss in history if loss <= best[1] + self._tolerance(cell)]
-            self._record_best(s, cell, best[0] if math.isfinite(best[1]) else None, best[1], near, history)
-        grid_size = math.prod(len(v) for v in space.grid.values())
-        if n_configs >= min(self.plan.budget, grid_size):
-            if not pending:
-                repo.update_cell(s, cell.id, status="exhausted")
-            return
-        if len(pending) >= self.plan.max_concurrent:
-            return
-        s.commit()  # release our write lock: Optuna writes through its own connection (SQLite has one writer)
-        study = optuna.load_study(study_name=study_name(self.sweep_id, cell.key), storage=self.storage)
-        # A fresh sampler each planning pass, seeded by the study's size: a fixed seed would replay the same
-        # draws every pass (and stall on repeats), while this stays deterministic across a restart.
-        study.sampler = _sampler(self.plan.strategy, space, self.plan.seeds[0] + cell.id + len(study.trials))
-        seen = {repo.config_key({k: c[k] for k in space.grid}) for c, _ in history} | {
-            repo.config_key(c) for c in pending
-        }
-        dists = _distributions(self.plan.strategy, space)
-        for _ in range(50):  # a sampler may repeat a config: tell it the known answer and ask again
-            trial = study.ask(dists)
-            searched = _decode(self.plan.strategy, space, trial.params)
-            if repo.config_key(searched) in seen:
-                known = next((loss for c, loss in history if repo.config_key(c) == repo.config_key(searched)), None)
-                if known is not None:
-                    study.tell(trial, known)
-                else:
-                    study.tell(trial, state=TrialState.FAIL)
-                continue
-            self._fence(s)  # the commit above ended the fenced transaction: fence the new one
-            self._add(s, cell, searched, space, cell.round + 1, optuna_trial=trial.number)
-            repo.update_cell(s, cell.id, round=cell.round + 1)
-            return
-        # Only repeats: the caller goes on writing other cells in this session, so fence its new transaction too.
-        self._fence(s)
 
     def _record_best(
         self,
@@ -462,7 +399,7 @@ class SweepDriver:
     def _converged(self, s: Session, cell: Cell, space: Space, configs: list[dict[str, Any] | None]) -> None:
         """A converged cell: done, or (confirm_seeds) its best and near-ties run K more seeds first."""
         if self.plan.confirm_seeds == 0:
-            repo.update_cell(s, cell.id, status="converged")
+            transitions.set_cell_status(s, cell.id, OPEN_CELL, "converged")
             return
         searched, seen = [], set()
         for config in configs:
@@ -476,7 +413,7 @@ class SweepDriver:
             for seed in noise.all_seeds(self.plan):
                 repo.add_trial(s, cell, one, {**space.fixed, **one}, seed, cell.round + 1)
         repo.update_cell(s, cell.id, round=cell.round + 1, settings={**cell.settings, "confirming": searched})
-        s.expire(cell)
+        transitions.reload(s, cell)
         self._finish_confirm(s, cell, space)
 
     def _finish_confirm(self, s: Session, cell: Cell, space: Space) -> None:
@@ -498,13 +435,14 @@ class SweepDriver:
         history = [(st.config, st.mean) for st in stats]
         self._record_best(s, cell, result.best, result.best_loss, result.near_ties, history)
         settings = {k: v for k, v in cell.settings.items() if k != "confirming"}
-        repo.update_cell(s, cell.id, status="converged", settings={**settings, **result.settings})
-        s.expire(cell)
+        transitions.set_cell_status(s, cell.id, OPEN_CELL, "converged", settings={**settings, **result.settings})
+        transitions.reload(s, cell)
 
     def _measure_noise(self, s: Session, reference: Cell) -> None:
         """tolerance auto: run the reference cell's baseline under every seed; once all have finished, give every
         cell the tolerance max(3e-3, 2 x std) (noise.auto_tolerance)."""
-        s.refresh(reference)  # its round was just written by _plan_cell (update_cell does not touch the object)
+        # Its round was just written by _plan_cell (repo.update_cell does not touch the loaded object).
+        transitions.reload(s, reference)
         if reference.round < 1 or reference.status == "failed":
             return
         space = Space.from_dict(reference.space)
@@ -531,7 +469,7 @@ class SweepDriver:
             if cell.settings.get("tolerance_auto") == noise.PENDING:
                 settings = {**cell.settings, "tolerance": tolerance, "tolerance_auto": noise.MEASURED}
                 repo.update_cell(s, cell.id, settings={**settings, "tolerance_noise": measured})
-                s.expire(cell)
+                transitions.reload(s, cell)
                 updated += 1
         if updated:
             std = "unknown (a seed diverged)" if measured["std"] is None else f"{measured['std']:.4g}"
@@ -665,21 +603,9 @@ class SweepDriver:
 
     def _tell_optuna(self, cell: Cell, space: Space, trial: Trial, value: float) -> None:
         study = optuna.load_study(study_name=study_name(self.sweep_id, cell.key), storage=self.storage)
-        if trial.optuna_trial is not None and self.plan.strategy != "coordinate_descent":
-            # Already told when a restarted driver records a trial twice.
-            with contextlib.suppress(ValueError, RuntimeError):
-                study.tell(trial.optuna_trial, value)
-            return
         searched = {k: trial.config[k] for k in space.grid}
-        dists = _distributions(self.plan.strategy, space)
-        study.add_trial(
-            optuna.trial.create_trial(
-                params=_encode(self.plan.strategy, space, searched),
-                distributions=dists,
-                value=value,
-                user_attrs={"sweep_trial_id": trial.id, "seed": trial.seed},
-            )
-        )
+        attrs = {"sweep_trial_id": trial.id, "seed": trial.seed}
+        get_proposer(self.plan.strategy).record(study, space, searched, value, trial.optuna_trial, attrs)
 
     # ---- views ----------------------------------------------------------------------------------------
 

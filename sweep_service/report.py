@@ -19,7 +19,6 @@ import itertools
 import json
 import math
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -27,12 +26,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from db import repository as repo
 from db import results
 from db.session import Database
 from sweep_service import analysis, palette, ranking
-from sweep_service.importer import scale_params
 from sweep_service.numfmt import decimals_for, fixed
+from sweep_service.service.analysis import speedup_table
+from sweep_service.service.sweep_data import SweepData, SweepNotFound, load_sweep
 
 __all__ = ["SweepNotFound", "load_sweep", "speedup_table", "write_report"]
 
@@ -47,62 +46,6 @@ IMAGE_PREFIXES = ("curves-", "speedup-", "loss-vs-data", "sensitivity-", "rankin
 # 2x marks the claims its fair tuning shrank.
 SPEEDUP_BANDS = (1.0, 1.1, 1.2, 1.3, 1.4, 1.6, 2.0)
 DPI = 110
-MAX_ID = 2**31 - 1  # ids are 32-bit INTEGER columns (db/models.py)
-
-
-class SweepNotFound(ValueError):
-    """No sweep has this id (a ValueError: the CLI prints it as one line, exit status 2)."""
-
-
-@dataclass(frozen=True)
-class SweepData:
-    """What a report (or an analysis endpoint) reads from the database for one sweep."""
-
-    sweep_id: int
-    name: str
-    status: str
-    imported: bool
-    spec: dict[str, Any]
-    created_at: datetime
-    trials: pd.DataFrame  # the analysis trials frame (db.results.FRAME_COLUMNS)
-    curves: list[results.CellCurves]
-    noise: dict[tuple[str, str, float], float] = field(default_factory=dict)  # cell -> seed noise std (settings)
-
-
-def load_sweep(database: Database, sweep_id: int, with_curves: bool = True) -> SweepData:
-    """One sweep's trials (and curves) from the database; SweepNotFound when there is no such sweep."""
-    if not 1 <= sweep_id <= MAX_ID:  # a larger id would overflow the driver's integer, not be "no sweep"
-        raise SweepNotFound(f"no sweep {sweep_id}")
-    with database.session() as s:
-        sweep = repo.get_sweep(s, sweep_id)
-        if sweep is None:
-            raise SweepNotFound(f"no sweep {sweep_id}")
-        return SweepData(
-            sweep_id=sweep.id,
-            name=sweep.name,
-            status=sweep.status,
-            imported=bool(sweep.imported),
-            spec=sweep.spec if isinstance(sweep.spec, dict) else {},
-            created_at=sweep.created_at,
-            trials=results.sweep_trials(s, sweep_id, scale_params()),
-            curves=results.sweep_curves(s, sweep_id) if with_curves else [],
-            noise=results.sweep_cell_noise(s, sweep_id),
-        )
-
-
-def speedup_table(
-    trials: pd.DataFrame, baseline: str, n_boot: int, noise: dict[tuple[str, str, float], float] | None = None
-) -> pd.DataFrame:
-    """analysis.speedups (the baseline fitted on every multiple it ran, PAPER.md section 5), plus
-    `loss_vs_baseline`: the cell's best loss minus the baseline's at the same scale and multiple (defined even
-    when no curve fits)."""
-    sp = analysis.speedups(trials, baseline=baseline, n_boot=n_boot, noise=noise)
-    base = sp[sp["optimizer"] == baseline].set_index(["scale", "chinchilla"])["loss"]
-    sp["loss_vs_baseline"] = [
-        float(r.loss) - float(base[(r.scale, r.chinchilla)]) if (r.scale, r.chinchilla) in base.index else math.nan
-        for r in sp.itertuples()
-    ]
-    return sp
 
 
 # ---- formatting -------------------------------------------------------------------------------------------

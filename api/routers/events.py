@@ -26,20 +26,22 @@ from starlette.concurrency import run_in_threadpool
 from api import views
 from api.deps import DatabaseDep, Guarded, IdPath
 from api.schemas import SweepProgress
-from db import repository as repo
 from db.session import Database
+from sweep_service.service import NotFound, sweeps
 
 router = APIRouter(tags=["sweeps"], dependencies=Guarded)
 
 POLL_SECONDS = 1.0  # default poll period; app.state.events_poll_seconds overrides it (tests use less)
 KEEPALIVE_SECONDS = 15.0  # the SSE spec's suggestion for a keep-alive comment on an idle stream
-FINISHED = ("completed", "failed", "cancelled")
+FINISHED = sweeps.FINISHED_SWEEP_STATUSES
 
 
 def _snapshot(db: Database, sweep_id: int) -> SweepProgress | None:
-    with db.session() as s:
-        sweep = repo.get_sweep(s, sweep_id)
-        return views.sweep_progress(s, sweep) if sweep is not None else None
+    """The sweep's progress as the stream sends it; None once the sweep is gone."""
+    try:
+        return views.sweep_progress(sweeps.progress(db, sweep_id))
+    except NotFound:
+        return None
 
 
 # Per database, per sweep: (when the snapshot's query started, the snapshot). Entries older than a minute are

@@ -1,20 +1,20 @@
 """GET /sweeps/{id}/importance: hyperparameter importance per cell (sweep_service.importance: the share of
-the loss variance each hyperparameter's main effect explains over the cell's finished trials)."""
+the loss variance each hyperparameter's main effect explains over the cell's finished trials). The use case is
+sweep_service/service/analysis.py's `importance`; this route parses, calls and renders."""
 
 from __future__ import annotations
 
 import math
 from typing import Annotated
 
-from fastapi import APIRouter, HTTPException, Query, status
+from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
 
 from api.deps import DatabaseDep, Guarded, IdPath
-from sweep_service.importance import importance_table
-from sweep_service.report import SweepNotFound, load_sweep
+from sweep_service.service import analysis as uc
 
 router = APIRouter(tags=["analysis"], dependencies=Guarded)
-METHOD = "functional ANOVA main effects on the observed trials"
+METHOD = uc.IMPORTANCE_METHOD
 
 
 class ImportanceRow(BaseModel):
@@ -49,22 +49,15 @@ def get_importance(
 ) -> ImportanceResponse:
     """Per cell, each searched hyperparameter's importance: a functional ANOVA's main effects computed on the
     observed trials (no model fitted; diverged trials count at the cell's worst loss)."""
-    try:
-        trials = load_sweep(db, sweep_id, with_curves=False).trials
-    except SweepNotFound as exc:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, detail=str(exc)) from None
-    if cell is not None and cell not in set(trials["cell"]):
-        raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"sweep {sweep_id} has no trials in cell {cell[:200]!r}")
+    result = uc.importance(db, sweep_id, cell)
     cells = [
         CellImportance(
-            cell=c["cell"],
-            optimizer=c["optimizer"],
-            n_trials=c["n_trials"],
-            unexplained=None if math.isnan(c["unexplained"]) else c["unexplained"],
-            rows=[ImportanceRow(hparam=r.hparam, importance=r.importance, n_values=r.n_values) for r in c["rows"]],
+            cell=c.cell,
+            optimizer=c.optimizer,
+            n_trials=c.n_trials,
+            unexplained=None if math.isnan(c.unexplained) else c.unexplained,
+            rows=[ImportanceRow(hparam=r.hparam, importance=r.importance, n_values=r.n_values) for r in c.rows],
         )
-        for c in importance_table(trials, cell)
+        for c in result.cells
     ]
-    return ImportanceResponse(
-        sweep_id=sweep_id, method="functional ANOVA main effects on the observed trials", cells=cells
-    )
+    return ImportanceResponse(sweep_id=result.sweep_id, method=result.method, cells=cells)

@@ -6,13 +6,11 @@ import logging
 
 from fastapi import APIRouter, Request, Response, status
 from fastapi.responses import JSONResponse, PlainTextResponse
-from sqlalchemy.exc import SQLAlchemyError
 
 from api.deps import AUTH_RESPONSES, DatabaseDep, Guarded
 from api.middleware import RequestMetrics
 from api.schemas import Health
-from db import queries
-from db.models import SWEEP_STATUSES, TRIAL_STATUSES
+from sweep_service.service import ops
 
 router = APIRouter(tags=["operations"])
 log = logging.getLogger(__name__)
@@ -28,11 +26,9 @@ PROMETHEUS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 )
 def healthz(db: DatabaseDep) -> Health | JSONResponse:
     """Liveness and database reachability; never needs a token."""
-    try:
-        with db.session() as s:
-            queries.ping(s)
-    except SQLAlchemyError as exc:
-        log.warning("health check: database unavailable (%s)", type(exc).__name__)
+    error = ops.database_error(db)
+    if error is not None:
+        log.warning("health check: database unavailable (%s)", error)
         return JSONResponse({"status": "unavailable", "database": "unavailable"}, status.HTTP_503_SERVICE_UNAVAILABLE)
     return Health(status="ok", database="ok")
 
@@ -45,18 +41,15 @@ def healthz(db: DatabaseDep) -> Health | JSONResponse:
 )
 def metrics(request: Request, db: DatabaseDep) -> Response:
     """Trials by status, queue depth (queued sweeps), sweeps by status and API request latency by route."""
-    with db.session() as s:
-        trials = queries.trials_by_status(s)
-        sweeps = queries.sweeps_by_status(s)
-        queued = queries.queue_depth(s)
+    counts = ops.counts(db)
     lines = ["# HELP sweep_trials Trials by status over every sweep.", "# TYPE sweep_trials gauge"]
-    lines += [f'sweep_trials{{status="{k}"}} {trials.get(k, 0)}' for k in TRIAL_STATUSES]
+    lines += [f'sweep_trials{{status="{k}"}} {n}' for k, n in counts.trials.items()]
     lines += ["# HELP sweep_sweeps Sweeps by status.", "# TYPE sweep_sweeps gauge"]
-    lines += [f'sweep_sweeps{{status="{k}"}} {sweeps.get(k, 0)}' for k in SWEEP_STATUSES]
+    lines += [f'sweep_sweeps{{status="{k}"}} {n}' for k, n in counts.sweeps.items()]
     lines += [
         "# HELP sweep_queue_depth Sweeps queued for a dispatcher.",
         "# TYPE sweep_queue_depth gauge",
-        f"sweep_queue_depth {queued}",
+        f"sweep_queue_depth {counts.queued}",
     ]
     request_metrics: RequestMetrics = request.app.state.request_metrics
     lines += request_metrics.render()

@@ -10,23 +10,19 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request, Response, status
-from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
 
 from api import views
 from api.deps import DatabaseDep, Guarded, IdPath, Limit, Offset, SettingsDep, json_response
 from api.schemas import SweepDetail, SweepPage, SweepUpdate
 from api.spec_input import read_spec_document, validate_spec
-from db import queries
-from db import repository as repo
-from db.models import SWEEP_STATUSES, Sweep
 from db.session import Database
 from sweep_service import service
+from sweep_service.service import sweeps
 
 router = APIRouter(prefix="/sweeps", tags=["sweeps"], dependencies=Guarded)
 
 SweepStatus = Literal["queued", "running", "paused", "completed", "failed", "cancelled"]
-assert set(SweepStatus.__args__) == set(SWEEP_STATUSES)  # type: ignore[attr-defined]
+assert set(SweepStatus.__args__) == set(sweeps.STATUSES)  # type: ignore[attr-defined]
 
 # Idempotency keys are stored in a String(200) column (db/models.py); printable ASCII, like a UUID.
 IdempotencyKey = Annotated[
@@ -54,10 +50,6 @@ SPEC_BODY: dict[str, Any] = {
 NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"description": "no such sweep"}}
 
 
-def not_found(sweep_id: int) -> HTTPException:
-    return HTTPException(status.HTTP_404_NOT_FOUND, detail=f"no sweep {sweep_id}")
-
-
 @router.post(
     "",
     status_code=status.HTTP_201_CREATED,
@@ -79,46 +71,16 @@ def create_sweep(
 ) -> SweepDetail:
     """Submit a sweep spec; it is validated (422 names each bad field) and queued for a dispatcher."""
     stored, plan = validate_spec(doc, settings, local_ray=request.app.state.local_ray)
-    if idempotency_key is not None:
-        with db.session() as s:
-            existing = repo.sweep_by_idempotency_key(s, idempotency_key)
-            if existing is not None:
-                return _replay(s, existing, stored, response)
     try:
-        with db.session() as s:
-            sweep = repo.create_sweep(s, plan.name, stored, idempotency_key=idempotency_key)
-            detail = views.sweep_detail(s, sweep)
-    except IntegrityError:
-        # Two requests with the same key raced; the unique key let exactly one insert, answer with its sweep.
-        if idempotency_key is None:
-            raise
-        with db.session() as s:
-            existing = repo.sweep_by_idempotency_key(s, idempotency_key)
-            if existing is None:
-                raise
-            return _replay(s, existing, stored, response)
-    response.headers["Location"] = f"/sweeps/{detail.id}"
-    return detail
-
-
-def _replay(s: Session, existing: Sweep, stored: dict[str, Any], response: Response) -> SweepDetail:
-    """The answer to a retry: the first request's sweep, if the spec is the same."""
-    if existing.spec != stored:
+        submitted = sweeps.submit(db, plan.name, stored, idempotency_key)
+    except service.Invalid as exc:
         # IETF draft "The Idempotency-Key HTTP Header Field": a key reused with another payload is a 422.
-        raise HTTPException(
-            422,
-            detail=[
-                {
-                    "loc": ["header", "Idempotency-Key"],
-                    "field": "Idempotency-Key",
-                    "msg": f"this key was used for sweep {existing.id} with a different spec",
-                    "type": "value_error",
-                }
-            ],
-        )
-    response.status_code = status.HTTP_200_OK
-    response.headers["Location"] = f"/sweeps/{existing.id}"
-    return views.sweep_detail(s, existing)
+        detail = [{"loc": ["header", exc.field], "field": exc.field, "msg": exc.message, "type": "value_error"}]
+        raise HTTPException(422, detail=detail) from None
+    if not submitted.created:  # a retry with a known Idempotency-Key: the first request's sweep
+        response.status_code = status.HTTP_200_OK
+    response.headers["Location"] = f"/sweeps/{submitted.id}"
+    return _detail(db, submitted.id)
 
 
 @router.get("", response_model=SweepPage)
@@ -129,31 +91,19 @@ def list_sweeps(
     offset: Offset = 0,
 ) -> Response:
     """Sweeps, newest first, optionally of one status."""
-    with db.session() as s:
-        sweeps = repo.list_sweeps(s, status=status_, limit=limit, offset=offset)
-        counts = queries.trial_counts_for_sweeps(s, [sw.id for sw in sweeps])
-        total = queries.count_sweeps(s, status_)
-        items = [views.sweep_summary(sw, counts[sw.id]) for sw in sweeps]
-    return json_response(SweepPage(items=items, total=total, limit=limit, offset=offset))
+    page = sweeps.list_sweeps(db, status=status_, limit=limit, offset=offset)
+    items = [views.sweep_summary(sw) for sw in page.items]
+    return json_response(SweepPage(items=items, total=page.total, limit=limit, offset=offset))
 
 
 @router.get("/{sweep_id}", response_model=SweepDetail, responses=NOT_FOUND)
 def get_sweep(sweep_id: IdPath, db: DatabaseDep) -> Response:
     """Status, per-cell progress, best so far, trial counts, compute used and estimated time left."""
-    with db.session() as s:
-        sweep = repo.get_sweep(s, sweep_id)
-        if sweep is None:
-            raise not_found(sweep_id)
-        detail = views.sweep_detail(s, sweep)
-    return json_response(detail)
+    return json_response(_detail(db, sweep_id))
 
 
 def _detail(db: Database, sweep_id: int) -> SweepDetail:
-    with db.session() as s:
-        sweep = repo.get_sweep(s, sweep_id)
-        if sweep is None:
-            raise not_found(sweep_id)
-        return views.sweep_detail(s, sweep)
+    return views.sweep_detail(sweeps.get(db, sweep_id))
 
 
 @router.post(

@@ -254,7 +254,7 @@ def test_a_retry_that_races_the_first_request_gets_its_sweep(
         calls.append(key)
         return None if len(calls) == 1 else lookup(s, key)
 
-    monkeypatch.setattr("api.routers.sweeps.repo.sweep_by_idempotency_key", late_lookup)
+    monkeypatch.setattr("db.repository.sweep_by_idempotency_key", late_lookup)
     r = client.post("/sweeps", json=quickstart(), headers={"Idempotency-Key": "race"})
     assert r.status_code == 200 and r.json()["id"] == first["id"] and len(calls) == 2
     assert client.get("/sweeps").json()["total"] == 1

@@ -1,5 +1,5 @@
 """`strategy: grid` runs its whole grid and finishes (issue 13: Optuna's GridSampler called `study.stop()` from
-`study.tell` once the grid was used up, which raises outside `study.optimize`, in engine._plan_optuna)."""
+`study.tell` once the grid was used up, which raises outside `study.optimize`; see sweep_service/proposers/grid.py)."""
 
 from __future__ import annotations
 

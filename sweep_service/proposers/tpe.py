@@ -1,0 +1,16 @@
+"""Optuna's TPE sampler as a proposer (strategy "tpe")."""
+
+from __future__ import annotations
+
+import optuna
+
+from sweep_service.proposers.base import register
+from sweep_service.proposers.optuna_sampler import OptunaSampler
+from sweep_service.spec import Space
+
+
+def _sampler(space: Space, seed: int) -> optuna.samplers.BaseSampler:
+    return optuna.samplers.TPESampler(seed=seed)
+
+
+register(OptunaSampler("tpe", _sampler))
