@@ -287,7 +287,6 @@ def cmd_run(args: argparse.Namespace) -> int:
     import hashlib
     from pathlib import Path
 
-    from db import repository as repo
     from sweep_service import feasibility, preflight
     from sweep_service.engine import run_sweep
     from sweep_service.resources import local_problem
@@ -365,11 +364,10 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     print()
     print_answer(db, sweep_id, sys.stdout)
-    with db.session() as s:
-        final = repo.get_sweep(s, sweep_id)
-        if final is not None and final.status == "failed":
-            print(f"sweep {sweep_id} failed: {final.error or 'no reason recorded'}", file=sys.stderr)
-            return 1
+    final = sweeps.progress(db, sweep_id).summary
+    if final.status == "failed":
+        print(f"sweep {sweep_id} failed: {final.error or 'no reason recorded'}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -18,14 +18,6 @@ ROOT = Path(__file__).resolve().parents[1]
 # use cases, and db.migrate, run at start-up, are the composition root's business and stay allowed).
 DB_INTERNALS = ("db.models", "db.queries", "db.repository", "db.results", "db.transitions")
 
-# Adapters that still reach into db/ directly, with what is left to move behind sweep_service.service. The list
-# only shrinks: a module taken off it is checked from then on.
-NOT_YET_ADAPTERS: frozenset[str] = frozenset(
-    {
-        "sweep_service/cli.py",  # cmd_run: its lease and final status (db.repository)
-    }
-)
-
 
 def _imports(path: Path) -> list[tuple[int, str]]:
     """(line, module) of every import in `path`; `from pkg import mod` counts as pkg.mod too."""
@@ -73,8 +65,4 @@ def _adapters() -> list[Path]:
 
 @pytest.mark.parametrize("path", _adapters(), ids=lambda p: str(p.relative_to(ROOT)))
 def test_adapters_touch_no_orm_query_or_repository(path: Path) -> None:
-    name = str(path.relative_to(ROOT))
-    bad = _offending([path], DB_INTERNALS)
-    if name in NOT_YET_ADAPTERS:
-        pytest.xfail(f"{name} still imports db internals: {len(bad)} imports to move behind sweep_service.service")
-    assert bad == [], "call a use case of sweep_service.service instead"
+    assert _offending([path], DB_INTERNALS) == [], "call a use case of sweep_service.service instead"
