@@ -20,8 +20,16 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 # Trial lifecycle: pending -> running -> completed | diverged | failed | cancelled; a running trial whose
 # driver died goes back to pending. Diverged is a result (loss +inf for ranking), never dropped.
 TRIAL_STATUSES = ("pending", "running", "completed", "diverged", "failed", "cancelled")
-TRIAL_FINISHED = ("completed", "diverged")  # results the proposers learn from
-TRIAL_TERMINAL = ("completed", "diverged", "failed", "cancelled")
+# "Finished" means one of these three, each defined here only (issue 15); everything else imports them.
+# A result: a loss to rank by (a diverged run ranks as +inf; its final_loss is NULL). Best configs, near-ties,
+# speedups and every analysis count only these.
+TRIAL_RANKED = ("completed", "diverged")
+# Ended on its own (not cancelled): what a proposer learns from (a failed run ranks as +inf, so it is never
+# proposed again), what an outside worker may report, and whose durations predict the next trial's (ETA).
+TRIAL_ENDED = (*TRIAL_RANKED, "failed")
+# Will never change again.
+TRIAL_TERMINAL = (*TRIAL_ENDED, "cancelled")
+TRIAL_FINISHED = TRIAL_RANKED  # the older name of TRIAL_RANKED, kept for code written against it
 SWEEP_STATUSES = ("queued", "running", "paused", "completed", "failed", "cancelled")
 CELL_STATUSES = ("pending", "running", "converged", "exhausted", "failed", "cancelled")
 

@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy import CursorResult, and_, delete, func, or_, select, update
 from sqlalchemy.orm import Session
 
-from db.models import TRIAL_FINISHED, TRIAL_TERMINAL, Cell, CurvePoint, SuggestionRequest, Sweep, Trial, utcnow
+from db.models import TRIAL_RANKED, TRIAL_TERMINAL, Cell, CurvePoint, SuggestionRequest, Sweep, Trial, utcnow
 
 
 def config_key(config: dict[str, Any]) -> str:
@@ -259,7 +259,7 @@ def history(s: Session, cell_id: int) -> list[tuple[dict[str, Any], float, int]]
     """Finished results of a cell as (config, loss, seed); a diverged run's loss is +inf."""
     rows = s.execute(
         select(Trial.config, Trial.final_loss, Trial.status, Trial.seed)
-        .where(Trial.cell_id == cell_id, Trial.status.in_(TRIAL_FINISHED))
+        .where(Trial.cell_id == cell_id, Trial.status.in_(TRIAL_RANKED))
         .order_by(Trial.id)
     )
     out = []

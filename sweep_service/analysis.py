@@ -46,6 +46,8 @@ import numpy.typing as npt
 import pandas as pd
 from scipy.optimize import OptimizeWarning, curve_fit
 
+from db.models import TRIAL_RANKED
+
 __all__ = [
     "CELL_KEY",
     "EXTRAPOLATION_SLACK",
@@ -78,8 +80,8 @@ REQUIRED_COLUMNS: tuple[str, ...] = ("optimizer", "scale", "chinchilla", "config
 OPTIONAL_COLUMNS: tuple[str, ...] = ("seed", "trial_id", "non_embedding_params", "tokens", "device_seconds")
 TRIAL_COLUMNS: tuple[str, ...] = REQUIRED_COLUMNS + OPTIONAL_COLUMNS
 
-# Statuses whose loss is a result (DESIGN.md "trial": diverged is a result, never dropped).
-FINISHED_STATUSES = frozenset({"completed", "diverged"})
+# Statuses whose loss is a result (DESIGN.md "trial": diverged is a result, never dropped): db.models defines them.
+FINISHED_STATUSES = frozenset(TRIAL_RANKED)
 # A finished run with loss above this ranks as diverged (PAPER.md section 4, Phase I step 2).
 DIVERGED_LOSS_ABOVE = 1e4
 # Near-tie tolerance on the final loss (PAPER.md section 4, Phase I step 3).

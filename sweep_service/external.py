@@ -23,12 +23,12 @@ from typing import Any
 
 from db import repository as repo
 from db import trial_leases as leases
-from db.models import TRIAL_TERMINAL, Cell, Trial
+from db.models import TRIAL_ENDED, TRIAL_TERMINAL, Cell, Trial
 from db.session import Database
 from sweep_service.engine import OPEN_CELL, SweepDriver
 from sweep_service.spec import Space
 
-TRIAL_OUTCOMES = ("completed", "diverged", "failed")  # what a worker may report
+TRIAL_OUTCOMES = TRIAL_ENDED  # what a worker may report
 
 
 class NotFound(LookupError):
