@@ -7,7 +7,6 @@ wins, on SQLite and on PostgreSQL.
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
@@ -16,20 +15,17 @@ from typing import Any
 from sqlalchemy import CursorResult, and_, delete, func, or_, select, update
 from sqlalchemy.orm import Session
 
-from db.models import TRIAL_RANKED, TRIAL_TERMINAL, Cell, CurvePoint, SuggestionRequest, Sweep, Trial, utcnow
-
-
-def config_key(config: dict[str, Any]) -> str:
-    """Canonical JSON of a config: sorted keys; 0.1 and 1e-1 and ints that are floats compare equal."""
-
-    def norm(v: Any) -> Any:
-        if isinstance(v, bool) or not isinstance(v, int | float):
-            return v
-        f = float(v)
-        return int(f) if f.is_integer() and abs(f) < 2**53 else float(repr(f))
-
-    return json.dumps({k: norm(v) for k, v in sorted(config.items())}, sort_keys=True)
-
+from db.models import (
+    TRIAL_RANKED,
+    TRIAL_TERMINAL,
+    Cell,
+    CurvePoint,
+    SuggestionRequest,
+    Sweep,
+    Trial,
+    config_key,  # here since the first version: repository.config_key is how callers name it
+    utcnow,
+)
 
 # ---- sweeps -------------------------------------------------------------------------------------------
 

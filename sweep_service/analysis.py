@@ -46,7 +46,9 @@ import numpy.typing as npt
 import pandas as pd
 from scipy.optimize import OptimizeWarning, curve_fit
 
+from db import models
 from db.models import TRIAL_RANKED
+from sweep_service.coordinate_descent import TOLERANCE, near_tie
 
 __all__ = [
     "CELL_KEY",
@@ -84,8 +86,8 @@ TRIAL_COLUMNS: tuple[str, ...] = REQUIRED_COLUMNS + OPTIONAL_COLUMNS
 FINISHED_STATUSES = frozenset(TRIAL_RANKED)
 # A finished run with loss above this ranks as diverged (PAPER.md section 4, Phase I step 2).
 DIVERGED_LOSS_ABOVE = 1e4
-# Near-tie tolerance on the final loss (PAPER.md section 4, Phase I step 3).
-NEAR_TIE_TOLERANCE = 3e-3
+# Near-tie tolerance on the final loss (PAPER.md section 4, Phase I step 3); the rule is coordinate_descent.near_tie.
+NEAR_TIE_TOLERANCE = TOLERANCE
 # Bootstrap defaults: 1000 resamples, central 95% interval (common practice; the paper ran one seed).
 N_BOOT = 1000
 CI_LEVEL = 0.95
@@ -116,26 +118,9 @@ def _is_number(value: object) -> bool:
     return isinstance(value, int | float | np.integer | np.floating) and not isinstance(value, bool | np.bool_)
 
 
-def _value_key(value: object) -> tuple[str, object]:
-    """A hashable, type-tagged identity for one hyperparameter value.
-
-    Numbers compare by value to 12 significant digits (so 1 == 1.0 and float noise from a JSON or database
-    round trip does not split a config); booleans never equal numbers (True is not 1 here).
-    """
-    if isinstance(value, bool | np.bool_):
-        return ("bool", bool(value))
-    if _is_number(value):
-        return ("num", float(f"{float(value):.12g}"))  # type: ignore[arg-type]
-    if isinstance(value, str):
-        return ("str", value)
-    if value is None:
-        return ("none", None)
-    return ("repr", repr(value))
-
-
-def config_key(config: Mapping[str, object]) -> tuple[tuple[str, tuple[str, object]], ...]:
-    """A hashable identity of a config: equal for configs with the same names and values."""
-    return tuple(sorted((name, _value_key(value)) for name, value in config.items()))
+# A config's identity: db.models.config_key, the one rule (exact floats, 1 == 1.0, True != 1); value_key per value.
+config_key = models.config_key
+_value_key = models.value_key
 
 
 def _ranking_loss(loss: object, status: str) -> float:
@@ -191,7 +176,7 @@ class _CellSummary:
         best = self.best
         if best is None:
             return []
-        return [c for c in self.configs if c.loss <= best.loss + tolerance]
+        return [c for c in self.configs if near_tie(c.loss, best.loss, tolerance)]
 
 
 def _nan_sum(values: Iterable[float]) -> float:
@@ -209,7 +194,7 @@ def _summarize(trials: pd.DataFrame) -> list[_CellSummary]:
         groups.setdefault(key, []).append(record)
     summaries: list[_CellSummary] = []
     for key, records in groups.items():
-        by_config: dict[tuple[Any, ...], tuple[dict[str, Any], list[float]]] = {}
+        by_config: dict[str, tuple[dict[str, Any], list[float]]] = {}
         n_finished = 0
         n_diverged = 0
         for record in records:
@@ -453,7 +438,7 @@ def stable_hparams(
     for optimizer, cell_ties in per_optimizer.items():
         names = sorted({name for ties in cell_ties for result in ties for name in result.config})
         for name in names:
-            common: dict[tuple[str, object], object] | None = None
+            common: dict[str, object] | None = None
             for ties in cell_ties:
                 values = {_value_key(r.config.get(name)): r.config.get(name) for r in ties}
                 common = values if common is None else {k: v for k, v in common.items() if k in values}
