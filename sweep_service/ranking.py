@@ -85,6 +85,7 @@ def check_trials(trials: pd.DataFrame) -> None:
 
 
 def is_number(value: object) -> bool:
+    """A number, NumPy's included, and not a boolean (True is not 1 in a config)."""
     return isinstance(value, int | float | np.integer | np.floating) and not isinstance(value, bool | np.bool_)
 
 

@@ -29,6 +29,7 @@ __all__ = [
     "LossFit",
     "estimate_speedup",
     "fit_loss_vs_data",
+    "intervals_overlap",
     "speedups",
 ]
 
@@ -385,15 +386,16 @@ def _mark_ties(rows: list[dict[str, Any]]) -> None:
             tied = [
                 other["optimizer"]
                 for other in group
-                if other is not row and _overlap(row["speedup_ci_low"], row["speedup_ci_high"],
+                if other is not row and intervals_overlap(row["speedup_ci_low"], row["speedup_ci_high"],
                                                  other["speedup_ci_low"], other["speedup_ci_high"])
             ]  # fmt: skip
             row["tied_with"] = tied
             row["tied_within_noise"] = bool(tied)
 
 
-def _overlap(low: float, high: float, other_low: float, other_high: float) -> bool:
-    """Whether [low, high] and [other_low, other_high] intersect; False where either is unknown (NaN)."""
+def intervals_overlap(low: float, high: float, other_low: float, other_high: float) -> bool:
+    """Whether [low, high] and [other_low, other_high] intersect: the one "tied within noise" rule (speedups'
+    `tied_with`, answer.py's verdicts). Inclusive; False where either is unknown (NaN)."""
     if any(math.isnan(v) for v in (low, high, other_low, other_high)):
         return False
     return low <= other_high and other_low <= high

@@ -290,3 +290,9 @@ def test_paper_adamw_is_its_own_speedup_up_to_the_fit_residual(paper: pd.DataFra
         residual = float(r.loss) - (r.fit_alpha * d**-r.fit_B + r.fit_beta)
         slope = r.fit_alpha * r.fit_B * d**-r.fit_B  # -dL/dlnD on the curve
         assert math.log(r.speedup) == pytest.approx(-residual / slope, rel=0.05, abs=1e-4), (r.scale, d)
+
+
+def test_intervals_overlap_is_the_one_tie_rule() -> None:
+    assert SP.intervals_overlap(1.0, 1.2, 1.2, 1.4)  # inclusive: touching intervals are tied
+    assert not SP.intervals_overlap(1.0, 1.2, 1.21, 1.4)
+    assert not SP.intervals_overlap(math.nan, 1.2, 1.0, 1.4)  # no interval: never tied
