@@ -33,6 +33,7 @@ TRIAL_ENDED = (*TRIAL_RANKED, "failed")
 TRIAL_TERMINAL = (*TRIAL_ENDED, "cancelled")
 TRIAL_FINISHED = TRIAL_RANKED  # the older name of TRIAL_RANKED, kept for code written against it
 SWEEP_STATUSES = ("queued", "running", "paused", "completed", "failed", "cancelled")
+SWEEP_TERMINAL = ("completed", "failed", "cancelled")  # a sweep that will not run again
 CELL_STATUSES = ("pending", "running", "converged", "exhausted", "failed", "cancelled")
 
 

@@ -16,6 +16,7 @@ from sqlalchemy import CursorResult, and_, delete, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from db.models import (
+    SWEEP_TERMINAL,
     TRIAL_RANKED,
     TRIAL_TERMINAL,
     Cell,
@@ -60,7 +61,7 @@ def set_sweep_status(s: Session, sweep_id: int, from_statuses: Sequence[str], to
     values: dict[str, Any] = {"status": to, **fields}
     if to == "running":
         values.setdefault("started_at", utcnow())
-    if to in ("completed", "failed", "cancelled"):
+    if to in SWEEP_TERMINAL:
         values.setdefault("finished_at", utcnow())
     res = s.execute(
         update(Sweep).where(Sweep.id == sweep_id, Sweep.status.in_(from_statuses)).values(**values),

@@ -78,3 +78,8 @@ def test_config_key_rule() -> None:
         {"a": 0.1, "b": 2.0, "c": True}
     )
     assert models.value_key(1.0) == models.value_key(1) != models.value_key(True)
+
+
+def test_sweep_terminal_statuses() -> None:
+    assert models.SWEEP_TERMINAL == ("completed", "failed", "cancelled")
+    assert set(models.SWEEP_STATUSES) - set(models.SWEEP_TERMINAL) == {"queued", "running", "paused"}
