@@ -62,7 +62,7 @@ from sqlalchemy.exc import OperationalError
 
 from api.middleware import ASGIApp, Receive, Scope, Send
 from db.migrate import upgrade
-from db.models import Cell, CurvePoint, Sweep, Trial
+from db.models import TRIAL_ENDED, Cell, CurvePoint, Sweep, Trial
 from db.repository import config_key
 from db.session import make_engine, masked_url, scrub_password
 
@@ -230,7 +230,7 @@ def populate(engine: Engine, shape: Shape, seed: int) -> Population:
                     status = _status(rng, running)
                     started = created + timedelta(seconds=30 * trial_id % 72_000)
                     duration = rng.uniform(60.0, 900.0)
-                    done = status in ("completed", "diverged", "failed")
+                    done = status in TRIAL_ENDED
                     total_steps = 20_000
                     steps = total_steps if status == "completed" else rng.randrange(100, total_steps)
                     # A loss bowl around lr 0.008 plus seed noise: a best config and near-ties emerge.

@@ -49,7 +49,7 @@ import numpy as np
 import optuna
 from optuna.distributions import BaseDistribution, CategoricalDistribution
 
-from sweep_service.coordinate_descent import TOLERANCE, run_to_convergence
+from sweep_service.coordinate_descent import TOLERANCE, near_tie, run_to_convergence
 from sweep_service.spec import Space
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -86,9 +86,12 @@ class Table:
         return float(np.min(self.losses))
 
     def near_ties(self, tolerance: float) -> set[Index]:
-        # Same inclusive rule as coordinate_descent._within, with float slack for values stored as text.
-        near = np.argwhere(self.losses <= self.optimum + tolerance * (1 + 1e-9))  # [n, len(grid)]
-        return {tuple(int(i) for i in row) for row in near}
+        best = self.optimum
+        return {
+            tuple(int(i) for i in index)
+            for index in np.ndindex(self.losses.shape)
+            if near_tie(float(self.losses[index]), best, tolerance)
+        }
 
 
 def _tiny_adamw_space() -> Space:

@@ -11,6 +11,8 @@ updates in db.repository, never read-modify-write in Python.
 
 from __future__ import annotations
 
+import json
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
@@ -20,10 +22,50 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 # Trial lifecycle: pending -> running -> completed | diverged | failed | cancelled; a running trial whose
 # driver died goes back to pending. Diverged is a result (loss +inf for ranking), never dropped.
 TRIAL_STATUSES = ("pending", "running", "completed", "diverged", "failed", "cancelled")
-TRIAL_FINISHED = ("completed", "diverged")  # results the proposers learn from
-TRIAL_TERMINAL = ("completed", "diverged", "failed", "cancelled")
+# "Finished" means one of these three, each defined here only (issue 15); everything else imports them.
+# A result: a loss to rank by (a diverged run ranks as +inf; its final_loss is NULL). Best configs, near-ties,
+# speedups and every analysis count only these.
+TRIAL_RANKED = ("completed", "diverged")
+# Ended on its own (not cancelled): what a proposer learns from (a failed run ranks as +inf, so it is never
+# proposed again), what an outside worker may report, and whose durations predict the next trial's (ETA).
+TRIAL_ENDED = (*TRIAL_RANKED, "failed")
+# Will never change again.
+TRIAL_TERMINAL = (*TRIAL_ENDED, "cancelled")
 SWEEP_STATUSES = ("queued", "running", "paused", "completed", "failed", "cancelled")
+SWEEP_TERMINAL = ("completed", "failed", "cancelled")  # a sweep that will not run again
 CELL_STATUSES = ("pending", "running", "converged", "exhausted", "failed", "cancelled")
+
+
+def _canonical(value: object) -> object:
+    """One hyperparameter value as the config key holds it: a NumPy scalar is its Python value; a number that is
+    an integer is that int (1.0 is 1, below 2**53 where floats hold every integer); other floats as they are (repr
+    round-trips them); booleans stay booleans (True is not 1); anything else unchanged."""
+    item = getattr(value, "item", None)
+    if callable(item) and getattr(value, "ndim", None) == 0:  # numpy.float64, numpy.int64, numpy.bool_
+        value = item()
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return value
+    f = float(value)
+    return int(f) if f.is_integer() and abs(f) < 2**53 else float(repr(f))
+
+
+def config_key(config: Mapping[str, object]) -> str:
+    """A config's identity, the one rule everywhere (issue 15): canonical JSON, names sorted, values `_canonical`.
+
+    `Trial.config_key` stores it for the searched config, and (cell, config_key, seed) is unique: nothing runs
+    twice. Analysis groups a config's seeds by it, so a config the database holds as one is one config there too.
+    Floats compare exactly, with no tolerance: Python's json and the JSON columns of SQLite and PostgreSQL
+    give back the float they were given, so a stored config needs none, and a rounding rule would change the keys
+    already stored (one written before it would then run again). Matching a value that went through float32 or
+    text to a *grid* value is another question, answered with a tolerance by coordinate_descent.SAME_VALUE_RTOL.
+    Values JSON cannot hold are keyed by their repr (a config in the database never has one).
+    """
+    return json.dumps({k: _canonical(v) for k, v in sorted(config.items())}, sort_keys=True, default=repr)
+
+
+def value_key(value: object) -> str:
+    """One value's identity under `config_key`'s rule (two configs have one key iff every name's values do)."""
+    return json.dumps(_canonical(value), sort_keys=True, default=repr)
 
 
 def utcnow() -> datetime:
@@ -110,7 +152,7 @@ class Trial(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     sweep_id: Mapped[int] = mapped_column(ForeignKey("sweeps.id", ondelete="CASCADE"))
     cell_id: Mapped[int] = mapped_column(ForeignKey("cells.id", ondelete="CASCADE"), index=True)
-    config_key: Mapped[str] = mapped_column(String(1000))  # canonical JSON of the searched config
+    config_key: Mapped[str] = mapped_column(String(1000))  # config_key() of the searched config
     config: Mapped[dict[str, Any]] = mapped_column(JSON)  # the fully resolved hyperparameters
     seed: Mapped[int] = mapped_column(Integer, default=0)
     round: Mapped[int] = mapped_column(Integer, default=0)

@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 from sqlalchemy import ColumnElement, Float, Select, Text, and_, bindparam, case, cast, func, select, update
 from sqlalchemy.orm import Session, load_only
 
-from db.models import TRIAL_FINISHED, Cell, Sweep, Trial
+from db.models import TRIAL_ENDED, TRIAL_RANKED, Cell, Sweep, Trial
 
 # ---- sweeps -------------------------------------------------------------------------------------------
 
@@ -69,8 +69,8 @@ def trials_by_status(s: Session) -> dict[str, int]:
     return {status: int(n) for status, n in rows}
 
 
-# Finished trials whose durations estimate a sweep's time left: results and failures alike took a slot.
-ETA_STATUSES = (*TRIAL_FINISHED, "failed")
+# Trials whose durations estimate a sweep's time left: results and failures alike took a slot.
+ETA_STATUSES = TRIAL_ENDED
 
 
 def _duration_seconds(dialect: str) -> ColumnElement[Any]:
@@ -320,7 +320,7 @@ def cell_names(s: Session) -> tuple[list[str], list[str]]:
 _FINISHED_IN_CELL = (
     select(func.count())
     .select_from(Trial)
-    .where(Trial.sweep_id == Cell.sweep_id, Trial.cell_id == Cell.id, Trial.status.in_(TRIAL_FINISHED))
+    .where(Trial.sweep_id == Cell.sweep_id, Trial.cell_id == Cell.id, Trial.status.in_(TRIAL_RANKED))
     .scalar_subquery()
 )
 _BEST_INPUTS = select(
@@ -428,7 +428,7 @@ def finished_trial_rows(s: Session, cell_ids: Sequence[int]) -> list[FinishedTri
         return []
     q = (
         select(Trial.id, Trial.cell_id, Trial.config, Trial.seed, Trial.status, Trial.final_loss)
-        .where(Trial.cell_id.in_(list(cell_ids)), Trial.status.in_(TRIAL_FINISHED))
+        .where(Trial.cell_id.in_(list(cell_ids)), Trial.status.in_(TRIAL_RANKED))
         .order_by(Trial.id)
     )
     return [FinishedTrialRow(*tuple(row)) for row in s.connection().execute(q)]

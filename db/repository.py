@@ -7,7 +7,6 @@ wins, on SQLite and on PostgreSQL.
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
@@ -16,20 +15,18 @@ from typing import Any
 from sqlalchemy import CursorResult, and_, delete, func, or_, select, update
 from sqlalchemy.orm import Session
 
-from db.models import TRIAL_FINISHED, TRIAL_TERMINAL, Cell, CurvePoint, SuggestionRequest, Sweep, Trial, utcnow
-
-
-def config_key(config: dict[str, Any]) -> str:
-    """Canonical JSON of a config: sorted keys; 0.1 and 1e-1 and ints that are floats compare equal."""
-
-    def norm(v: Any) -> Any:
-        if isinstance(v, bool) or not isinstance(v, int | float):
-            return v
-        f = float(v)
-        return int(f) if f.is_integer() and abs(f) < 2**53 else float(repr(f))
-
-    return json.dumps({k: norm(v) for k, v in sorted(config.items())}, sort_keys=True)
-
+from db.models import (
+    SWEEP_TERMINAL,
+    TRIAL_RANKED,
+    TRIAL_TERMINAL,
+    Cell,
+    CurvePoint,
+    SuggestionRequest,
+    Sweep,
+    Trial,
+    config_key,  # here since the first version: repository.config_key is how callers name it
+    utcnow,
+)
 
 # ---- sweeps -------------------------------------------------------------------------------------------
 
@@ -64,7 +61,7 @@ def set_sweep_status(s: Session, sweep_id: int, from_statuses: Sequence[str], to
     values: dict[str, Any] = {"status": to, **fields}
     if to == "running":
         values.setdefault("started_at", utcnow())
-    if to in ("completed", "failed", "cancelled"):
+    if to in SWEEP_TERMINAL:
         values.setdefault("finished_at", utcnow())
     res = s.execute(
         update(Sweep).where(Sweep.id == sweep_id, Sweep.status.in_(from_statuses)).values(**values),
@@ -259,7 +256,7 @@ def history(s: Session, cell_id: int) -> list[tuple[dict[str, Any], float, int]]
     """Finished results of a cell as (config, loss, seed); a diverged run's loss is +inf."""
     rows = s.execute(
         select(Trial.config, Trial.final_loss, Trial.status, Trial.seed)
-        .where(Trial.cell_id == cell_id, Trial.status.in_(TRIAL_FINISHED))
+        .where(Trial.cell_id == cell_id, Trial.status.in_(TRIAL_RANKED))
         .order_by(Trial.id)
     )
     out = []

@@ -23,7 +23,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from db.models import TRIAL_FINISHED, Cell, CurvePoint, Sweep, Trial, utcnow
+from db.models import TRIAL_RANKED, Cell, CurvePoint, Sweep, Trial, utcnow
 from db.repository import config_key, sweep_by_idempotency_key
 
 # The columns of sweep_service.analysis's trials frame, then ours: where each trial comes from.
@@ -96,7 +96,7 @@ def finished_trials(s: Session, scale_params: Mapping[str, int], optimizer: str 
         select(Trial, Cell, Sweep)
         .join(Cell, Trial.cell_id == Cell.id)
         .join(Sweep, Trial.sweep_id == Sweep.id)
-        .where(Trial.status.in_(TRIAL_FINISHED))
+        .where(Trial.status.in_(TRIAL_RANKED))
         .order_by(Trial.id)
     )
     if optimizer is not None:
@@ -111,7 +111,7 @@ def cells_trials(s: Session, cell_ids: Sequence[int], scale_params: Mapping[str,
         select(Trial, Cell, Sweep)
         .join(Cell, Trial.cell_id == Cell.id)
         .join(Sweep, Trial.sweep_id == Sweep.id)
-        .where(Trial.cell_id.in_(list(cell_ids)), Trial.status.in_(TRIAL_FINISHED))
+        .where(Trial.cell_id.in_(list(cell_ids)), Trial.status.in_(TRIAL_RANKED))
         .order_by(Trial.id)
     )
     return _frame([(t, c, sw) for t, c, sw in s.execute(q).all()], scale_params)

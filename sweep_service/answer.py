@@ -25,6 +25,7 @@ from db.session import Database
 from sweep_service import analysis
 from sweep_service.service.analysis import speedup_table
 from sweep_service.service.sweep_data import load_sweep
+from sweep_service.speedups import intervals_overlap
 
 BASELINE = "adamw"
 N_BOOT = analysis.N_BOOT
@@ -47,7 +48,7 @@ class Row:
 
 
 def _overlap(a: Row, b: Row) -> bool:
-    return a.ci_low <= b.ci_high and b.ci_low <= a.ci_high
+    return intervals_overlap(a.ci_low, a.ci_high, b.ci_low, b.ci_high)
 
 
 def _has_interval(row: Row) -> bool:

@@ -52,6 +52,8 @@ from optuna.distributions import BaseDistribution, CategoricalDistribution
 from optuna.study import Study, StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
+from db import models
+
 HParam = float | int | bool | str
 Config = dict[str, HParam]
 
@@ -62,6 +64,9 @@ WARMUP_KEY = "warmup"  # the trainer's warmup-steps hyperparameter (workers.opti
 # decimal text (JSON, a database) still matches. The closest grid values in PAPER.md section 3 (beta2 0.99
 # and 0.995) are 5e-3 apart, far above it.
 SAME_VALUE_RTOL = 1e-6
+# near_tie's float slack: a gap this close (relative) to the tolerance counts as equal to it. Ten orders of magnitude
+# above float64's resolution (2e-16) and ten below any loss difference that means something.
+NEAR_TIE_RTOL = 1e-9
 
 
 class GridSpace(Protocol):
@@ -188,11 +193,17 @@ def ranking_loss(loss: float | None, divergence_threshold: float = DIVERGENCE_TH
     return value
 
 
-def _within(loss: float, best_loss: float, tolerance: float) -> bool:
-    # Inclusive, with float slack so 3.532 is a near-tie of 3.529 at tolerance 3e-3 (3.532 - 3.529 rounds
-    # to 3.0000000000000001e-3).
+def near_tie(loss: float, best_loss: float, tolerance: float) -> bool:
+    """Whether `loss` is within `tolerance` of `best_loss`: the one near-tie rule (PAPER.md section 4 step 3),
+    used by the descent, the analysis, seed confirmation and imports alike (issue 15).
+
+    Inclusive, with float slack: 3.532 is a near-tie of 3.529 at tolerance 3e-3 though 3.532 - 3.529 rounds to
+    3.0000000000000001e-3, so a loss written with the tolerance's own digits is in. False when either loss is
+    +inf or NaN (a diverged run is never a near-tie; an infinite best has none)."""
+    if not (math.isfinite(loss) and math.isfinite(best_loss)):
+        return False
     gap = loss - best_loss
-    return gap <= tolerance or math.isclose(gap, tolerance, rel_tol=1e-9)
+    return gap <= tolerance or math.isclose(gap, tolerance, rel_tol=NEAR_TIE_RTOL)
 
 
 def propose(
@@ -255,7 +266,7 @@ def propose(
         key=lambda item: (item[0], item[1]),
     )
     best_loss = ranked[0][0] if ranked else math.inf
-    near = [p for loss, _, p in ranked if _within(loss, best_loss, tolerance)]
+    near = [p for loss, _, p in ranked if near_tie(loss, best_loss, tolerance)]
 
     baseline_open = start not in losses and not is_pruned(start)
     if baseline_open or not near:
@@ -278,9 +289,11 @@ def propose(
     )
 
 
-def config_key(space: GridSpace, config: Mapping[str, Any]) -> tuple[Any, ...]:
-    """A hashable key of a config that `propose` treats as the same run (searched names, matched values)."""
-    return _Lattice(space).point(config, "config")
+def config_key(space: GridSpace, config: Mapping[str, Any]) -> str:
+    """The key of the run `propose` sees in `config`: db.models.config_key (the one identity rule) of the config
+    with its searched values matched to their grid values (within SAME_VALUE_RTOL) and the space's fixed values."""
+    lattice = _Lattice(space)
+    return models.config_key(lattice.config(lattice.point(config, "config")))
 
 
 @dataclass(frozen=True)

@@ -46,7 +46,8 @@ from sweep_service.spec import Space, SweepPlan, plan_document
 
 Progress = Callable[[str], None]
 optuna.logging.set_verbosity(optuna.logging.WARNING)
-FINISHED_STATES = ("completed", "diverged", "failed")  # what proposers learn from (failed ranks as +inf)
+from db.models import TRIAL_ENDED as FINISHED_STATES  # noqa: E402  (what proposers learn from: failed ranks +inf)
+
 OPEN_CELL = ("pending", "running")
 
 

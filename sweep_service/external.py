@@ -23,12 +23,12 @@ from typing import Any
 
 from db import repository as repo
 from db import trial_leases as leases
-from db.models import TRIAL_TERMINAL, Cell, Trial
+from db.models import SWEEP_TERMINAL, TRIAL_ENDED, TRIAL_TERMINAL, Cell, Trial
 from db.session import Database
 from sweep_service.engine import OPEN_CELL, SweepDriver
 from sweep_service.spec import Space
 
-TRIAL_OUTCOMES = ("completed", "diverged", "failed")  # what a worker may report
+TRIAL_OUTCOMES = TRIAL_ENDED  # what a worker may report
 
 
 class NotFound(LookupError):
@@ -92,7 +92,7 @@ class ExternalDriver(SweepDriver):
         """Close the sweep once no cell is open and nothing is pending or running; True when it is closed."""
         with self.db.session() as s:
             sweep = repo.get_sweep(s, self.sweep_id)
-            if sweep is None or sweep.status in ("completed", "failed", "cancelled"):
+            if sweep is None or sweep.status in SWEEP_TERMINAL:
                 return True
             cells = repo.cells_of(s, self.sweep_id)
             if any(c.status in OPEN_CELL for c in cells):
@@ -169,7 +169,7 @@ def suggest(
             driver.prepare()  # the cells and their Optuna studies; nothing is running yet
         with db.session() as s:
             sweep = repo.get_sweep(s, sweep_id)
-            closed = sweep is None or sweep.status in ("completed", "failed", "cancelled")
+            closed = sweep is None or sweep.status in SWEEP_TERMINAL
             paused = sweep is not None and sweep.status == "paused"  # nothing to lease until it is resumed
             if not closed:
                 leases.expire(s, sweep_id)

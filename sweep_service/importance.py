@@ -21,6 +21,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from db.models import TRIAL_RANKED
+
 # Continuous values (a random or TPE search) are grouped into this many quantile bins before the means:
 # with one trial per value the "main effect" would explain everything. 5 bins (quintiles) keep ~20% of the
 # trials per bin, fANOVA's forest leaves hold about as many on a few hundred trials.
@@ -50,7 +52,7 @@ def _groups(values: pd.Series) -> pd.Series:
 def cell_importance(trials: pd.DataFrame) -> tuple[list[Importance], int]:
     """Importances of one cell's trials (rows of the analysis trials frame: config, loss, status), most
     important first, and the number of trials used."""
-    done = trials[trials["status"].isin(["completed", "diverged"])]
+    done = trials[trials["status"].isin(TRIAL_RANKED)]
     losses = pd.to_numeric(done["loss"], errors="coerce").astype(float)
     finite = losses[np.isfinite(losses)]
     if len(done) < MIN_TRIALS or finite.empty:

@@ -37,9 +37,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from db import results
-from db.repository import config_key as run_key
+from db.models import config_key
 from db.session import Database
-from sweep_service.analysis import NEAR_TIE_TOLERANCE, config_key
+from sweep_service.coordinate_descent import TOLERANCE as NEAR_TIE_TOLERANCE
+from sweep_service.coordinate_descent import near_tie
 from sweep_service.paper_results import TOKENS_PER_PARAM, convert_config, optimizer_name
 from sweep_service.spec import cell_key
 
@@ -164,7 +165,7 @@ def parse_results(path: Path, payload: dict[str, Any], catalog: dict[str, int]) 
             tokens=tokens,
         )
         others: list[results.ImportedTrial] = []
-        stored = {(run_key(best.config), best.seed)}
+        stored = {(config_key(best.config), best.seed)}
         runs = raw.get("runs", [])
         if not isinstance(runs, list):
             raise ValueError(f"{where}.runs: must be a list of {{config, loss, seed}}")
@@ -180,16 +181,16 @@ def parse_results(path: Path, payload: dict[str, Any], catalog: dict[str, int]) 
                 seed=seed,
                 tokens=tokens,
             )
-            if (run_key(other.config), seed) in stored:  # the best run listed again: one trial per (config, seed)
+            if (config_key(other.config), seed) in stored:  # the best run listed again: one trial per (config, seed)
                 continue
-            stored.add((run_key(other.config), seed))
+            stored.add((config_key(other.config), seed))
             others.append(other)
         # Near-ties from the runs the file holds (PAPER.md section 4, Phase I step 3: within 3e-3 of the best).
         ties = [best.config] if math.isfinite(best.loss) else []
         if ties:
             seen = {config_key(best.config)}
             for run in sorted(others, key=lambda r: r.loss):
-                if run.loss <= best.loss + NEAR_TIE_TOLERANCE and config_key(run.config) not in seen:
+                if near_tie(run.loss, best.loss, NEAR_TIE_TOLERANCE) and config_key(run.config) not in seen:
                     seen.add(config_key(run.config))
                     ties.append(run.config)
         settings: dict[str, Any] = {"tolerance": NEAR_TIE_TOLERANCE}

@@ -37,7 +37,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sweep_service.coordinate_descent import TOLERANCE
+from sweep_service.coordinate_descent import TOLERANCE, near_tie
 from sweep_service.spec import CellPlan, SweepPlan
 
 # tolerance: auto is max(TOLERANCE, NOISE_MULTIPLE x std) (issue 12 item 4): two standard deviations of one
@@ -150,7 +150,7 @@ def confirm(stats: Sequence[SeedStat], tolerance: float) -> Confirmed:
     """Best = lowest seed mean (ties: the first given, i.e. the descent's own best); near-ties within tolerance."""
     ranked = sorted(stats, key=lambda st: st.mean)  # stable: equal means keep the given order
     best = ranked[0] if ranked and math.isfinite(ranked[0].mean) else None
-    near = [st.config for st in ranked if best is not None and st.mean <= best.mean + tolerance]
+    near = [st.config for st in ranked if best is not None and near_tie(st.mean, best.mean, tolerance)]
     return Confirmed(
         best=best.config if best is not None else None,
         best_loss=best.mean if best is not None else math.inf,

@@ -25,14 +25,15 @@ are steps on a grid are not power laws, and a fit that may leave the cells' rang
 from __future__ import annotations
 
 import math
-import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
-from scipy.optimize import OptimizeWarning, curve_fit
+
+from sweep_service.fitting import quiet_curve_fit
+from sweep_service.ranking import is_number
 
 __all__ = [
     "METHODS",
@@ -44,6 +45,7 @@ __all__ = [
     "predict_hparam",
     "predict_hparams",
     "scaling_fits_frame",
+    "snap_to_grid",
 ]
 
 Method = Literal["paper", "robust"]
@@ -64,10 +66,6 @@ EXPONENT_BOUND = 1.0
 ROBUST_MAXFEV = 20_000
 # allowed_range: [min / RANGE_FACTOR, max x RANGE_FACTOR] of the cells' values (issue 12: [min/2, 2 x max]).
 RANGE_FACTOR = 2.0
-
-
-def _is_number(value: object) -> bool:
-    return isinstance(value, int | float | np.integer | np.floating) and not isinstance(value, bool | np.bool_)
 
 
 def allowed_range(values: Sequence[float]) -> tuple[float, float]:
@@ -119,7 +117,7 @@ class ScalingFit:
 
     @property
     def numeric(self) -> bool:
-        return all(_is_number(p.value) for p in self.points)
+        return all(is_number(p.value) for p in self.points)
 
     def range(self) -> tuple[float, float] | None:
         """allowed_range of the cells' values, None when not numeric."""
@@ -144,6 +142,21 @@ class HparamPrediction:
     form: str
     fallback: bool
     note: str
+
+
+def snap_to_grid(value: HParamValue, grid: Sequence[HParamValue]) -> HParamValue:
+    """The grid value nearest `value`: in log space when the value and every grid value are positive numbers
+    (learning rates, epsilons, batch sizes), linearly otherwise (a grid holding 0, like weight decay).
+    A non-numeric value is returned unchanged (it is already one of the observed values)."""
+    if not grid:
+        raise ValueError("empty grid")
+    numbers = [g for g in grid if is_number(g)]
+    if not is_number(value) or len(numbers) != len(grid):
+        return value
+    v = float(value)
+    if v > 0 and all(float(g) > 0 for g in numbers):
+        return min(numbers, key=lambda g: abs(math.log(float(g)) - math.log(v)))
+    return min(numbers, key=lambda g: abs(float(g) - v))
 
 
 # ---- forms ------------------------------------------------------------------------------------------------------
@@ -187,17 +200,12 @@ def _evaluate(
     return value
 
 
-def _quiet_fit(
+def _fit_power(
     x: np.ndarray, y: np.ndarray, p0: Sequence[float], maxfev: int, bounds: Any = (-math.inf, math.inf)
 ) -> np.ndarray | None:
-    try:
-        with warnings.catch_warnings(), np.errstate(all="ignore"):
-            warnings.simplefilter("ignore", OptimizeWarning)
-            popt, _ = curve_fit(_power, x, y, p0=list(p0), maxfev=maxfev, bounds=bounds)
-    except (RuntimeError, ValueError, TypeError, FloatingPointError):
-        return None
-    out = np.asarray(popt, np.float64)
-    return out if np.all(np.isfinite(out)) else None
+    """(A, a, b, B) of the power law fitted to (x, y), or None when curve_fit fails."""
+    fitted = quiet_curve_fit(_power, x, y, p0, maxfev, bounds)
+    return None if fitted is None else fitted[0]
 
 
 def _fit_form(form: str, points: Sequence[Point]) -> tuple[tuple[float, ...], HParamValue | None] | None:
@@ -223,7 +231,7 @@ def _fit_form(form: str, points: Sequence[Point]) -> tuple[tuple[float, ...], HP
         spread = float(np.std(y)) or 1.0
         inf, e = math.inf, EXPONENT_BOUND
         bounds = ([-inf, -e, -e, -inf], [inf, e, e, inf])
-        popt = _quiet_fit(np.stack([n / n_ref, c]), y, (spread, -0.5, -0.5, float(np.mean(y))), ROBUST_MAXFEV, bounds)
+        popt = _fit_power(np.stack([n / n_ref, c]), y, (spread, -0.5, -0.5, float(np.mean(y))), ROBUST_MAXFEV, bounds)
         if popt is None:
             return None
         a, b, cc, d = (float(v) for v in popt)
@@ -280,8 +288,8 @@ def _largest_value(points: Sequence[Point]) -> HParamValue:
 
 
 def _robust_fit(name: str, points: list[Point]) -> ScalingFit:
-    integer = all(isinstance(p.value, int | np.integer) and _is_number(p.value) for p in points)
-    if not all(_is_number(p.value) for p in points):
+    integer = all(isinstance(p.value, int | np.integer) and is_number(p.value) for p in points)
+    if not all(is_number(p.value) for p in points):
         return ScalingFit(name, "robust", "not_fitted", tuple(points), False, value=_largest_value(points),
                           note="not numeric: the largest cell's value")  # fmt: skip
     values = {float(p.value) for p in points}
@@ -330,11 +338,11 @@ def _paper_fit(name: str, all_points: list[Point]) -> ScalingFit:
     held = (last.scale, last.chinchilla)
     notes = [layout_note] if layout_note else []
     base: dict[str, Any] = {"holdout": held, "holdout_actual": last.value}
-    if name in PAPER_NOT_FITTED or not _is_number(last.value):
+    if name in PAPER_NOT_FITTED or not is_number(last.value):
         notes.append("not fitted by the paper's procedure: the largest cell's value")
         return ScalingFit(name, "paper", "not_fitted", tuple(points), False, value=last.value,
                           note="; ".join(notes), **base)  # fmt: skip
-    values = [float(p.value) for p in points if _is_number(p.value)]
+    values = [float(p.value) for p in points if is_number(p.value)]
     if len(values) != len(points):
         notes.append("not numeric in every cell: the largest cell's value")
         return ScalingFit(name, "paper", "not_fitted", tuple(points), False, value=last.value,
@@ -346,7 +354,7 @@ def _paper_fit(name: str, all_points: list[Point]) -> ScalingFit:
     y = np.array(values[1:-1], np.float64)
     x = np.stack([np.array([p.n_params for p in middle]), np.array([p.chinchilla for p in middle])])
     p0 = (0.0, -0.5, -0.5, float(np.mean(values[:-1])))  # mean of the first 11 (all but the held-out cell)
-    popt = _quiet_fit(x, y, p0, PAPER_MAXFEV) if len(middle) >= 1 else None
+    popt = _fit_power(x, y, p0, PAPER_MAXFEV) if len(middle) >= 1 else None
     if popt is None:
         notes.append("curve_fit did not converge: the largest cell's value")
         return ScalingFit(name, "paper", "failed", tuple(points), False, value=last.value,
@@ -381,7 +389,7 @@ def fit_hparam_scaling(
         raise ValueError("no cell with a best config to fit")
     for r in rows:
         n = r["non_embedding_params"]
-        if not (_is_number(n) and math.isfinite(float(n)) and float(n) > 0):
+        if not (is_number(n) and math.isfinite(float(n)) and float(n) > 0):
             raise ValueError(f"cell {r['scale']} x{r['chinchilla']} has no positive non_embedding_params")
     names = list(hparams) if hparams is not None else list(dict.fromkeys(k for r in rows for k in r["best_config"]))
     fits: dict[str, ScalingFit] = {}
@@ -414,9 +422,7 @@ def predict_hparam(
 ) -> HparamPrediction:
     """`fit` at (N, C). Robust: guarded by allowed_range (else the nearest cell's value, flagged), integers
     rounded, interval from the LOO residuals. Paper: the raw value, no guard, no interval. With `grid`, the
-    value is snapped to its nearest grid value (analysis.snap_to_grid)."""
-    from sweep_service.analysis import snap_to_grid
-
+    value is snapped to its nearest grid value (snap_to_grid)."""
     notes = [fit.note] if fit.note else []
     try:
         raw: HParamValue | None = fit.raw(n_params, chinchilla)
@@ -429,7 +435,7 @@ def predict_hparam(
     if fit.method == "robust" and fit.numeric and fit.points:
         bounds = fit.range()
         assert bounds is not None
-        number = float(raw) if raw is not None and _is_number(raw) else math.nan
+        number = float(raw) if raw is not None and is_number(raw) else math.nan
         if not (math.isfinite(number) and bounds[0] <= number <= bounds[1]):
             fallback = True
             nearest = _nearest(fit.points, n_params, chinchilla)
@@ -447,11 +453,11 @@ def predict_hparam(
         span = _interval(fit, float(value), residuals, in_log)
         if span is not None:
             low, high = span
-        if fit.integer and _is_number(value):
+        if fit.integer and is_number(value):
             value = round(float(value))
     if grid is not None and value is not None:
         value = snap_to_grid(value, grid)
-    if raw is not None and _is_number(raw) and not math.isfinite(float(raw)):
+    if raw is not None and is_number(raw) and not math.isfinite(float(raw)):
         raw = None
     return HparamPrediction(fit.name, value, raw, low, high, form, fallback, "; ".join(notes))
 

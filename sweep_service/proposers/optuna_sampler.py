@@ -16,7 +16,8 @@ import optuna
 from optuna.distributions import BaseDistribution
 from optuna.trial import TrialState
 
-from db.repository import config_key
+from db.models import config_key
+from sweep_service.coordinate_descent import near_tie
 from sweep_service.proposers.base import CellHistory, Config, Limits, Step, Suggestion, categorical_distributions
 from sweep_service.spec import Space
 
@@ -60,7 +61,7 @@ class OptunaSampler:
         else:
             best_config = best[0] if math.isfinite(best[1]) else None
             best_loss = best[1]
-            near_ties = [c for c, loss in finished if loss <= best[1] + limits.tolerance]
+            near_ties = [c for c, loss in finished if near_tie(loss, best[1], limits.tolerance)]
 
         def step(**kwargs: Any) -> Step:
             return Step(best=best_config, best_loss=best_loss, near_ties=near_ties, **kwargs)

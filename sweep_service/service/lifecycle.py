@@ -23,6 +23,7 @@ from typing import Any
 
 from db import queries
 from db import repository as repo
+from db.models import SWEEP_TERMINAL
 from db.session import Database
 from sweep_service.service.errors import Conflict, Invalid, NotFound
 
@@ -164,7 +165,7 @@ def update(
         sweep = repo.get_sweep(s, sweep_id)
         if sweep is None:
             raise NotFound(f"no sweep {sweep_id}")
-        if spec_changes and sweep.status in ("completed", "failed", "cancelled"):
+        if spec_changes and sweep.status in SWEEP_TERMINAL:
             raise Conflict(f"sweep {sweep_id} is {sweep.status}; only its name can change")
         repo.update_sweep(s, sweep_id, name=name, spec_changes=spec_changes)
     return _state(db, sweep_id)

@@ -24,7 +24,7 @@ from sqlalchemy.orm import Session
 
 from db import queries
 from db import repository as repo
-from db.models import SWEEP_STATUSES, TRIAL_STATUSES, Cell, Sweep
+from db.models import SWEEP_STATUSES, SWEEP_TERMINAL, TRIAL_STATUSES, Cell, Sweep
 from db.session import Database
 from sweep_service import noise
 from sweep_service.service.errors import Invalid, NotFound
@@ -336,7 +336,7 @@ def _progress(s: Session, sweep: Sweep) -> SweepProgress:
 # is pending or running they cannot change: a finished trial's row is final (db.repository changes only pending and
 # running trials), trials are added only while the sweep runs, and a sweep that runs again changes its status.
 # The sweep's newest trial id is checked too, to be safe. 4096 sweeps: a few MB at most.
-FINISHED_SWEEP_STATUSES = frozenset({"completed", "failed", "cancelled"})
+FINISHED_SWEEP_STATUSES = frozenset(SWEEP_TERMINAL)
 OPEN_TRIAL_STATUSES = ("pending", "running")
 STATS_CACHE_SWEEPS = 4096
 _StatsKey = tuple[str, datetime | None, int | None]

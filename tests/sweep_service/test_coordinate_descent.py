@@ -20,6 +20,7 @@ from sweep_service.coordinate_descent import (
     CoordinateDescentSampler,
     HParam,
     config_key,
+    near_tie,
     propose,
     ranking_loss,
     run_to_convergence,
@@ -495,3 +496,11 @@ def test_sampler_finishes_the_round_before_declaring_convergence() -> None:
     # Round around (0, 0): (1, 0) = 0.5 would already be converged, but (0, 1) and (0, 2) run too; then (0, 2)'s round.
     assert [(t.params["a"], t.params["b"]) for t in study.trials[4:]] == [(1, 0), (0, 1), (0, 2), (2, 2)]
     assert study.best_params == {"a": 0, "b": 2}
+
+
+def test_near_tie_is_inclusive_with_float_slack_and_never_infinite() -> None:
+    assert 3.532 - 3.529 > 3e-3  # float: the gap written with the tolerance's digits rounds above it
+    assert near_tie(3.532, 3.529, 3e-3) and near_tie(3.529, 3.529, 0.0)
+    assert not near_tie(3.5321, 3.529, 3e-3)
+    assert not near_tie(math.inf, 3.529, 3e-3) and not near_tie(3.6, math.inf, 3e-3)
+    assert not near_tie(math.nan, 3.529, 3e-3)

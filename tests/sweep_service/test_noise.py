@@ -39,6 +39,12 @@ def test_confirm_ranks_by_seed_mean_and_pools_the_std() -> None:
     assert [s["config"] for s in result.settings["seed_stats"]] == [{"lr": 2}, {"lr": 1}]
 
 
+def test_confirm_uses_the_one_near_tie_rule() -> None:
+    best = noise.SeedStat({"lr": 1}, [0], [3.529])
+    edge = noise.SeedStat({"lr": 2}, [0], [3.532])  # 3.532 - 3.529 rounds above 3e-3: in (coordinate_descent.near_tie)
+    assert noise.confirm([edge, best], tolerance=3e-3).near_ties == [{"lr": 1}, {"lr": 2}]
+
+
 def test_spec_fields_are_checked() -> None:
     with pytest.raises(SpecError) as err:
         plan_document(spec(tolerance="auto"))

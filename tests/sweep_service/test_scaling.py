@@ -173,3 +173,12 @@ def test_robust_recovers_a_log_linear_law_with_an_interval() -> None:
 def test_method_is_checked() -> None:
     with pytest.raises(ValueError, match="method"):
         S.fit_hparam_scaling(_cells([("130m", 1.0, {"lr": 1.0})]), method="magic")  # type: ignore[arg-type]
+
+
+def test_snap_to_grid() -> None:
+    lrs = (1e-3, 2e-3, 4e-3, 8e-3)
+    assert S.snap_to_grid(2.9e-3, lrs) == 4e-3  # log space: ln(4/2.9) < ln(2.9/2); linearly it would be 2e-3
+    assert S.snap_to_grid(2.7e-3, lrs) == 2e-3
+    assert S.snap_to_grid(0.04, (0.0, 0.1, 0.2)) == 0.0  # a grid with 0: linear
+    assert S.snap_to_grid(-1.0, lrs) == 1e-3  # a negative prediction goes to the nearest value linearly
+    assert S.snap_to_grid(True, (True, False)) is True
