@@ -24,15 +24,8 @@ from sweep_service.service.sweeps import utc
 STATUSES = TRIAL_STATUSES  # pending, running, completed, diverged, failed, cancelled
 
 
-@dataclass(frozen=True)
-class TrialFilter:
-    """Which of a sweep's trials a page holds; None matches anything."""
-
-    status: str | None = None
-    cell: str | None = None  # the cell key "optimizer/scale/chinchilla"
-    optimizer: str | None = None
-    scale: str | None = None
-    chinchilla: float | None = None
+# Which of a sweep's trials a page holds (None matches anything): the query's own filter, a plain dataclass.
+TrialFilter = queries.TrialFilter
 
 
 @dataclass(frozen=True)
@@ -94,12 +87,8 @@ def list_trials(
     db: Database, sweep_id: int, where: TrialFilter | None = None, limit: int = 50, offset: int = 0
 ) -> TrialPage:
     """A page of a sweep's trials, oldest first, and how many match `where`. NotFound when there is no sweep."""
-    f = where or TrialFilter()
-    query = queries.TrialFilter(
-        status=f.status, cell=f.cell, optimizer=f.optimizer, scale=f.scale, chinchilla=f.chinchilla
-    )
     with db.session() as s:
-        rows, total = queries.list_trials(s, sweep_id, query, limit=limit, offset=offset)
+        rows, total = queries.list_trials(s, sweep_id, where or TrialFilter(), limit=limit, offset=offset)
         # A sweep with matching trials exists; only an empty answer needs to tell "no sweep" from "no match".
         if total == 0 and not queries.sweep_exists(s, sweep_id):
             raise NotFound(f"no sweep {sweep_id}")
