@@ -25,9 +25,8 @@ from torch import nn
 
 from workers.optimizers.base import HParams, OptimizerSpec, SearchSpace, is_decayed, named_params_by_role
 from workers.optimizers.functional import (
-    adam_direction,
-    adam_moments_,
-    apply_update_,
+    advance_adam,
+    apply_updates_,
     clip_by_global_norm_,
     restore_state_dtypes,
     state_dtype_grad,
@@ -149,13 +148,8 @@ class AdamMini(torch.optim.Optimizer):
 
     def _adamw_step(self, group: dict[str, Any], params: list[torch.Tensor], grads: list[torch.Tensor]) -> None:
         lr, wd, beta1, beta2, eps = group["lr"], group["weight_decay"], group["beta1"], group["beta2"], group["eps"]
-        for p, g in zip(params, grads, strict=True):
-            state = self.state[p]
-            if "step" not in state:
-                state["step"] = 0
-            state["step"] += 1
-            m, v = adam_moments_(state, g, beta1, beta2)
-            apply_update_(p, adam_direction(m, v, state["step"], beta1, beta2, eps), lr, wd)
+        # One _foreach kernel per operation over the group (functional.advance_adam), not a loop over params.
+        apply_updates_(params, advance_adam(self.state, params, grads, beta1, beta2, eps), lr, wd)
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         super().load_state_dict(state_dict)

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from workers.optimizers.base import HParams, OptimizerSpec, SearchSpace, named_params_by_role
-from workers.optimizers.functional import adam_direction, adam_moments_
+from workers.optimizers.functional import advance_adam
 from workers.optimizers.muon import RuleOptimizer, adam_rule
 
 # Marin's scale_invariant_update floors ||u|| and ||W'|| at 1e-10 (lib/levanter/.../adamh.py).
@@ -83,14 +83,12 @@ class AdamH(RuleOptimizer):
 
 
 def adamh_rule(optimizer: torch.optim.Optimizer, group: dict[str, Any], params: list, grads: list) -> None:
-    """Adam's bias-corrected direction (optax scale_by_adam), then the hyperball step at group["lr"]."""
+    """Adam's bias-corrected direction (optax scale_by_adam), then the hyperball step at group["lr"].
+
+    Both halves are vectorised over the group's params with _foreach ops (functional.advance_adam, hyperball_step_).
+    """
     beta1, beta2 = group["betas"]
-    directions = []
-    for p, g in zip(params, grads, strict=True):
-        state = optimizer.state[p]
-        state["step"] = int(state.get("step", 0)) + 1
-        m, v = adam_moments_(state, g, beta1, beta2)
-        directions.append(adam_direction(m, v, state["step"], beta1, beta2, group["eps"]))
+    directions = advance_adam(optimizer.state, params, grads, beta1, beta2, group["eps"])
     hyperball_step_(params, directions, hyperball_radii(optimizer.state, params), group["lr"])
 
 

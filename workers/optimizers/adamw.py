@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from workers.optimizers.base import HParams, OptimizerSpec, SearchSpace, decay_param_groups
-from workers.optimizers.functional import adam_direction, adam_moments_, apply_update_, state_dtype_grad
+from workers.optimizers.functional import advance_adam, apply_updates_, state_dtype_grad
 
 
 def fused_available(model: nn.Module) -> bool:
@@ -33,14 +33,11 @@ class AdamW32(torch.optim.Optimizer):
     def step(self, closure: None = None) -> None:  # type: ignore[override]
         for group in self.param_groups:
             beta1, beta2 = group["betas"]
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                state = self.state[p]
-                state["step"] = state.get("step", 0) + 1
-                m, v = adam_moments_(state, state_dtype_grad(p), beta1, beta2)
-                update = adam_direction(m, v, state["step"], beta1, beta2, group["eps"])
-                apply_update_(p, update, group["lr"], group["weight_decay"])
+            params = [p for p in group["params"] if p.grad is not None]
+            grads = [state_dtype_grad(p) for p in params]
+            # _foreach ops over the group, like torch.optim.AdamW's multi-tensor path (functional.advance_adam).
+            updates = advance_adam(self.state, params, grads, beta1, beta2, group["eps"])
+            apply_updates_(params, updates, group["lr"], group["weight_decay"])
 
 
 def build(model: nn.Module, hp: HParams) -> torch.optim.Optimizer:

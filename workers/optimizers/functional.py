@@ -1,8 +1,8 @@
 """Update-rule pieces shared by several optimizers (the Adam part of Muon/Scion/Adam-mini, NAdamW, ...).
 
-Functions act on one parameter and its state dict so that a composite optimizer can mix rules per param
-group. State is kept in float32 whatever the parameter dtype (bf16 params with fp32 state, issue 3 point 4);
-the update is applied in the parameter's dtype at the end.
+Functions act on the parameters of one param group (and their state dicts), vectorised with torch's _foreach ops,
+so that a composite optimizer can mix rules per group. State is kept in float32 whatever the parameter dtype
+(bf16 params with fp32 state, issue 3 point 4); the update is applied in the parameter's dtype at the end.
 """
 
 from __future__ import annotations
@@ -46,26 +46,85 @@ def clip_by_global_norm_(grads: list[torch.Tensor], max_norm: float) -> torch.Te
     return norm
 
 
-@torch.no_grad()
-def adam_moments_(
-    state: dict[str, torch.Tensor], grad: torch.Tensor, beta1: float, beta2: float
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Advance Adam's moments in `state` ("exp_avg", "exp_avg_sq", created on first use); returns them."""
-    if "exp_avg" not in state:
-        state["exp_avg"] = state_zeros(grad)
-        state["exp_avg_sq"] = state_zeros(grad)
-    m, v = state["exp_avg"], state["exp_avg_sq"]
-    m.lerp_(grad, 1 - beta1)
-    v.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
-    return m, v
+def advance_steps(state: Mapping[torch.Tensor, dict[str, Any]], params: Sequence[torch.Tensor]) -> list[int]:
+    """Increment each param's 1-based step counter (optax's `count`) and return the new values.
+
+    A Python int per param: the bias corrections are host scalars, so step() never syncs with the device.
+    """
+    steps = []
+    for p in params:
+        s = state[p]
+        s["step"] = int(s.get("step", 0)) + 1
+        steps.append(s["step"])
+    return steps
 
 
 @torch.no_grad()
-def adam_direction(m: torch.Tensor, v: torch.Tensor, step: int, beta1: float, beta2: float, eps: float) -> torch.Tensor:
-    """m_hat / (sqrt(v_hat) + eps) with bias corrections for 1-based `step` (optax scale_by_adam)."""
-    m_hat = m / (1 - beta1**step)
-    v_hat = v / (1 - beta2**step)
-    return m_hat / (v_hat.sqrt() + eps)
+def adam_directions(
+    ms: list[torch.Tensor],
+    vs: list[torch.Tensor],
+    grads: list[torch.Tensor],
+    steps: Sequence[int],
+    beta1: float,
+    beta2: float,
+    eps: float,
+    nesterov: bool = False,
+) -> list[torch.Tensor]:
+    """Advance Adam's moments in place and return optax scale_by_adam's update, one new tensor per param.
+
+    m = b1 m + (1-b1) g; v = b2 v + (1-b2) g^2; u = m_hat / (sqrt(v_hat) + eps) with eps outside the sqrt and
+    m_hat = m / (1 - b1^t), or with `nesterov` b1 m / (1 - b1^(t+1)) + (1-b1) g / (1 - b1^t) (optax
+    scale_by_adam(nesterov=True), OPTIMIZERS.md 3.2). Vectorised with _foreach ops over the params of a group, as
+    torch.optim.AdamW's `_multi_tensor_adamw` does: one kernel per operation over the whole list, not one per
+    parameter (on CPU the per-tensor dispatch and temporaries, not the arithmetic, dominate small tensors).
+    """
+    torch._foreach_lerp_(ms, grads, 1 - beta1)
+    torch._foreach_mul_(vs, beta2)
+    torch._foreach_addcmul_(vs, grads, grads, value=1 - beta2)
+    # m_hat = scale * base with base a tensor and scale a host scalar per param; the scale is folded into the
+    # denominator so that each step allocates as few temporaries as possible (allocation dominates on CPU).
+    if nesterov:
+        # c1 m + c2 g = (c1 + c2) lerp(m, g, c2 / (c1 + c2)), c1 = b1 / (1 - b1^(t+1)), c2 = (1-b1) / (1 - b1^t).
+        c1 = [beta1 / (1 - beta1 ** (t + 1)) for t in steps]
+        c2 = [(1 - beta1) / (1 - beta1**t) for t in steps]
+        scales = [a + b for a, b in zip(c1, c2, strict=True)]
+        numer = torch._foreach_lerp(ms, grads, [b / s for b, s in zip(c2, scales, strict=True)])
+    else:
+        scales = [1 / (1 - beta1**t) for t in steps]
+    # (sqrt(v_hat) + eps) / scale, with sqrt(v_hat) = sqrt(v) / sqrt(1 - b2^t) as torch.optim.AdamW computes it.
+    denom = torch._foreach_sqrt(vs)
+    torch._foreach_mul_(denom, [1 / ((1 - beta2**t) ** 0.5 * s) for t, s in zip(steps, scales, strict=True)])
+    torch._foreach_add_(denom, [eps / s for s in scales])
+    if nesterov:
+        torch._foreach_div_(numer, denom)
+        return list(numer)
+    # u = m / denom, written into denom (no second temporary; m is state and must not change).
+    torch._foreach_reciprocal_(denom)
+    torch._foreach_mul_(denom, ms)
+    return list(denom)
+
+
+@torch.no_grad()
+def advance_adam(
+    state: Mapping[torch.Tensor, dict[str, Any]],
+    params: Sequence[torch.Tensor],
+    grads: Sequence[torch.Tensor],
+    beta1: float,
+    beta2: float,
+    eps: float,
+) -> list[torch.Tensor]:
+    """Advance the step counters and Adam moments ("step", "exp_avg", "exp_avg_sq") of `params`; return u per param.
+
+    u is optax scale_by_adam's bias-corrected direction (adam_directions), computed over the whole list with
+    _foreach ops. `grads` are read, never modified (they may be the parameters' own .grad tensors).
+    """
+    params = list(params)
+    if not params:  # _foreach ops reject empty lists (a group whose params all lack a gradient)
+        return []
+    steps = advance_steps(state, params)
+    ms = state_buffers(state, params, "exp_avg")
+    vs = state_buffers(state, params, "exp_avg_sq")
+    return adam_directions(ms, vs, list(grads), steps, beta1, beta2, eps)
 
 
 @torch.no_grad()
@@ -96,6 +155,8 @@ def apply_updates_(params: Sequence[torch.Tensor], updates: Sequence[torch.Tenso
     Decay first, then the step in the parameter's dtype (optax add_decayed_weights(wd), scale(-lr); Levanter).
     """
     params = list(params)
+    if not params:  # _foreach ops reject empty lists
+        return
     updates = [u if u.dtype == p.dtype else u.to(p.dtype) for p, u in zip(params, updates, strict=True)]
     if wd != 0:
         torch._foreach_mul_(params, 1 - lr * wd)

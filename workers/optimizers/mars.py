@@ -22,8 +22,8 @@ import torch
 from torch import nn
 
 from workers.optimizers.base import HParams, OptimizerSpec, SearchSpace, decay_param_groups
-from workers.optimizers.functional import apply_updates_, state_buffers
-from workers.optimizers.nadamw import StateDtypeOptimizer, adam_directions, advance_steps, params_with_grads
+from workers.optimizers.functional import adam_directions, advance_steps, apply_updates_, state_buffers
+from workers.optimizers.nadamw import StateDtypeOptimizer, params_with_grads
 
 
 @torch.no_grad()

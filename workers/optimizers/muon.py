@@ -36,8 +36,7 @@ from torch import nn
 from workers.optimizers._newton_schulz import newton_schulz_many
 from workers.optimizers.base import HParams, OptimizerSpec, SearchSpace, is_decayed, named_params_by_role
 from workers.optimizers.functional import (
-    adam_direction,
-    adam_moments_,
+    advance_adam,
     apply_updates_,
     clip_by_global_norm_,
     restore_state_dtypes,
@@ -138,14 +137,11 @@ def adam_rule(optimizer: torch.optim.Optimizer, group: dict[str, Any], params: l
     """AdamW on one param group: optax scale_by_adam (bias-corrected, eps outside the sqrt), decay, -lr.
 
     Keys: lr, betas, eps, weight_decay. A per-param integer "step" gives the bias correction (optax `count`).
+    Vectorised over the group's params with _foreach ops (functional.advance_adam, apply_updates_).
     """
     beta1, beta2 = group["betas"]
-    for p, g in zip(params, grads, strict=True):
-        state = optimizer.state[p]
-        state["step"] = int(state.get("step", 0)) + 1
-        m, v = adam_moments_(state, g, beta1, beta2)
-        direction = adam_direction(m, v, state["step"], beta1, beta2, group["eps"])
-        apply_updates_([p], [direction], group["lr"], group["weight_decay"])
+    directions = advance_adam(optimizer.state, params, grads, beta1, beta2, group["eps"])
+    apply_updates_(params, directions, group["lr"], group["weight_decay"])
 
 
 # ---- Muon ---------------------------------------------------------------------------------------------------

@@ -11,21 +11,27 @@ reduces to the one above; the tests use that only as a cross-check oracle.
 Gradient clipping by global norm over all parameters is the trainer's (Levanter's AdamConfig puts
 `clip_by_global_norm` first in the chain). Decayed: hidden matrices and lm_head; not decayed: embedding, norms.
 
-This module also holds the foreach Adam pieces that Cautious and MARS share (`adam_directions`,
-`advance_steps`, ...; the decayed step `apply_updates_` is functional's) and `StateDtypeOptimizer`, the base that
-keeps fp32 state for bf16 params on reload.
+The foreach Adam pieces (`adam_directions`, `advance_steps`, `apply_updates_`) are functional's, shared with
+Cautious, MARS and the Adam parts of the composite optimizers. This module also holds `StateDtypeOptimizer`, the
+base that keeps fp32 state for bf16 params on reload, and `params_with_grads`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
 from torch import nn
 
 from workers.optimizers.base import HParams, OptimizerSpec, SearchSpace, decay_param_groups
-from workers.optimizers.functional import apply_updates_, restore_state_dtypes, state_buffers
+from workers.optimizers.functional import (
+    adam_directions,
+    advance_steps,
+    apply_updates_,
+    restore_state_dtypes,
+    state_buffers,
+)
 
 # ---- shared by the Adam-family optimizers of this package (NAdamW, Cautious, MARS) and Lion --------------------
 
@@ -51,63 +57,6 @@ def params_with_grads(group: Mapping[str, Any]) -> tuple[list[torch.Tensor], lis
     params = [p for p in group["params"] if p.grad is not None]
     grads = [p.grad.to(torch.float64 if p.dtype == torch.float64 else torch.float32) for p in params]
     return params, grads
-
-
-def advance_steps(state: Mapping[torch.Tensor, dict[str, Any]], params: Sequence[torch.Tensor]) -> list[int]:
-    """Increment each param's 1-based step counter (optax's `count`) and return the new values.
-
-    A Python int per param: the bias corrections are host scalars, so step() never syncs with the device.
-    """
-    steps = []
-    for p in params:
-        s = state[p]
-        s["step"] = int(s.get("step", 0)) + 1
-        steps.append(s["step"])
-    return steps
-
-
-@torch.no_grad()
-def adam_directions(
-    ms: list[torch.Tensor],
-    vs: list[torch.Tensor],
-    grads: list[torch.Tensor],
-    steps: Sequence[int],
-    beta1: float,
-    beta2: float,
-    eps: float,
-    nesterov: bool = False,
-) -> list[torch.Tensor]:
-    """Advance Adam's moments in place and return optax scale_by_adam's update, one new tensor per param.
-
-    m = b1 m + (1-b1) g; v = b2 v + (1-b2) g^2; u = m_hat / (sqrt(v_hat) + eps) with eps outside the sqrt.
-    m_hat is m / (1 - b1^t), or with `nesterov` b1 m / (1 - b1^(t+1)) + (1-b1) g / (1 - b1^t) (optax
-    scale_by_adam(nesterov=True), OPTIMIZERS.md 3.2). Same math as functional.adam_moments_/adam_direction,
-    vectorised with _foreach ops over the params of a group.
-    """
-    torch._foreach_lerp_(ms, grads, 1 - beta1)
-    torch._foreach_mul_(vs, beta2)
-    torch._foreach_addcmul_(vs, grads, grads, value=1 - beta2)
-    # m_hat = scale * base with base a tensor and scale a host scalar per param; the scale is folded into the
-    # denominator so that each step allocates as few temporaries as possible (allocation dominates on CPU).
-    if nesterov:
-        # c1 m + c2 g = (c1 + c2) lerp(m, g, c2 / (c1 + c2)), c1 = b1 / (1 - b1^(t+1)), c2 = (1-b1) / (1 - b1^t).
-        c1 = [beta1 / (1 - beta1 ** (t + 1)) for t in steps]
-        c2 = [(1 - beta1) / (1 - beta1**t) for t in steps]
-        scales = [a + b for a, b in zip(c1, c2, strict=True)]
-        numer = torch._foreach_lerp(ms, grads, [b / s for b, s in zip(c2, scales, strict=True)])
-    else:
-        scales = [1 / (1 - beta1**t) for t in steps]
-    # (sqrt(v_hat) + eps) / scale, with sqrt(v_hat) = sqrt(v) / sqrt(1 - b2^t) as torch.optim.AdamW computes it.
-    denom = torch._foreach_sqrt(vs)
-    torch._foreach_mul_(denom, [1 / ((1 - beta2**t) ** 0.5 * s) for t, s in zip(steps, scales, strict=True)])
-    torch._foreach_add_(denom, [eps / s for s in scales])
-    if nesterov:
-        torch._foreach_div_(numer, denom)
-        return list(numer)
-    # u = m / denom, written into denom (no second temporary; m is state and must not change).
-    torch._foreach_reciprocal_(denom)
-    torch._foreach_mul_(denom, ms)
-    return list(denom)
 
 
 # ---- NAdamW ----------------------------------------------------------------------------------------------------

@@ -71,3 +71,33 @@ def test_fp32_state_path_matches_the_oracle() -> None:
         opt.step()
     expected = _oracle_adamw(start, grads, 3e-3, 0.9, 0.95, 1e-8, 0.1)
     torch.testing.assert_close(p.detach(), expected, rtol=1e-10, atol=1e-12)
+
+
+def test_fp32_state_path_steps_a_group_at_once_and_skips_params_without_gradients() -> None:
+    # AdamW32 runs the whole group with _foreach ops: params of different shapes each follow the oracle, a param
+    # without a gradient is left alone (no state), and a group with no gradient at all does not raise.
+    from workers.optimizers.adamw import AdamW32
+
+    torch.manual_seed(2)
+    a = torch.nn.Parameter(torch.randn(5, 7, dtype=torch.float64))
+    b = torch.nn.Parameter(torch.randn(3, dtype=torch.float64))
+    idle = torch.nn.Parameter(torch.randn(4, dtype=torch.float64))
+    alone = torch.nn.Parameter(torch.randn(2, dtype=torch.float64))
+    starts = [t.detach().clone() for t in (a, b, idle, alone)]
+    opt = AdamW32(
+        [{"params": [a, idle, b], "weight_decay": 0.1}, {"params": [alone], "weight_decay": 0.0}],
+        lr=3e-3,
+        betas=(0.9, 0.95),
+        eps=1e-8,
+    )
+    grads: dict[int, list[torch.Tensor]] = {0: [], 1: []}
+    for _ in range(5):
+        for i, p in enumerate((a, b)):
+            g = torch.randn_like(p)
+            p.grad = g
+            grads[i].append(g)
+        opt.step()
+    torch.testing.assert_close(a.detach(), _oracle_adamw(starts[0], grads[0], 3e-3, 0.9, 0.95, 1e-8, 0.1))
+    torch.testing.assert_close(b.detach(), _oracle_adamw(starts[1], grads[1], 3e-3, 0.9, 0.95, 1e-8, 0.1))
+    assert torch.equal(idle.detach(), starts[2]) and idle not in opt.state
+    assert torch.equal(alone.detach(), starts[3]) and alone not in opt.state
