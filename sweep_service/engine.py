@@ -34,7 +34,7 @@ from sqlalchemy.orm import Session
 
 from db import repository as repo
 from db import results, transitions
-from db.models import Cell, Trial
+from db.models import TRIAL_ENDED, Cell, Trial
 from db.retry import retry, retrying, transient
 from db.session import Database
 from sweep_service import noise, phases, ray_watchdog, resource_wait, signals
@@ -46,8 +46,7 @@ from sweep_service.spec import Space, SweepPlan, plan_document
 
 Progress = Callable[[str], None]
 optuna.logging.set_verbosity(optuna.logging.WARNING)
-from db.models import TRIAL_ENDED as FINISHED_STATES  # noqa: E402  (what proposers learn from: failed ranks +inf)
-
+FINISHED_STATES = TRIAL_ENDED  # what proposers learn from: failed ranks +inf (db.models, the one definition)
 OPEN_CELL = ("pending", "running")
 
 
