@@ -37,8 +37,8 @@ from db import results, transitions
 from db.models import TRIAL_ENDED, Cell, Trial
 from db.retry import retry, retrying, transient
 from db.session import Database
+from sweep_service import catalog as scale_catalog
 from sweep_service import noise, phases, ray_watchdog, resource_wait, signals
-from sweep_service.importer import scale_params
 from sweep_service.lease import Lease, LeaseLost
 from sweep_service.proposers import CellHistory, Limits, get_proposer
 from sweep_service.signals import Interrupted
@@ -209,7 +209,7 @@ class SweepDriver:
     def _phase_decision(
         self, s: Session, cell: Cell, space: Space, phase: int, sources: list[Cell], by_key: dict[str, Cell]
     ) -> phases.PhaseDecision:
-        catalog = scale_params()
+        catalog = scale_catalog.scale_params()
         frame = results.cells_trials(s, [c.id for c in sources], catalog)
         if frame.empty:
             raise ValueError(f"its source cells {[c.key for c in sources]} have no finished trials")

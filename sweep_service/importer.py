@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING, Any
 from db import results
 from db.models import config_key
 from db.session import Database
+from sweep_service import catalog
 from sweep_service.coordinate_descent import TOLERANCE as NEAR_TIE_TOLERANCE
 from sweep_service.coordinate_descent import near_tie
 from sweep_service.paper_results import TOKENS_PER_PARAM, convert_config, optimizer_name
@@ -63,13 +64,6 @@ class ParsedResults:
     spec: dict[str, Any]  # the sweep's spec: what was imported, from where
     cells: list[results.ImportedCell]
     catalog: dict[str, int]  # the catalog's non-embedding parameter count per scale, when read
-
-
-def scale_params() -> dict[str, int]:
-    """Non-embedding parameter count of every scale in the catalog (sweep_service.catalog, no torch)."""
-    from sweep_service import catalog
-
-    return catalog.scale_params()
 
 
 def resolve_path(name: str | Path) -> Path:
@@ -221,8 +215,8 @@ def read_results(path: str | Path) -> ParsedResults:
     naming the entry. Nothing is written."""
     file = resolve_path(path)
     payload, digest = _read(file)
-    catalog = scale_params()
-    cells = parse_results(file, payload, catalog)
+    counts = catalog.scale_params()
+    cells = parse_results(file, payload, counts)
     name = payload.get("name")
     if not isinstance(name, str) or not name.strip():
         name = (
@@ -230,7 +224,7 @@ def read_results(path: str | Path) -> ParsedResults:
         )
     name = name.strip()[:200]  # sweeps.name is String(200)
     optimizers = sorted({c.optimizer for c in cells})
-    scales = sorted({c.scale for c in cells}, key=lambda sc: (catalog.get(sc, math.inf), sc))
+    scales = sorted({c.scale for c in cells}, key=lambda sc: (counts.get(sc, math.inf), sc))
     multiples = sorted({c.chinchilla for c in cells})
     params = {c.scale: c.settings["non_embedding_params"] for c in cells if "non_embedding_params" in c.settings}
     about = payload.get("about")
@@ -248,7 +242,7 @@ def read_results(path: str | Path) -> ParsedResults:
         "non_embedding_params": params,
         "tolerance": NEAR_TIE_TOLERANCE,
     }
-    return ParsedResults(file, name, KEY_PREFIX + digest, spec, cells, catalog)
+    return ParsedResults(file, name, KEY_PREFIX + digest, spec, cells, counts)
 
 
 def import_file(database: Database, path: str | Path) -> ImportOutcome:

@@ -16,8 +16,9 @@ from db import results
 from db.migrate import upgrade
 from db.session import Database
 from sweep_service import analysis
+from sweep_service.catalog import scale_params
 from sweep_service.cli import main
-from sweep_service.importer import PAPER_RESULTS, import_file, import_results, resolve_path, scale_params
+from sweep_service.importer import PAPER_RESULTS, import_file, import_results, resolve_path
 from sweep_service.paper_results import load_paper_results
 from sweep_service.settings import get_settings
 
