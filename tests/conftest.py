@@ -2,10 +2,24 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 
 from workers.model import SCALES, Transformer, build_model
+
+# ---- threads --------------------------------------------------------------------------------------------
+# `make test` runs one pytest process per core (pytest-xdist). torch's default of one intra-op thread per core
+# in each of them oversubscribes the machine, and the OpenMP threads then spin against each other: on the
+# 2-core CI machine, 64 steps of tiny-130k AdamW took 47 s with 2 threads beside a second busy process and
+# 10 s with 1 (2026-12-04). Each worker gets its share of the cores; its subprocesses (the CLI under test)
+# inherit it through OMP_NUM_THREADS. A single-process run (-n 0) keeps torch's default.
+_XDIST_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+if _XDIST_WORKERS > 1:
+    _threads = max(1, (os.cpu_count() or 1) // _XDIST_WORKERS)
+    torch.set_num_threads(_threads)
+    os.environ["OMP_NUM_THREADS"] = str(_threads)
 
 
 @pytest.fixture
@@ -17,7 +31,6 @@ def tiny_model() -> Transformer:
 # ---- databases ------------------------------------------------------------------------------------------
 # SQLite (a file per test) always; PostgreSQL at DATABASE_URL_TEST's server (default the local one, trust
 # auth) in a throwaway database per test session, skipped when no server answers.
-import os  # noqa: E402
 import uuid  # noqa: E402
 from collections.abc import Iterator  # noqa: E402
 from pathlib import Path  # noqa: E402
