@@ -1,8 +1,8 @@
 """Read queries of the REST API (and one cancel helper). All SQL lives in db/ (DESIGN.md).
 
 Functions take a Session and return plain values or frozen records (never ORM objects: issue 15), like
-db.repository; they never commit. Grouped
-counts are done in SQL so a page of results costs a fixed number of queries, not one per row.
+db.repository; they never commit. Grouped counts are done in SQL so a page of results costs a fixed number of
+queries, not one per row.
 """
 
 from __future__ import annotations

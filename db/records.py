@@ -17,9 +17,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from db.models import Cell, CurvePoint, Sweep, Trial
+
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,11 +106,11 @@ class CurvePointRecord:
     train_loss: float | None
 
 
-_R = TypeVar("_R")
+_R = TypeVar("_R", bound="DataclassInstance")
 
 
 def _copy(record: type[_R], row: object) -> _R:
-    return record(**{f.name: getattr(row, f.name) for f in fields(record)})  # type: ignore[arg-type]
+    return record(**{f.name: getattr(row, f.name) for f in fields(record)})
 
 
 def sweep_record(row: Sweep) -> SweepRecord:

@@ -402,13 +402,14 @@ class SweepDriver:
     def refresh(self) -> None:
         reference = noise.reference_cell(self.plan) if self.plan.tolerance_auto else None
         with self.lock, self._write() as s:
-            for listed in repo.cells_of(s, self.sweep_id):
-                # Read each cell when its turn comes: an earlier one's _measure_noise may have changed its settings.
-                cell = read_cell(s, listed.id)
+            changed = False  # whether the cells listed after the reference may have changed since listed
+            for cell in repo.cells_of(s, self.sweep_id):
+                if changed:
+                    cell = read_cell(s, cell.id)
                 if cell.status in OPEN_CELL:
                     self._plan_cell(s, cell)
                 if reference is not None and cell.key == reference.key:
-                    self._measure_noise(s, cell)
+                    changed = self._measure_noise(s, cell)
 
     # ---- noise: confirm_seeds and tolerance auto (sweep_service/noise.py) -------------------------------
 
@@ -456,13 +457,13 @@ class SweepDriver:
         settings = {k: v for k, v in cell.settings.items() if k != "confirming"}
         transitions.set_cell_status(s, cell.id, OPEN_CELL, "converged", settings={**settings, **result.settings})
 
-    def _measure_noise(self, s: Session, reference: CellRecord) -> None:
+    def _measure_noise(self, s: Session, reference: CellRecord) -> bool:
         """tolerance auto: run the reference cell's baseline under every seed; once all have finished, give every
-        cell the tolerance max(3e-3, 2 x std) (noise.auto_tolerance)."""
+        cell the tolerance max(3e-3, 2 x std) (noise.auto_tolerance). True when it changed cells' settings."""
         # Its round was just written by _plan_cell: read it again.
         reference = read_cell(s, reference.id)
         if reference.round < 1 or reference.status == "failed":
-            return
+            return False
         space = Space.from_dict(reference.space)
         baseline = {k: space.baseline[k] for k in space.grid}
         key = repo.config_key(baseline)
@@ -470,7 +471,7 @@ class SweepDriver:
             repo.add_trial(s, reference, baseline, {**space.fixed, **baseline}, seed, 1)
         group = sorted((t for t in repo.trials_of_cell(s, reference.id) if t.config_key == key), key=lambda t: t.seed)
         if any(t.status not in FINISHED_STATES for t in group):
-            return
+            return False
         losses = [
             float(t.final_loss) if t.status == "completed" and t.final_loss is not None else math.inf for t in group
         ]
@@ -491,6 +492,7 @@ class SweepDriver:
         if updated:
             std = "unknown (a seed diverged)" if measured["std"] is None else f"{measured['std']:.4g}"
             self._say(f"tolerance auto: {reference.key} baseline seed std {std} -> near-tie tolerance {tolerance:.4g}")
+        return updated > 0
 
     # ---- dispatch -------------------------------------------------------------------------------------
 
