@@ -57,13 +57,13 @@ from itertools import product
 from typing import Any
 
 import httpx
-from sqlalchemy import Engine, create_engine, event, insert, text
+from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.exc import OperationalError
 
 from api.middleware import ASGIApp, Receive, Scope, Send
 from db.migrate import upgrade
-from db.models import TRIAL_ENDED, Cell, CurvePoint, Sweep, Trial
-from db.repository import config_key
+from db.models import TRIAL_ENDED
+from db.repository import bulk_insert, config_key
 from db.session import make_engine, masked_url, scrub_password
 
 HOST = "127.0.0.1"  # loopback only: nothing leaves the machine
@@ -301,14 +301,14 @@ def populate(engine: Engine, shape: Shape, seed: int) -> Population:
                     }
                 )
             t0 = time.perf_counter()
-            conn.execute(insert(Sweep), [sweep])
-            conn.execute(insert(Cell), cells)
+            bulk_insert(conn, "sweeps", [sweep])
+            bulk_insert(conn, "cells", cells)
             t1 = time.perf_counter()
             for i in range(0, len(trials), INSERT_CHUNK):
-                conn.execute(insert(Trial), trials[i : i + INSERT_CHUNK])
+                bulk_insert(conn, "sweep_trials", trials[i : i + INSERT_CHUNK])
             t2 = time.perf_counter()
             for i in range(0, len(points), INSERT_CHUNK * 10):
-                conn.execute(insert(CurvePoint), points[i : i + INSERT_CHUNK * 10])
+                bulk_insert(conn, "curve_points", points[i : i + INSERT_CHUNK * 10])
             t3 = time.perf_counter()
             out.seconds["sweeps+cells"] += t1 - t0
             out.seconds["trials"] += t2 - t1
@@ -538,7 +538,7 @@ def write(database_url: str, rate: float, points: int) -> None:
         # The baseline config under a seed no populated trial has (they use seeds 0 and 1): the engine never adds
         # a (cell, config, seed) twice, so each trial is new.
         with tx() as s:
-            trial = repo.add_trial(s, s.merge(cell), BASELINE, {**FIXED, **BASELINE}, seed=1000 + trials, round_=99)
+            trial = repo.add_trial(s, cell, BASELINE, {**FIXED, **BASELINE}, seed=1000 + trials, round_=99)
             assert trial is not None
             trial_id = trial.id
         with tx() as s:
@@ -672,7 +672,7 @@ def bench_database(label: str, url: str, shape: Shape, args: argparse.Namespace)
             # The rows were inserted with explicit ids, which PostgreSQL's sequences do not see: move each past its
             # table's largest id, so that rows added later (the writer's trials) get fresh ids as in service.
             with engine.begin() as conn:
-                for table in (Sweep.__tablename__, Cell.__tablename__, Trial.__tablename__):
+                for table in ("sweeps", "cells", "sweep_trials"):
                     conn.execute(
                         text(f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), (SELECT max(id) FROM {table}))")
                     )

@@ -1,7 +1,8 @@
 """Read queries of the REST API (and one cancel helper). All SQL lives in db/ (DESIGN.md).
 
-Functions take a Session and return ORM rows or plain values, like db.repository; they never commit. Grouped
-counts are done in SQL so a page of results costs a fixed number of queries, not one per row.
+Functions take a Session and return plain values or frozen records (never ORM objects: issue 15), like
+db.repository; they never commit. Grouped counts are done in SQL so a page of results costs a fixed number of
+queries, not one per row.
 """
 
 from __future__ import annotations
@@ -12,9 +13,10 @@ from datetime import datetime
 from typing import Any, TypeVar
 
 from sqlalchemy import ColumnElement, Float, Select, Text, and_, bindparam, case, cast, func, select, update
-from sqlalchemy.orm import Session, load_only
+from sqlalchemy.orm import Session
 
 from db.models import TRIAL_ENDED, TRIAL_RANKED, Cell, Sweep, Trial
+from db.records import CellRecord, TrialRecord, cell_record, trial_record
 
 # ---- sweeps -------------------------------------------------------------------------------------------
 
@@ -147,8 +149,27 @@ def last_trial_id(s: Session, sweep_id: int) -> int | None:
 _LAST_TRIAL_ID = select(func.max(Trial.id)).where(Trial.sweep_id == bindparam("sweep_id"))
 
 
-# What a sweep's progress shows of a cell (sweep_service.service.sweeps.cells): not its search space. Its settings
-# are read for the seed noise (sweep_service.noise.summary); left out, each cell would load them in a query of its own.
+@dataclass(frozen=True, slots=True)
+class ProgressCell:
+    """What a sweep's progress shows of a cell (sweep_service.service.sweeps.cells), in PROGRESS_CELL_COLUMNS order:
+    not its search space. Its settings are read for the seed noise (sweep_service.noise.summary)."""
+
+    id: int
+    sweep_id: int
+    key: str
+    optimizer: str
+    scale: str
+    chinchilla: float
+    strategy: str
+    status: str
+    round: int
+    best_loss: float | None
+    best_config: dict[str, Any] | None
+    best_trial_id: int | None
+    near_ties: list[Any] | None
+    settings: dict[str, Any]
+
+
 PROGRESS_CELL_COLUMNS = (
     Cell.id,
     Cell.sweep_id,
@@ -167,18 +188,12 @@ PROGRESS_CELL_COLUMNS = (
 )
 
 
-_PROGRESS_CELLS = (
-    select(Cell)
-    .where(Cell.sweep_id == bindparam("sweep_id"))
-    .order_by(Cell.id)
-    .options(load_only(*PROGRESS_CELL_COLUMNS))
-)
+_PROGRESS_CELLS = select(*PROGRESS_CELL_COLUMNS).where(Cell.sweep_id == bindparam("sweep_id")).order_by(Cell.id)
 
 
-def progress_cells(s: Session, sweep_id: int) -> list[Cell]:
-    """A sweep's cells in id order with the columns of its progress (PROGRESS_CELL_COLUMNS); others load on
-    access."""
-    return list(s.scalars(_PROGRESS_CELLS, {"sweep_id": sweep_id}))
+def progress_cells(s: Session, sweep_id: int) -> list[ProgressCell]:
+    """A sweep's cells in id order with the columns of its progress (PROGRESS_CELL_COLUMNS), as plain rows."""
+    return [ProgressCell(*tuple(row)) for row in s.execute(_PROGRESS_CELLS, {"sweep_id": sweep_id})]
 
 
 def cancel_open_cells(s: Session, sweep_id: int) -> int:
@@ -297,12 +312,16 @@ def list_trials(s: Session, sweep_id: int, f: TrialFilter, limit: int, offset: i
     return [TrialRow(*tuple(row)) for row in rows], total
 
 
-def trials_with_cells(s: Session, sweep_id: int) -> list[tuple[Trial, Cell]]:
+def trials_with_cells(s: Session, sweep_id: int) -> list[tuple[TrialRecord, CellRecord]]:
     """Every trial of a sweep with its cell, oldest first (the export)."""
     rows = s.execute(
-        select(Trial, Cell).join(Cell, Trial.cell_id == Cell.id).where(Trial.sweep_id == sweep_id).order_by(Trial.id)
+        select(Trial, Cell)
+        .join(Cell, Trial.cell_id == Cell.id)
+        .where(Trial.sweep_id == sweep_id)
+        .order_by(Trial.id)
+        .execution_options(populate_existing=True)
     ).all()
-    return [(t, c) for t, c in rows]
+    return [(trial_record(t), cell_record(c)) for t, c in rows]
 
 
 # ---- best configs across sweeps -----------------------------------------------------------------------

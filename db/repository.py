@@ -1,4 +1,6 @@
-"""All SQL lives here. Functions take a Session and return ORM rows or plain values.
+"""All SQL lives here. Functions take a Session and return plain values or records (db/records.py): frozen
+copies of rows, read fresh from the database (`populate_existing`: not an object the session loaded earlier and an
+UPDATE here has since made stale). No ORM object leaves db/ (issue 15).
 
 State transitions are compare-and-set: one UPDATE ... WHERE status IN (...) whose row count says whether
 this caller won (Optuna's storages do the same, STYLE.md). Two drivers can race on a row and exactly one
@@ -12,13 +14,14 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import CursorResult, and_, delete, func, or_, select, update
+from sqlalchemy import Connection, CursorResult, and_, delete, func, insert, or_, select, update
 from sqlalchemy.orm import Session
 
 from db.models import (
     SWEEP_TERMINAL,
     TRIAL_RANKED,
     TRIAL_TERMINAL,
+    Base,
     Cell,
     CurvePoint,
     SuggestionRequest,
@@ -27,33 +30,59 @@ from db.models import (
     config_key,  # here since the first version: repository.config_key is how callers name it
     utcnow,
 )
+from db.records import (
+    CellRecord,
+    CurvePointRecord,
+    SweepRecord,
+    TrialRecord,
+    cell_record,
+    curve_point_record,
+    sweep_record,
+    trial_record,
+)
+
+# A SELECT that overwrites what the session holds of the rows it reads: UPDATEs here do not synchronize the
+# session (synchronize_session=False), so without it a row read earlier in the transaction would come back stale.
+FRESH = {"populate_existing": True}
 
 # ---- sweeps -------------------------------------------------------------------------------------------
 
 
 def create_sweep(
     s: Session, name: str, spec: dict[str, Any], idempotency_key: str | None = None, imported: bool = False
-) -> Sweep:
+) -> SweepRecord:
     executor = "external" if spec.get("executor") == "external" else "ray"
     sweep = Sweep(name=name, spec=spec, idempotency_key=idempotency_key, imported=imported, executor=executor)
     s.add(sweep)
     s.flush()
-    return sweep
+    return sweep_record(sweep)
 
 
-def get_sweep(s: Session, sweep_id: int) -> Sweep | None:
-    return s.get(Sweep, sweep_id)
+def get_sweep(s: Session, sweep_id: int) -> SweepRecord | None:
+    sweep = s.get(Sweep, sweep_id, populate_existing=True)
+    return sweep_record(sweep) if sweep is not None else None
 
 
-def sweep_by_idempotency_key(s: Session, key: str) -> Sweep | None:
-    return s.scalars(select(Sweep).where(Sweep.idempotency_key == key)).first()
+def sweep_by_idempotency_key(s: Session, key: str) -> SweepRecord | None:
+    sweep = s.scalars(select(Sweep).where(Sweep.idempotency_key == key).execution_options(**FRESH)).first()
+    return sweep_record(sweep) if sweep is not None else None
 
 
-def list_sweeps(s: Session, status: str | None = None, limit: int = 50, offset: int = 0) -> list[Sweep]:
-    q = select(Sweep).order_by(Sweep.id.desc()).limit(limit).offset(offset)
+def list_sweeps(s: Session, status: str | None = None, limit: int = 50, offset: int = 0) -> list[SweepRecord]:
+    q = select(Sweep).order_by(Sweep.id.desc()).limit(limit).offset(offset).execution_options(**FRESH)
     if status:
         q = q.where(Sweep.status == status)
-    return list(s.scalars(q))
+    return [sweep_record(sweep) for sweep in s.scalars(q)]
+
+
+def set_sweep_error(s: Session, sweep_id: int, error: str | None, only_if_prefix: str | None = None) -> bool:
+    """Set the sweep's `error` note (what it waits for, sweep_service.resource_wait); with `only_if_prefix`, only
+    where the note starts with it (clearing one's own note, not another's). True when a row was changed."""
+    q = update(Sweep).where(Sweep.id == sweep_id)
+    if only_if_prefix is not None:
+        q = q.where(Sweep.error.startswith(only_if_prefix, autoescape=True))
+    res = s.execute(q.values(error=error), execution_options={"synchronize_session": False})
+    return _rowcount(res) == 1
 
 
 def set_sweep_status(s: Session, sweep_id: int, from_statuses: Sequence[str], to: str, **fields: Any) -> bool:
@@ -158,15 +187,22 @@ def release_lease(s: Session, sweep_id: int, epoch: int) -> bool:
 # ---- cells --------------------------------------------------------------------------------------------
 
 
-def add_cell(s: Session, sweep_id: int, **fields: Any) -> Cell:
+def add_cell(s: Session, sweep_id: int, **fields: Any) -> CellRecord:
     cell = Cell(sweep_id=sweep_id, **fields)
     s.add(cell)
     s.flush()
-    return cell
+    return cell_record(cell)
 
 
-def cells_of(s: Session, sweep_id: int) -> list[Cell]:
-    return list(s.scalars(select(Cell).where(Cell.sweep_id == sweep_id).order_by(Cell.id)))
+def get_cell(s: Session, cell_id: int) -> CellRecord | None:
+    """The cell as the database holds it now (after an update through db.transitions or update_cell)."""
+    cell = s.get(Cell, cell_id, populate_existing=True)
+    return cell_record(cell) if cell is not None else None
+
+
+def cells_of(s: Session, sweep_id: int) -> list[CellRecord]:
+    q = select(Cell).where(Cell.sweep_id == sweep_id).order_by(Cell.id).execution_options(**FRESH)
+    return [cell_record(cell) for cell in s.scalars(q)]
 
 
 def update_cell(s: Session, cell_id: int, **fields: Any) -> None:
@@ -175,23 +211,23 @@ def update_cell(s: Session, cell_id: int, **fields: Any) -> None:
 
 def find_cells(
     s: Session, optimizer: str | None = None, scale: str | None = None, chinchilla: float | None = None
-) -> list[Cell]:
-    q = select(Cell)
+) -> list[CellRecord]:
+    q = select(Cell).execution_options(**FRESH)
     if optimizer is not None:
         q = q.where(Cell.optimizer == optimizer)
     if scale is not None:
         q = q.where(Cell.scale == scale)
     if chinchilla is not None:
         q = q.where(Cell.chinchilla == chinchilla)
-    return list(s.scalars(q.order_by(Cell.id)))
+    return [cell_record(cell) for cell in s.scalars(q.order_by(Cell.id))]
 
 
 # ---- trials -------------------------------------------------------------------------------------------
 
 
 def add_trial(
-    s: Session, cell: Cell, searched: dict[str, Any], config: dict[str, Any], seed: int, round_: int
-) -> Trial | None:
+    s: Session, cell: CellRecord, searched: dict[str, Any], config: dict[str, Any], seed: int, round_: int
+) -> TrialRecord | None:
     """Insert a pending trial unless this (cell, config, seed) exists already (then None: nothing runs twice)."""
     key = config_key(searched)
     exists = s.scalars(
@@ -202,25 +238,26 @@ def add_trial(
     trial = Trial(sweep_id=cell.sweep_id, cell_id=cell.id, config_key=key, config=config, seed=seed, round=round_)
     s.add(trial)
     s.flush()
-    return trial
+    return trial_record(trial)
 
 
-def get_trial(s: Session, trial_id: int) -> Trial | None:
-    return s.get(Trial, trial_id)
+def get_trial(s: Session, trial_id: int) -> TrialRecord | None:
+    trial = s.get(Trial, trial_id, populate_existing=True)
+    return trial_record(trial) if trial is not None else None
 
 
-def trials_of_cell(s: Session, cell_id: int, statuses: Iterable[str] | None = None) -> list[Trial]:
-    q = select(Trial).where(Trial.cell_id == cell_id).order_by(Trial.id)
+def trials_of_cell(s: Session, cell_id: int, statuses: Iterable[str] | None = None) -> list[TrialRecord]:
+    q = select(Trial).where(Trial.cell_id == cell_id).order_by(Trial.id).execution_options(**FRESH)
     if statuses is not None:
         q = q.where(Trial.status.in_(list(statuses)))
-    return list(s.scalars(q))
+    return [trial_record(trial) for trial in s.scalars(q)]
 
 
-def trials_of_sweep(s: Session, sweep_id: int, statuses: Iterable[str] | None = None) -> list[Trial]:
-    q = select(Trial).where(Trial.sweep_id == sweep_id).order_by(Trial.id)
+def trials_of_sweep(s: Session, sweep_id: int, statuses: Iterable[str] | None = None) -> list[TrialRecord]:
+    q = select(Trial).where(Trial.sweep_id == sweep_id).order_by(Trial.id).execution_options(**FRESH)
     if statuses is not None:
         q = q.where(Trial.status.in_(list(statuses)))
-    return list(s.scalars(q))
+    return [trial_record(trial) for trial in s.scalars(q)]
 
 
 def transition_trial(s: Session, trial_id: int, from_statuses: Sequence[str], to: str, **fields: Any) -> bool:
@@ -240,7 +277,7 @@ def transition_trial(s: Session, trial_id: int, from_statuses: Sequence[str], to
 
 def requeue_running(s: Session, sweep_id: int) -> int:
     """Trials left running by a dead driver go back to pending (they re-run; finished ones are kept)."""
-    running = [t.id for t in trials_of_sweep(s, sweep_id, ["running"])]
+    running = list(s.scalars(select(Trial.id).where(Trial.sweep_id == sweep_id, Trial.status == "running")))
     if running:
         s.execute(delete(CurvePoint).where(CurvePoint.trial_id.in_(running)))
     res = s.execute(
@@ -272,8 +309,9 @@ def add_curve_points(s: Session, trial_id: int, points: Iterable[tuple[int, floa
         s.merge(CurvePoint(trial_id=trial_id, step=step, eval_loss=eval_loss, train_loss=train_loss))
 
 
-def curve(s: Session, trial_id: int) -> list[CurvePoint]:
-    return list(s.scalars(select(CurvePoint).where(CurvePoint.trial_id == trial_id).order_by(CurvePoint.step)))
+def curve(s: Session, trial_id: int) -> list[CurvePointRecord]:
+    q = select(CurvePoint).where(CurvePoint.trial_id == trial_id).order_by(CurvePoint.step).execution_options(**FRESH)
+    return [curve_point_record(point) for point in s.scalars(q)]
 
 
 def count_trials_by_status(s: Session, sweep_id: int) -> dict[str, int]:
@@ -289,6 +327,13 @@ def cancel_unfinished(s: Session, sweep_id: int, reason: str) -> int:
         execution_options={"synchronize_session": False},
     )
     return _rowcount(res)
+
+
+def bulk_insert(conn: Connection, table: str, rows: Sequence[dict[str, Any]]) -> None:
+    """Insert plain rows (column name -> value, ids included) into one of our tables by name ("sweeps", "cells",
+    "sweep_trials", "curve_points") in one executemany, building no ORM object: a bulk load (bench/api_load.py)."""
+    if rows:
+        conn.execute(insert(Base.metadata.tables[table]), list(rows))
 
 
 def _rowcount(result: Any) -> int:

@@ -24,6 +24,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from db.models import TRIAL_RANKED, Cell, CurvePoint, Sweep, Trial, utcnow
+from db.records import CellRecord
 from db.repository import config_key, sweep_by_idempotency_key
 
 # The columns of sweep_service.analysis's trials frame, then ours: where each trial comes from.
@@ -45,7 +46,7 @@ FRAME_COLUMNS = [
 ]
 
 
-def cell_params(cell: Cell, scale_params: Mapping[str, int]) -> float:
+def cell_params(cell: Cell | CellRecord, scale_params: Mapping[str, int]) -> float:
     """N of a cell: its own recorded count (imported results), else the catalog's, else NaN (unknown)."""
     own = cell.settings.get("non_embedding_params") if isinstance(cell.settings, dict) else None
     if isinstance(own, int | float) and not isinstance(own, bool) and math.isfinite(own) and own > 0:

@@ -1,10 +1,10 @@
-"""Cell state transitions and the session hand-offs of a planning pass, so that the engine changes no ORM object.
+"""Cell state transitions and the session hand-offs of a planning pass, so that the engine changes no ORM object
+(it holds none: db.repository hands it frozen records, db/records.py).
 
 A cell's status moves pending -> running -> converged | exhausted, or pending -> failed (it cannot start). Each
 move is compare-and-set: one UPDATE ... WHERE status IN (expected), whose row count says whether this caller
-won (db/repository.py does the same for sweeps and trials; STYLE.md rule 6). Like repository.update_cell, the
-UPDATE does not touch Cell objects already loaded in the session: call `reload` where the caller reads the row
-again in the same session.
+won (db/repository.py does the same for sweeps and trials; STYLE.md rule 6). A record read before the change
+stays as it was: read the cell again (db.repository.get_cell) to see it.
 """
 
 from __future__ import annotations
@@ -35,12 +35,6 @@ def set_optuna_trial(s: Session, trial_id: int, number: int | None) -> None:
         update(Trial).where(Trial.id == trial_id).values(optuna_trial=number),
         execution_options={"synchronize_session": False},
     )
-
-
-def reload(s: Session, row: Cell | Trial) -> None:
-    """Read `row` again from the database (this transaction's view): after an UPDATE made through this module
-    or db.repository, which leave loaded objects as they were."""
-    s.refresh(row)
 
 
 def end_transaction(s: Session) -> None:

@@ -34,7 +34,8 @@ from sqlalchemy.orm import Session
 
 from db import repository as repo
 from db import results, transitions
-from db.models import TRIAL_ENDED, Cell, Trial
+from db.models import TRIAL_ENDED
+from db.records import CellRecord, TrialRecord
 from db.retry import retry, retrying, transient
 from db.session import Database
 from sweep_service import catalog as scale_catalog
@@ -59,6 +60,14 @@ def optuna_storage(url: str) -> optuna.storages.RDBStorage:
 
 def study_name(sweep_id: int, key: str) -> str:
     return f"sweep-{sweep_id}/{key}"
+
+
+def read_cell(s: Session, cell_id: int) -> CellRecord:
+    """The cell as this transaction sees it now: after a write through db.transitions or repo.update_cell, which
+    leave records read before as they were. Cells are deleted only with their sweep, so this one exists."""
+    cell = repo.get_cell(s, cell_id)
+    assert cell is not None, f"no cell {cell_id}"
+    return cell
 
 
 @dataclass
@@ -146,7 +155,7 @@ class SweepDriver:
 
     # ---- planning -------------------------------------------------------------------------------------
 
-    def _steps_for(self, cell: Cell) -> Callable[[dict[str, Any]], int]:
+    def _steps_for(self, cell: CellRecord) -> Callable[[dict[str, Any]], int]:
         from workers.model import get_scale
         from workers.trainer import plan_steps
 
@@ -163,11 +172,13 @@ class SweepDriver:
 
         return steps
 
-    def _activate(self, s: Session, cell: Cell) -> bool:
+    def _activate(self, s: Session, cell: CellRecord) -> CellRecord | None:
         """A cell that learns from other cells (`baseline_from`, Phase II/III `from_cells`) waits for them to
-        close, then fixes its search space from their results (sweep_service/phases.py)."""
+        close, then fixes its search space from their results (sweep_service/phases.py). Returns the cell as it
+        is now when it runs (`cell` itself if it was running already), None while it waits or when it cannot
+        start."""
         if cell.status != "pending":
-            return True
+            return cell
         settings = dict(cell.settings)
         source_key = settings.get("baseline_from")
         sources = list(settings.get("from_cells") or [])
@@ -175,7 +186,7 @@ class SweepDriver:
         if wanted:
             by_key = {c.key: c for c in repo.cells_of(s, self.sweep_id)}
             if any(k not in by_key or by_key[k].status in OPEN_CELL for k in wanted):
-                return False
+                return None
         space = Space.from_dict(cell.space)
         phase = int(settings.get("phase", 1))
         try:
@@ -192,22 +203,27 @@ class SweepDriver:
                 space = decision.space
                 settings.update(decision.record, max_rounds=decision.max_rounds)
         except ValueError as exc:
+            # Later cells of this pass see it closed: repo.cells_of reads the cells afresh.
             if transitions.set_cell_status(s, cell.id, "pending", "failed", settings={**settings, "error": str(exc)}):
-                transitions.reload(s, cell)  # later cells of this pass see it closed
                 self._say(f"{cell.key}: cannot start: {exc}")
-            return False
+            return None
         started = transitions.set_cell_status(
             s, cell.id, "pending", "running", space=space.to_dict(), settings=settings
         )
-        transitions.reload(s, cell)
-        return started
+        return read_cell(s, cell.id) if started else None
 
     def _say(self, message: str) -> None:
         if self.progress:
             self.progress(message)
 
     def _phase_decision(
-        self, s: Session, cell: Cell, space: Space, phase: int, sources: list[Cell], by_key: dict[str, Cell]
+        self,
+        s: Session,
+        cell: CellRecord,
+        space: Space,
+        phase: int,
+        sources: list[CellRecord],
+        by_key: dict[str, CellRecord],
     ) -> phases.PhaseDecision:
         catalog = scale_catalog.scale_params()
         frame = results.cells_trials(s, [c.id for c in sources], catalog)
@@ -233,10 +249,10 @@ class SweepDriver:
         return phases.phase_three(space, frame, cell.optimizer, target, cell.chinchilla, ablation, tolerance, method)
 
     def _seed_groups(
-        self, trials: list[Trial], space: Space
+        self, trials: list[TrialRecord], space: Space
     ) -> tuple[list[tuple[dict[str, Any], float]], list[dict[str, Any]]]:
         """Per searched config: the mean loss over its seeds once all have finished, else pending."""
-        by_key: dict[str, list[Trial]] = {}
+        by_key: dict[str, list[TrialRecord]] = {}
         for t in trials:
             by_key.setdefault(t.config_key, []).append(t)
         history, pending = [], []
@@ -254,7 +270,7 @@ class SweepDriver:
     def _add(
         self,
         s: Session,
-        cell: Cell,
+        cell: CellRecord,
         searched: dict[str, Any],
         space: Space,
         round_: int,
@@ -270,9 +286,11 @@ class SweepDriver:
                 added += 1
         return added
 
-    def _plan_cell(self, s: Session, cell: Cell) -> None:
-        if not self._activate(s, cell) or cell.status not in OPEN_CELL:
+    def _plan_cell(self, s: Session, cell: CellRecord) -> None:
+        active = self._activate(s, cell)
+        if active is None or active.status not in OPEN_CELL:
             return
+        cell = active
         space = Space.from_dict(cell.space)
         if cell.settings.get("confirming") is not None:
             self._finish_confirm(s, cell, space)
@@ -290,7 +308,7 @@ class SweepDriver:
     def _propose(
         self,
         s: Session,
-        cell: Cell,
+        cell: CellRecord,
         space: Space,
         history: list[tuple[dict[str, Any], float]],
         pending: list[dict[str, Any]],
@@ -341,7 +359,7 @@ class SweepDriver:
     def _plan_fixed(
         self,
         s: Session,
-        cell: Cell,
+        cell: CellRecord,
         space: Space,
         history: list[tuple[dict[str, Any], float]],
         pending: list[dict[str, Any]],
@@ -360,7 +378,7 @@ class SweepDriver:
     def _record_best(
         self,
         s: Session,
-        cell: Cell,
+        cell: CellRecord,
         best: dict[str, Any] | None,
         best_loss: float,
         near_ties: list[dict[str, Any]],
@@ -384,19 +402,22 @@ class SweepDriver:
     def refresh(self) -> None:
         reference = noise.reference_cell(self.plan) if self.plan.tolerance_auto else None
         with self.lock, self._write() as s:
+            changed = False  # whether the cells listed after the reference may have changed since listed
             for cell in repo.cells_of(s, self.sweep_id):
+                if changed:
+                    cell = read_cell(s, cell.id)
                 if cell.status in OPEN_CELL:
                     self._plan_cell(s, cell)
                 if reference is not None and cell.key == reference.key:
-                    self._measure_noise(s, cell)
+                    changed = self._measure_noise(s, cell)
 
     # ---- noise: confirm_seeds and tolerance auto (sweep_service/noise.py) -------------------------------
 
-    def _tolerance(self, cell: Cell) -> float:
+    def _tolerance(self, cell: CellRecord) -> float:
         tolerance = noise.cell_tolerance(cell.settings, self.plan.tolerance)
         return self.plan.tolerance if tolerance is None else tolerance
 
-    def _converged(self, s: Session, cell: Cell, space: Space, configs: list[dict[str, Any] | None]) -> None:
+    def _converged(self, s: Session, cell: CellRecord, space: Space, configs: list[dict[str, Any] | None]) -> None:
         """A converged cell: done, or (confirm_seeds) its best and near-ties run K more seeds first."""
         if self.plan.confirm_seeds == 0:
             transitions.set_cell_status(s, cell.id, OPEN_CELL, "converged")
@@ -413,13 +434,12 @@ class SweepDriver:
             for seed in noise.all_seeds(self.plan):
                 repo.add_trial(s, cell, one, {**space.fixed, **one}, seed, cell.round + 1)
         repo.update_cell(s, cell.id, round=cell.round + 1, settings={**cell.settings, "confirming": searched})
-        transitions.reload(s, cell)
-        self._finish_confirm(s, cell, space)
+        self._finish_confirm(s, read_cell(s, cell.id), space)
 
-    def _finish_confirm(self, s: Session, cell: Cell, space: Space) -> None:
+    def _finish_confirm(self, s: Session, cell: CellRecord, space: Space) -> None:
         """Once every confirmation seed has finished: the best by seed mean, its seed stats, converged."""
         configs: list[dict[str, Any]] = list(cell.settings.get("confirming") or [])
-        by_key: dict[str, list[Trial]] = {}
+        by_key: dict[str, list[TrialRecord]] = {}
         for t in repo.trials_of_cell(s, cell.id):
             by_key.setdefault(t.config_key, []).append(t)
         stats = []
@@ -436,15 +456,14 @@ class SweepDriver:
         self._record_best(s, cell, result.best, result.best_loss, result.near_ties, history)
         settings = {k: v for k, v in cell.settings.items() if k != "confirming"}
         transitions.set_cell_status(s, cell.id, OPEN_CELL, "converged", settings={**settings, **result.settings})
-        transitions.reload(s, cell)
 
-    def _measure_noise(self, s: Session, reference: Cell) -> None:
+    def _measure_noise(self, s: Session, reference: CellRecord) -> bool:
         """tolerance auto: run the reference cell's baseline under every seed; once all have finished, give every
-        cell the tolerance max(3e-3, 2 x std) (noise.auto_tolerance)."""
-        # Its round was just written by _plan_cell (repo.update_cell does not touch the loaded object).
-        transitions.reload(s, reference)
+        cell the tolerance max(3e-3, 2 x std) (noise.auto_tolerance). True when it changed cells' settings."""
+        # Its round was just written by _plan_cell: read it again.
+        reference = read_cell(s, reference.id)
         if reference.round < 1 or reference.status == "failed":
-            return
+            return False
         space = Space.from_dict(reference.space)
         baseline = {k: space.baseline[k] for k in space.grid}
         key = repo.config_key(baseline)
@@ -452,7 +471,7 @@ class SweepDriver:
             repo.add_trial(s, reference, baseline, {**space.fixed, **baseline}, seed, 1)
         group = sorted((t for t in repo.trials_of_cell(s, reference.id) if t.config_key == key), key=lambda t: t.seed)
         if any(t.status not in FINISHED_STATES for t in group):
-            return
+            return False
         losses = [
             float(t.final_loss) if t.status == "completed" and t.final_loss is not None else math.inf for t in group
         ]
@@ -469,11 +488,11 @@ class SweepDriver:
             if cell.settings.get("tolerance_auto") == noise.PENDING:
                 settings = {**cell.settings, "tolerance": tolerance, "tolerance_auto": noise.MEASURED}
                 repo.update_cell(s, cell.id, settings={**settings, "tolerance_noise": measured})
-                transitions.reload(s, cell)
                 updated += 1
         if updated:
             std = "unknown (a seed diverged)" if measured["std"] is None else f"{measured['std']:.4g}"
             self._say(f"tolerance auto: {reference.key} baseline seed std {std} -> near-tie tolerance {tolerance:.4g}")
+        return updated > 0
 
     # ---- dispatch -------------------------------------------------------------------------------------
 
@@ -523,15 +542,15 @@ class SweepDriver:
                     elif not repo.transition_trial(s, trial.id, ["pending"], "running"):
                         continue
                     self._dispatched.add(trial.id)
-                    return {"trial_id": trial.id, "run": self._run_config(trial)}
+                    cell = read_cell(s, trial.cell_id)
+                    return {"trial_id": trial.id, "run": self._run_config(trial, cell)}
                 open_cells = [c for c in repo.cells_of(s, self.sweep_id) if c.status in OPEN_CELL]
                 running = repo.trials_of_sweep(s, self.sweep_id, ["running"])
                 if not open_cells and not running:
                     return "FINISHED"
                 return None
 
-    def _run_config(self, trial: Trial) -> dict[str, Any]:
-        cell = trial.cell
+    def _run_config(self, trial: TrialRecord, cell: CellRecord) -> dict[str, Any]:
         return {
             "scale": cell.scale,
             "optimizer": cell.optimizer,
@@ -584,7 +603,7 @@ class SweepDriver:
                 fields["worker"] = result["worker"]
             if not repo.transition_trial(s, trial_id, ["running"], status, **fields):
                 return  # cancelled meanwhile, or already recorded
-            cell = trial.cell
+            cell = read_cell(s, trial.cell_id)
             space = Space.from_dict(cell.space)
             self._dispatched.discard(trial_id)
         # After the commit: the trial's row is the record; the Optuna study is a mirror of it, and writing
@@ -601,7 +620,7 @@ class SweepDriver:
         self.refresh()  # the cell's best and status now include this result
         self._show(trial_id)
 
-    def _tell_optuna(self, cell: Cell, space: Space, trial: Trial, value: float) -> None:
+    def _tell_optuna(self, cell: CellRecord, space: Space, trial: TrialRecord, value: float) -> None:
         study = optuna.load_study(study_name=study_name(self.sweep_id, cell.key), storage=self.storage)
         searched = {k: trial.config[k] for k in space.grid}
         attrs = {"sweep_trial_id": trial.id, "seed": trial.seed}
@@ -636,13 +655,13 @@ class SweepDriver:
             t = repo.get_trial(s, trial_id)
             if t is None:
                 return
-            cell = t.cell
+            cell = read_cell(s, t.cell_id)
             space = Space.from_dict(cell.space)
             changed = {k: t.config[k] for k in space.grid if t.config.get(k) != space.baseline.get(k)}
             loss = f"{t.final_loss:.4f}" if t.final_loss is not None else t.status
             best = f"{cell.best_loss:.4f}" if cell.best_loss is not None else "-"
             counts = repo.count_trials_by_status(s, self.sweep_id)
-            in_cell = [x.status for x in cell.trials]
+            in_cell = [x.status for x in repo.trials_of_cell(s, cell.id)]
         done = sum(counts.get(k, 0) for k in FINISHED_STATES)
         cell_done = sum(in_cell.count(k) for k in FINISHED_STATES)
         self.progress(

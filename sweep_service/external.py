@@ -23,9 +23,10 @@ from typing import Any
 
 from db import repository as repo
 from db import trial_leases as leases
-from db.models import SWEEP_TERMINAL, TRIAL_ENDED, TRIAL_TERMINAL, Cell, Trial
+from db.models import SWEEP_TERMINAL, TRIAL_ENDED, TRIAL_TERMINAL
+from db.records import CellRecord, TrialRecord
 from db.session import Database
-from sweep_service.engine import OPEN_CELL, SweepDriver
+from sweep_service.engine import OPEN_CELL, SweepDriver, read_cell
 from sweep_service.spec import Space
 
 TRIAL_OUTCOMES = TRIAL_ENDED  # what a worker may report
@@ -81,7 +82,7 @@ class Outcome:
 class ExternalDriver(SweepDriver):
     """The engine's planner for a sweep that outside workers run."""
 
-    def _steps_for(self, cell: Cell) -> Callable[[dict[str, Any]], int]:
+    def _steps_for(self, cell: CellRecord) -> Callable[[dict[str, Any]], int]:
         if cell.scale in self.plan.scale_params:
             # A custom scale's trainer is the user's: its step count is unknown, so no warmup is pruned as
             # longer than the run (sweep_service.coordinate_descent treats None as "unknown").
@@ -133,7 +134,7 @@ def _driver(db: Database, sweep_id: int) -> ExternalDriver:
         return driver
 
 
-def _leased(trial: Trial, cell: Cell, lease_seconds: float) -> LeasedTrial:
+def _leased(trial: TrialRecord, cell: CellRecord, lease_seconds: float) -> LeasedTrial:
     assert trial.lease_expires_at is not None
     return LeasedTrial(
         id=trial.id,
@@ -177,12 +178,13 @@ def suggest(
         if not closed and not paused:
             driver.refresh()
             with db.session() as s:
-                for trial in repo.trials_of_sweep(s, sweep_id, ["pending"]):
+                for pending in repo.trials_of_sweep(s, sweep_id, ["pending"]):
                     if len(taken) >= count:
                         break
-                    if leases.take(s, trial.id, worker, lease_seconds):
-                        s.refresh(trial)
-                        taken.append(_leased(trial, trial.cell, lease_seconds))
+                    if leases.take(s, pending.id, worker, lease_seconds):
+                        trial = repo.get_trial(s, pending.id)  # as taken: running, with its lease
+                        assert trial is not None
+                        taken.append(_leased(trial, read_cell(s, trial.cell_id), lease_seconds))
             closed = not taken and driver.finish_if_done()
     answer = {"trials": [t.to_dict() for t in taken], "done": closed}
     if key is not None and taken:
@@ -202,7 +204,7 @@ def _trial_driver(db: Database, trial_id: int) -> ExternalDriver:
     return _driver(db, sweep_id)
 
 
-def _not_held(trial: Trial, worker: str) -> Conflict:
+def _not_held(trial: TrialRecord, worker: str) -> Conflict:
     if trial.status == "running" and trial.worker != worker:
         return Conflict(f"trial {trial.id}'s lease is held by another worker now (it expired and was handed on)")
     return Conflict(f"trial {trial.id} is {trial.status}, not leased to {worker!r}")
@@ -287,7 +289,7 @@ def _record(
             fields: dict[str, Any] = {"final_loss": loss, "reason": why, "steps": last_step or None}
             if not leases.finish(s, trial_id, worker, to, **fields):
                 raise _not_held(trial, worker)
-            cell = trial.cell
+            cell = read_cell(s, trial.cell_id)
             space = Space.from_dict(cell.space)
         # After the commit, as the engine does (SweepDriver.record_final): the row is the record, the Optuna
         # study its mirror.

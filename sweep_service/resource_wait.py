@@ -54,18 +54,14 @@ def check_started(write: Writer, sweep_id: int, cpu: float, gpu: float, local: b
 
     def wait() -> None:
         with write() as s:
-            sweep = repo.get_sweep(s, sweep_id)
-            if sweep is not None:
-                sweep.error = WAITING + missing
+            repo.set_sweep_error(s, sweep_id, WAITING + missing)
 
     retry(wait, f"sweep {sweep_id}: resources")
 
 
 def clear_waiting(write: Writer, sweep_id: int) -> None:
     with write() as s:
-        sweep = repo.get_sweep(s, sweep_id)
-        if sweep is not None and sweep.error is not None and sweep.error.startswith(WAITING):
-            sweep.error = None
+        repo.set_sweep_error(s, sweep_id, None, only_if_prefix=WAITING)
 
 
 def _callback_base() -> type:

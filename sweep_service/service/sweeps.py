@@ -24,7 +24,8 @@ from sqlalchemy.orm import Session
 
 from db import queries
 from db import repository as repo
-from db.models import SWEEP_STATUSES, SWEEP_TERMINAL, TRIAL_STATUSES, Cell, Sweep
+from db.models import SWEEP_STATUSES, SWEEP_TERMINAL, TRIAL_STATUSES
+from db.records import SweepRecord
 from db.session import Database
 from sweep_service import noise
 from sweep_service.service.errors import Invalid, NotFound
@@ -193,7 +194,7 @@ def submit(
             return _replay(existing, spec, same_spec_only)
 
 
-def _replay(existing: Sweep, spec: dict[str, Any], same_spec_only: bool) -> Submitted:
+def _replay(existing: SweepRecord, spec: dict[str, Any], same_spec_only: bool) -> Submitted:
     if same_spec_only and existing.spec != spec:
         raise Invalid(IDEMPOTENCY_KEY_FIELD, f"this key was used for sweep {existing.id} with a different spec")
     return Submitted(existing.id, existing.name, existing.status, created=False)
@@ -239,14 +240,14 @@ def cells(db: Database, sweep_id: int) -> list[CellProgress]:
         return _cells(s, sweep.id, _trial_stats(s, sweep))
 
 
-def _sweep(s: Session, sweep_id: int) -> Sweep:
+def _sweep(s: Session, sweep_id: int) -> SweepRecord:
     sweep = repo.get_sweep(s, sweep_id)
     if sweep is None:
         raise NotFound(f"no sweep {sweep_id}")
     return sweep
 
 
-def _summary(sweep: Sweep, by_status: dict[str, int], cells: int | None = None) -> SweepSummary:
+def _summary(sweep: SweepRecord, by_status: dict[str, int], cells: int | None = None) -> SweepSummary:
     return SweepSummary(
         id=sweep.id,
         name=sweep.name,
@@ -261,7 +262,7 @@ def _summary(sweep: Sweep, by_status: dict[str, int], cells: int | None = None) 
     )
 
 
-def max_concurrent_of(sweep: Sweep) -> int:
+def max_concurrent_of(sweep: SweepRecord) -> int:
     value = sweep.spec.get("max_concurrent") if isinstance(sweep.spec, dict) else None
     if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
         return value
@@ -276,7 +277,7 @@ def eta(mean_finished_seconds: float | None, by_status: dict[str, int], max_conc
     return max(0.0, mean_finished_seconds) * remaining / max_concurrent
 
 
-def _cell(cell: Cell, by_status: dict[str, int]) -> CellProgress:
+def _cell(cell: queries.ProgressCell, by_status: dict[str, int]) -> CellProgress:
     return CellProgress(
         id=cell.id,
         key=cell.key,
@@ -317,7 +318,7 @@ def best_so_far(cells: list[CellProgress]) -> BestSoFar | None:
     )
 
 
-def _progress(s: Session, sweep: Sweep) -> SweepProgress:
+def _progress(s: Session, sweep: SweepRecord) -> SweepProgress:
     stats = _trial_stats(s, sweep)
     cell_rows = _cells(s, sweep.id, stats)
     max_concurrent = max_concurrent_of(sweep)
@@ -346,7 +347,7 @@ _stats_caches: weakref.WeakKeyDictionary[Any, OrderedDict[int, tuple[_StatsKey, 
 _stats_lock = threading.Lock()
 
 
-def _trial_stats(s: Session, sweep: Sweep) -> queries.SweepTrialStats:
+def _trial_stats(s: Session, sweep: SweepRecord) -> queries.SweepTrialStats:
     """db.queries.sweep_trial_stats, remembered for a finished sweep (see FINISHED_SWEEP_STATUSES)."""
     if sweep.status not in FINISHED_SWEEP_STATUSES:
         return queries.sweep_trial_stats(s, sweep.id)

@@ -16,7 +16,8 @@ from sqlalchemy.orm import Session
 
 from db import queries
 from db import repository as repo
-from db.models import TRIAL_STATUSES, Cell, Trial
+from db.models import TRIAL_STATUSES
+from db.records import CellRecord, TrialRecord
 from db.session import Database
 from sweep_service.service.errors import NotFound
 from sweep_service.service.sweeps import utc
@@ -99,7 +100,9 @@ def get(db: Database, trial_id: int) -> TrialDetail:
     """One trial: config, status and reason, reproducibility record, timings."""
     with db.session() as s:
         trial = _trial(s, trial_id)
-        return _detail(trial, trial.cell)
+        cell = repo.get_cell(s, trial.cell_id)
+        assert cell is not None  # a trial's cell_id is a foreign key
+        return _detail(trial, cell)
 
 
 def curve(db: Database, trial_id: int) -> TrialCurve:
@@ -110,7 +113,7 @@ def curve(db: Database, trial_id: int) -> TrialCurve:
         return TrialCurve(trial_id, trial.status, points)
 
 
-def _trial(s: Session, trial_id: int) -> Trial:
+def _trial(s: Session, trial_id: int) -> TrialRecord:
     trial = repo.get_trial(s, trial_id)
     if trial is None:
         raise NotFound(f"no trial {trial_id}")
@@ -139,7 +142,7 @@ def _row(row: queries.TrialRow) -> TrialSummary:
     )
 
 
-def _detail(trial: Trial, cell: Cell) -> TrialDetail:
+def _detail(trial: TrialRecord, cell: CellRecord) -> TrialDetail:
     duration = None
     if trial.started_at is not None and trial.finished_at is not None:
         duration = (trial.finished_at - trial.started_at).total_seconds()

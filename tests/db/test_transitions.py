@@ -65,16 +65,22 @@ def test_of_two_writers_expecting_pending_only_the_first_wins(db_url: str) -> No
     db.dispose()
 
 
-def test_reload_shows_a_transition_to_an_object_loaded_before_it(db_url: str) -> None:
+def test_a_record_read_before_a_transition_stays_as_read_and_a_new_read_shows_it(db_url: str) -> None:
     db = Database(db_url)
     cell_id, trial_id = _cell(db)
     with db.session() as s:
         (cell,) = [c for c in repo.find_cells(s) if c.id == cell_id]
         assert transitions.set_cell_status(s, cell_id, "pending", "running")
-        assert cell.status == "pending"  # the UPDATE leaves loaded objects alone
-        transitions.reload(s, cell)
-        assert cell.status == "running"
+        assert cell.status == "pending"  # a record is a snapshot
+        # Read again in the same session, whose identity map still holds the row as it was before the UPDATE
+        # (synchronize_session=False): every read is fresh (populate_existing), so all of them show the change.
+        again = repo.get_cell(s, cell_id)
+        assert again is not None and again.status == "running"
+        assert [c.status for c in repo.cells_of(s, cell.sweep_id)] == ["running"]
+        assert [c.status for c in repo.find_cells(s) if c.id == cell_id] == ["running"]
         transitions.set_optuna_trial(s, trial_id, 4)
+        trial = repo.get_trial(s, trial_id)
+        assert trial is not None and trial.optuna_trial == 4
     with db.session() as s:
         trial = repo.get_trial(s, trial_id)
         assert trial is not None and trial.optuna_trial == 4

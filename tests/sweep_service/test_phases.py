@@ -140,15 +140,16 @@ def test_a_sweep_runs_phase_one_then_two_then_three(tmp_path: Any) -> None:
         # Phase II: lr moved between the Phase I cells, wd did not: only lr is searched, from 300k's best.
         assert two.settings["unstable"] == ["lr"] and list(two.space["grid"]) == ["lr"]
         assert two.space["fixed"]["wd"] == 0.1 and two.space["baseline"] == {"lr": 1.2e-2}
-        assert {t.config["wd"] for t in two.trials} == {0.1}
+        assert {t.config["wd"] for t in repo.trials_of_cell(s, two.id)} == {0.1}
         # Phase III: ran the prediction and one round of one-at-a-time changes around it, nothing more.
         three = cells["adamw/tiny-520k/1"]
         prediction = three.settings["prediction"]
         assert three.status == "exhausted" and prediction["wd"] == 0.1
         assert three.settings["method"] == "robust"  # the spec's default reached phase_three (sweep_service/scaling.py)
         assert three.settings["fits"]["wd"]["form"] == "constant"
-        assert all(t.round == 1 for t in three.trials)
-        assert len(three.trials) == 1 + (len(LADDER) - 1) + (len(WD) - 1)
+        three_trials = repo.trials_of_cell(s, three.id)
+        assert all(t.round == 1 for t in three_trials)
+        assert len(three_trials) == 1 + (len(LADDER) - 1) + (len(WD) - 1)
 
 
 def test_phase_cells_are_validated() -> None:
