@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from workers.optimizers.base import HParams, OptimizerSpec, SearchSpace, decay_param_groups
-from workers.optimizers.functional import adam_directions, advance_steps, apply_updates_, state_buffers
+from workers.optimizers.functional import adam_step_, state_buffers
 from workers.optimizers.nadamw import StateDtypeOptimizer, params_with_grads
 
 
@@ -67,28 +67,26 @@ class MarsAdamW(StateDtypeOptimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
-        # Pass 1: c_t for every group (the clip needs all of them), and remember g_t for the next step.
-        per_group: list[tuple[dict[str, Any], list[torch.Tensor], list[torch.Tensor]]] = []
+        # Pass 1: c_t for every group (the clip needs all of them). c_t = g + k (g - g_{t-1}) = lerp(g_{t-1}, g, 1 + k)
+        # is written over the prev_grad buffer (no model-sized temporary); g_t goes back into it after the step.
+        per_group: list[tuple[dict[str, Any], list[torch.Tensor], list[torch.Tensor], list[torch.Tensor]]] = []
         for group in self.param_groups:
             params, grads = params_with_grads(group)
             if not params:
                 continue
             beta1 = group["betas"][0]
             prevs = state_buffers(self.state, params, "prev_grad")
-            diffs = list(torch._foreach_sub(grads, prevs))
-            torch._foreach_mul_(diffs, group["gamma"] * beta1 / (1 - beta1))
-            torch._foreach_add_(diffs, grads)  # now c_t
-            torch._foreach_copy_(prevs, grads)
-            per_group.append((group, params, diffs))
-        clip_global_norm_([c for _, _, cs in per_group for c in cs], self.max_grad_norm)
-        # Pass 2: Adam on c_t, then decay and -lr.
-        for group, params, cs in per_group:
+            torch._foreach_lerp_(prevs, grads, 1 + group["gamma"] * beta1 / (1 - beta1))  # now c_t
+            per_group.append((group, params, grads, prevs))
+        clip_global_norm_([c for *_, cs in per_group for c in cs], self.max_grad_norm)
+        # Pass 2: Adam on c_t, decay and -lr (torch's fused Adam kernel where the dtypes allow it); then g_{t-1} <- g_t.
+        for group, params, grads, cs in per_group:
             beta1, beta2 = group["betas"]
-            ms = state_buffers(self.state, params, "exp_avg")
-            vs = state_buffers(self.state, params, "exp_avg_sq")
-            steps = advance_steps(self.state, params)
-            updates = adam_directions(ms, vs, cs, steps, beta1, beta2, group["eps"])
-            apply_updates_(params, updates, group["lr"], group["weight_decay"])
+            adam_step_(
+                self.state, params, cs, lr=group["lr"], beta1=beta1, beta2=beta2, eps=group["eps"],
+                weight_decay=group["weight_decay"],
+            )  # fmt: skip
+            torch._foreach_copy_(cs, grads)
         return loss
 
 
