@@ -7,6 +7,8 @@ layout check sends every step down the _foreach path)."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 import torch
 
@@ -34,7 +36,7 @@ def test_fused_paths_match_the_foreach_paths_in_float32(name: str, monkeypatch: 
     calls = {"fused": 0}
     real = torch._fused_adamw_
 
-    def counting(*args: object, **kwargs: object) -> None:
+    def counting(*args: Any, **kwargs: Any) -> None:
         calls["fused"] += 1
         real(*args, **kwargs)
 
