@@ -255,8 +255,12 @@ def fused_adam_(
     eps: float,
     weight_decay: float,
     nesterov: bool = False,
+    grad_divisor: torch.Tensor | None = None,
 ) -> None:
     """theta <- theta (1 - lr wd) - lr u in one pass per tensor, u = adam_directions' update (moments advanced).
+
+    `grad_divisor` (a 0-d float32 tensor; float32 tensors only, not with `nesterov`): the kernel first divides
+    each gradient by it in place (its grad_scale, meant for AMP), so a clip costs no pass of its own.
 
     torch._fused_adamw_ computes m = lerp(m, g, 1-b1), v = b2 v + (1-b2) g^2 and
     theta <- theta (1 - lr wd) - lr / (1 - b1^t) m / (sqrt(v) / sqrt(1 - b2^t) + eps): optax scale_by_adam with
@@ -275,8 +279,11 @@ def fused_adam_(
         torch._fused_adamw_(
             params, grads, ms, vs, [], _step_tensors(params, steps),
             lr=lr, beta1=beta1, beta2=beta2, weight_decay=weight_decay, eps=eps, amsgrad=False, maximize=False,
+            grad_scale=grad_divisor,
         )  # fmt: skip
         return
+    assert grad_divisor is None, "grad_divisor is not supported with nesterov"
+
     # beta1' depends on t: one kernel call per distinct step (all params of a group share it in practice).
     for t in sorted(set(steps)):
         idx = [i for i, s in enumerate(steps) if s == t]
@@ -307,10 +314,12 @@ def adam_step_(
     eps: float,
     weight_decay: float,
     nesterov: bool = False,
+    grad_divisor: torch.Tensor | None = None,
 ) -> None:
     """Advance the step counters and moments of `params` and apply optax's AdamW update (theta - lr (u + wd theta)).
 
     One fused pass where the dtypes allow it (fused_adam_), else adam_directions and apply_updates_ (_foreach).
+    `grad_divisor` (0-d): the gradients are divided by it first, IN PLACE (the caller must own them).
     """
     params, grads = list(params), list(grads)
     if not params:
@@ -318,10 +327,15 @@ def adam_step_(
     steps = advance_steps(state, params)
     ms = state_buffers(state, params, "exp_avg")
     vs = state_buffers(state, params, "exp_avg_sq")
-    if fused_ok(params, grads, ms, vs):
+    fused = fused_ok(params, grads, ms, vs)
+    # The kernel takes its divisor in float32 only: float64 (reference tests) divides in its own pass, exactly.
+    if grad_divisor is not None and not (fused and grads[0].dtype == torch.float32 and not nesterov):
+        torch._foreach_div_(grads, grad_divisor.to(grads[0].dtype))
+        grad_divisor = None
+    if fused:
         fused_adam_(
-            params, grads, ms, vs, steps,
-            lr=lr, beta1=beta1, beta2=beta2, eps=eps, weight_decay=weight_decay, nesterov=nesterov,
+            params, grads, ms, vs, steps, lr=lr, beta1=beta1, beta2=beta2, eps=eps, weight_decay=weight_decay,
+            nesterov=nesterov, grad_divisor=grad_divisor,
         )  # fmt: skip
     else:
         updates = adam_directions(ms, vs, grads, steps, beta1, beta2, eps, nesterov=nesterov)

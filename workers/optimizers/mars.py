@@ -27,17 +27,17 @@ from workers.optimizers.nadamw import StateDtypeOptimizer, params_with_grads
 
 
 @torch.no_grad()
-def clip_global_norm_(tensors: list[torch.Tensor], max_norm: float) -> None:
-    """Scale `tensors` in place by min(1, max_norm / (norm + 1e-6)), norm their joint L2 norm (0 or less = off).
+def clip_divisor(tensors: list[torch.Tensor], max_norm: float) -> torch.Tensor | None:
+    """max(1, (norm + 1e-6) / max_norm), norm the joint L2 norm of `tensors`; None when off (max_norm <= 0).
 
-    optax clip_by_global_norm semantics as in Levanter's scale_by_mars (1e-6 is Levanter's). No host sync: the
-    scale stays a tensor. Norms are taken in the tensors' own dtype (float64 in the reference tests).
+    Dividing by it is Levanter's scale_by_mars clip, c min(1, max_norm / (||c|| + 1e-6)) (1e-6 is Levanter's).
+    No host sync: the divisor stays a tensor, which the fused Adam kernel applies as it reads c (adam_step_).
+    Norms are taken in the tensors' own dtype (float64 in the reference tests).
     """
     if max_norm <= 0 or not tensors:
-        return
+        return None
     norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(tensors)))
-    scale = torch.clamp(max_norm / (norm + 1e-6), max=1.0)
-    torch._foreach_mul_(tensors, scale)
+    return torch.clamp((norm + 1e-6) / max_norm, min=1.0)
 
 
 class MarsAdamW(StateDtypeOptimizer):
@@ -78,13 +78,14 @@ class MarsAdamW(StateDtypeOptimizer):
             prevs = state_buffers(self.state, params, "prev_grad")
             torch._foreach_lerp_(prevs, grads, 1 + group["gamma"] * beta1 / (1 - beta1))  # now c_t
             per_group.append((group, params, grads, prevs))
-        clip_global_norm_([c for *_, cs in per_group for c in cs], self.max_grad_norm)
-        # Pass 2: Adam on c_t, decay and -lr (torch's fused Adam kernel where the dtypes allow it); then g_{t-1} <- g_t.
+        divisor = clip_divisor([c for *_, cs in per_group for c in cs], self.max_grad_norm)
+        # Pass 2: clip, Adam on c_t, decay and -lr (torch's fused Adam kernel where the dtypes allow it, the clip
+        # folded into it); then g_{t-1} <- g_t.
         for group, params, grads, cs in per_group:
             beta1, beta2 = group["betas"]
             adam_step_(
                 self.state, params, cs, lr=group["lr"], beta1=beta1, beta2=beta2, eps=group["eps"],
-                weight_decay=group["weight_decay"],
+                weight_decay=group["weight_decay"], grad_divisor=divisor,
             )  # fmt: skip
             torch._foreach_copy_(cs, grads)
         return loss
