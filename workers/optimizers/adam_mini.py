@@ -25,8 +25,7 @@ from torch import nn
 
 from workers.optimizers.base import HParams, OptimizerSpec, SearchSpace, is_decayed, named_params_by_role
 from workers.optimizers.functional import (
-    advance_adam,
-    apply_updates_,
+    adam_step_,
     clip_by_global_norm_,
     restore_state_dtypes,
     state_dtype_grad,
@@ -148,8 +147,8 @@ class AdamMini(torch.optim.Optimizer):
 
     def _adamw_step(self, group: dict[str, Any], params: list[torch.Tensor], grads: list[torch.Tensor]) -> None:
         lr, wd, beta1, beta2, eps = group["lr"], group["weight_decay"], group["beta1"], group["beta2"], group["eps"]
-        # One _foreach kernel per operation over the group (functional.advance_adam), not a loop over params.
-        apply_updates_(params, advance_adam(self.state, params, grads, beta1, beta2, eps), lr, wd)
+        # torch's fused Adam kernel where the dtypes allow it, else _foreach ops (functional.adam_step_).
+        adam_step_(self.state, params, grads, lr=lr, beta1=beta1, beta2=beta2, eps=eps, weight_decay=wd)
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         super().load_state_dict(state_dict)

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from workers.optimizers.base import HParams, OptimizerSpec, SearchSpace, named_params_by_role
-from workers.optimizers.functional import advance_adam
+from workers.optimizers.functional import adam_directions_into_, scratch_buffers
 from workers.optimizers.muon import RuleOptimizer, adam_rule
 
 # Marin's scale_invariant_update floors ||u|| and ||W'|| at 1e-10 (lib/levanter/.../adamh.py).
@@ -48,7 +48,9 @@ def hyperball_step_(
 ) -> None:
     """W <- R normalize(W - lr R normalize(u)) for every param, vectorised with _foreach ops (no host sync).
 
-    Computed in the directions' dtype (float32, float64 for float64 params) and written back into the params.
+    Computed in the directions' dtype (float32, float64 for float64 params). In place: when the dtypes match the
+    params move without a temporary (a fresh model-sized tensor costs more than a pass on CPU); otherwise the
+    step is taken on a copy and written back. `directions` are read, never modified.
     """
     params, directions, radii = list(params), list(directions), list(radii)
     u_norms = torch._foreach_norm(directions)
@@ -57,13 +59,14 @@ def hyperball_step_(
     torch._foreach_mul_(coefs, -lr)
     same = all(p.dtype == d.dtype for p, d in zip(params, directions, strict=True))
     weights = params if same else [p.to(d.dtype) for p, d in zip(params, directions, strict=True)]
-    # W' = W - lr R u / ||u||; the scalars are 0-d tensors, so each multiply broadcasts.
-    moved = torch._foreach_add(weights, torch._foreach_mul(directions, coefs))
-    new_norms = torch._foreach_norm(moved)
+    # W' = W - lr R u / ||u|| in one pass (addcmul with the 0-d coefficient broadcast).
+    torch._foreach_addcmul_(weights, directions, coefs)
+    new_norms = torch._foreach_norm(weights)
     torch._foreach_clamp_min_(new_norms, NORM_FLOOR)
-    torch._foreach_mul_(moved, torch._foreach_div(radii, new_norms))  # back onto the sphere of radius R
-    for p, w in zip(params, moved, strict=True):
-        p.copy_(w)
+    torch._foreach_mul_(weights, torch._foreach_div(radii, new_norms))  # back onto the sphere of radius R
+    if not same:
+        for p, w in zip(params, weights, strict=True):
+            p.copy_(w)
 
 
 class AdamH(RuleOptimizer):
@@ -85,10 +88,12 @@ class AdamH(RuleOptimizer):
 def adamh_rule(optimizer: torch.optim.Optimizer, group: dict[str, Any], params: list, grads: list) -> None:
     """Adam's bias-corrected direction (optax scale_by_adam), then the hyperball step at group["lr"].
 
-    Both halves are vectorised over the group's params with _foreach ops (functional.advance_adam, hyperball_step_).
+    u comes from torch's fused Adam kernel into a reused buffer (functional.adam_directions_into_), the hyperball
+    step from _foreach ops in place (hyperball_step_).
     """
     beta1, beta2 = group["betas"]
-    directions = advance_adam(optimizer.state, params, grads, beta1, beta2, group["eps"])
+    out = scratch_buffers(optimizer, params, "direction")
+    directions = adam_directions_into_(optimizer.state, params, grads, out, beta1, beta2, group["eps"])
     hyperball_step_(params, directions, hyperball_radii(optimizer.state, params), group["lr"])
 
 

@@ -19,21 +19,25 @@ import torch
 from torch import nn
 
 from workers.optimizers.base import HParams, OptimizerSpec, SearchSpace, decay_param_groups
-from workers.optimizers.functional import adam_directions, advance_steps, apply_updates_, state_buffers
+from workers.optimizers.functional import adam_directions_into_, apply_updates_, scratch_buffers
 from workers.optimizers.nadamw import StateDtypeOptimizer, params_with_grads
 
 
 @torch.no_grad()
-def cautious_mask_(updates: list[torch.Tensor], grads: list[torch.Tensor], eps: float) -> None:
+def cautious_mask_(
+    updates: list[torch.Tensor], grads: list[torch.Tensor], eps: float, masks: list[torch.Tensor] | None = None
+) -> None:
     """u <- u * 1[u g > 0] / (mean(1[u g > 0]) + eps) in place, per tensor (Levanter scale_by_cautious).
 
-    Vectorised without a host sync: the mask is clamp_min(sign(u g), 0) (1 where u g > 0, else 0), and its
-    per-tensor count is its L1 norm.
+    Without a host sync: the mask is 1.0 where u g > 0, else 0.0, built in `masks` (buffers shaped as the
+    updates; fresh ones when None) with two in-place passes, and its per-tensor count is its sum.
     """
-    masks = torch._foreach_mul(updates, grads)
-    torch._foreach_sign_(masks)
-    torch._foreach_clamp_min_(masks, 0.0)
-    counts = torch.stack(torch._foreach_norm(masks, 1))  # (n_tensors,)
+    if masks is None:
+        masks = [torch.empty_like(u) for u in updates]
+    for u, g, mask in zip(updates, grads, masks, strict=True):
+        torch.mul(u, g, out=mask)
+        torch.gt(mask, 0, out=mask)
+    counts = torch.stack([mask.sum() for mask in masks])  # (n_tensors,)
     numels = torch.tensor([u.numel() for u in updates], dtype=counts.dtype, device=counts.device)
     denoms = counts / numels + eps  # (n_tensors,) mean(mask) + eps
     torch._foreach_mul_(updates, masks)
@@ -68,11 +72,11 @@ class CautiousAdamW(StateDtypeOptimizer):
             if not params:
                 continue
             beta1, beta2 = group["betas"]
-            ms = state_buffers(self.state, params, "exp_avg")
-            vs = state_buffers(self.state, params, "exp_avg_sq")
-            steps = advance_steps(self.state, params)
-            updates = adam_directions(ms, vs, grads, steps, beta1, beta2, group["eps"])
-            cautious_mask_(updates, grads, group["eps"])
+            # u from torch's fused Adam kernel into a reused buffer, the mask in another (no model-sized
+            # temporaries: on CPU a fresh one costs more than a pass), then one fused pass for decay and -lr.
+            out = scratch_buffers(self, params, "direction")
+            updates = adam_directions_into_(self.state, params, grads, out, beta1, beta2, group["eps"])
+            cautious_mask_(updates, grads, group["eps"], scratch_buffers(self, params, "mask"))
             apply_updates_(params, updates, group["lr"], group["weight_decay"])
         return loss
 

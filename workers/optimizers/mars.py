@@ -22,22 +22,22 @@ import torch
 from torch import nn
 
 from workers.optimizers.base import HParams, OptimizerSpec, SearchSpace, decay_param_groups
-from workers.optimizers.functional import adam_directions, advance_steps, apply_updates_, state_buffers
+from workers.optimizers.functional import adam_step_, state_buffers
 from workers.optimizers.nadamw import StateDtypeOptimizer, params_with_grads
 
 
 @torch.no_grad()
-def clip_global_norm_(tensors: list[torch.Tensor], max_norm: float) -> None:
-    """Scale `tensors` in place by min(1, max_norm / (norm + 1e-6)), norm their joint L2 norm (0 or less = off).
+def clip_divisor(tensors: list[torch.Tensor], max_norm: float) -> torch.Tensor | None:
+    """max(1, (norm + 1e-6) / max_norm), norm the joint L2 norm of `tensors`; None when off (max_norm <= 0).
 
-    optax clip_by_global_norm semantics as in Levanter's scale_by_mars (1e-6 is Levanter's). No host sync: the
-    scale stays a tensor. Norms are taken in the tensors' own dtype (float64 in the reference tests).
+    Dividing by it is Levanter's scale_by_mars clip, c min(1, max_norm / (||c|| + 1e-6)) (1e-6 is Levanter's).
+    No host sync: the divisor stays a tensor, which the fused Adam kernel applies as it reads c (adam_step_).
+    Norms are taken in the tensors' own dtype (float64 in the reference tests).
     """
     if max_norm <= 0 or not tensors:
-        return
+        return None
     norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(tensors)))
-    scale = torch.clamp(max_norm / (norm + 1e-6), max=1.0)
-    torch._foreach_mul_(tensors, scale)
+    return torch.clamp((norm + 1e-6) / max_norm, min=1.0)
 
 
 class MarsAdamW(StateDtypeOptimizer):
@@ -67,28 +67,27 @@ class MarsAdamW(StateDtypeOptimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
-        # Pass 1: c_t for every group (the clip needs all of them), and remember g_t for the next step.
-        per_group: list[tuple[dict[str, Any], list[torch.Tensor], list[torch.Tensor]]] = []
+        # Pass 1: c_t for every group (the clip needs all of them). c_t = g + k (g - g_{t-1}) = lerp(g_{t-1}, g, 1 + k)
+        # is written over the prev_grad buffer (no model-sized temporary); g_t goes back into it after the step.
+        per_group: list[tuple[dict[str, Any], list[torch.Tensor], list[torch.Tensor], list[torch.Tensor]]] = []
         for group in self.param_groups:
             params, grads = params_with_grads(group)
             if not params:
                 continue
             beta1 = group["betas"][0]
             prevs = state_buffers(self.state, params, "prev_grad")
-            diffs = list(torch._foreach_sub(grads, prevs))
-            torch._foreach_mul_(diffs, group["gamma"] * beta1 / (1 - beta1))
-            torch._foreach_add_(diffs, grads)  # now c_t
-            torch._foreach_copy_(prevs, grads)
-            per_group.append((group, params, diffs))
-        clip_global_norm_([c for _, _, cs in per_group for c in cs], self.max_grad_norm)
-        # Pass 2: Adam on c_t, then decay and -lr.
-        for group, params, cs in per_group:
+            torch._foreach_lerp_(prevs, grads, 1 + group["gamma"] * beta1 / (1 - beta1))  # now c_t
+            per_group.append((group, params, grads, prevs))
+        divisor = clip_divisor([c for *_, cs in per_group for c in cs], self.max_grad_norm)
+        # Pass 2: clip, Adam on c_t, decay and -lr (torch's fused Adam kernel where the dtypes allow it, the clip
+        # folded into it); then g_{t-1} <- g_t.
+        for group, params, grads, cs in per_group:
             beta1, beta2 = group["betas"]
-            ms = state_buffers(self.state, params, "exp_avg")
-            vs = state_buffers(self.state, params, "exp_avg_sq")
-            steps = advance_steps(self.state, params)
-            updates = adam_directions(ms, vs, cs, steps, beta1, beta2, group["eps"])
-            apply_updates_(params, updates, group["lr"], group["weight_decay"])
+            adam_step_(
+                self.state, params, cs, lr=group["lr"], beta1=beta1, beta2=beta2, eps=group["eps"],
+                weight_decay=group["weight_decay"], grad_divisor=divisor,
+            )  # fmt: skip
+            torch._foreach_copy_(cs, grads)
         return loss
 
 

@@ -36,10 +36,11 @@ from torch import nn
 from workers.optimizers._newton_schulz import newton_schulz_many
 from workers.optimizers.base import HParams, OptimizerSpec, SearchSpace, is_decayed, named_params_by_role
 from workers.optimizers.functional import (
-    advance_adam,
+    adam_step_,
     apply_updates_,
-    clip_by_global_norm_,
+    clip_by_global_norm_into_,
     restore_state_dtypes,
+    scratch_buffers,
     state_buffers,
     state_dtype_grad,
 )
@@ -75,17 +76,20 @@ class RuleOptimizer(torch.optim.Optimizer):
 
     def _grads(self) -> list[tuple[list[torch.Tensor], list[torch.Tensor]]]:
         """Per param group: (params with a gradient, their gradients in the state dtype, clipped if asked)."""
-        clipped = {rule for rules in self.clip_sets for rule in rules} if self.max_grad_norm > 0 else set()
         per_group: list[tuple[list[torch.Tensor], list[torch.Tensor]]] = []
         for group in self.param_groups:
             params = [p for p in group["params"] if p.grad is not None]
-            # copy=True for clipped groups: the clip scales in place and p.grad must stay the raw gradient.
-            copy = group["rule"] in clipped
-            grads = [state_dtype_grad(p, copy) for p in params]
-            per_group.append((params, grads))
+            per_group.append((params, [state_dtype_grad(p) for p in params]))
         for rules in self.clip_sets if self.max_grad_norm > 0 else ():
             subset = [i for i, group in enumerate(self.param_groups) if group["rule"] in rules]
-            clip_by_global_norm_([g for i in subset for g in per_group[i][1]], self.max_grad_norm)
+            params = [p for i in subset for p in per_group[i][0]]
+            # Clipped gradients go to reused buffers (functional.scratch_buffers): p.grad stays the raw gradient.
+            out = scratch_buffers(self, params, "clipped_grad")
+            clip_by_global_norm_into_([g for i in subset for g in per_group[i][1]], self.max_grad_norm, out)
+            for i in subset:
+                n = len(per_group[i][0])
+                per_group[i] = (per_group[i][0], out[:n])
+                out = out[n:]
         return per_group
 
     @torch.no_grad()
@@ -137,11 +141,13 @@ def adam_rule(optimizer: torch.optim.Optimizer, group: dict[str, Any], params: l
     """AdamW on one param group: optax scale_by_adam (bias-corrected, eps outside the sqrt), decay, -lr.
 
     Keys: lr, betas, eps, weight_decay. A per-param integer "step" gives the bias correction (optax `count`).
-    Vectorised over the group's params with _foreach ops (functional.advance_adam, apply_updates_).
+    One fused pass per tensor where the dtypes allow it, else _foreach ops over the group (functional.adam_step_).
     """
     beta1, beta2 = group["betas"]
-    directions = advance_adam(optimizer.state, params, grads, beta1, beta2, group["eps"])
-    apply_updates_(params, directions, group["lr"], group["weight_decay"])
+    adam_step_(
+        optimizer.state, params, grads, lr=group["lr"], beta1=beta1, beta2=beta2, eps=group["eps"],
+        weight_decay=group["weight_decay"],
+    )  # fmt: skip
 
 
 # ---- Muon ---------------------------------------------------------------------------------------------------

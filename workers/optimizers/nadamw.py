@@ -11,8 +11,8 @@ reduces to the one above; the tests use that only as a cross-check oracle.
 Gradient clipping by global norm over all parameters is the trainer's (Levanter's AdamConfig puts
 `clip_by_global_norm` first in the chain). Decayed: hidden matrices and lm_head; not decayed: embedding, norms.
 
-The foreach Adam pieces (`adam_directions`, `advance_steps`, `apply_updates_`) are functional's, shared with
-Cautious, MARS and the Adam parts of the composite optimizers. This module also holds `StateDtypeOptimizer`, the
+The Adam step (`adam_step_`: torch's fused Adam kernel, or _foreach ops for bf16 params) is functional's, shared
+with the Adam parts of the composite optimizers. This module also holds `StateDtypeOptimizer`, the
 base that keeps fp32 state for bf16 params on reload, and `params_with_grads`.
 """
 
@@ -25,13 +25,7 @@ import torch
 from torch import nn
 
 from workers.optimizers.base import HParams, OptimizerSpec, SearchSpace, decay_param_groups
-from workers.optimizers.functional import (
-    adam_directions,
-    advance_steps,
-    apply_updates_,
-    restore_state_dtypes,
-    state_buffers,
-)
+from workers.optimizers.functional import adam_step_, restore_state_dtypes
 
 # ---- shared by the Adam-family optimizers of this package (NAdamW, Cautious, MARS) and Lion --------------------
 
@@ -90,11 +84,11 @@ class NAdamW(StateDtypeOptimizer):
             if not params:
                 continue
             beta1, beta2 = group["betas"]
-            ms = state_buffers(self.state, params, "exp_avg")
-            vs = state_buffers(self.state, params, "exp_avg_sq")
-            steps = advance_steps(self.state, params)
-            updates = adam_directions(ms, vs, grads, steps, beta1, beta2, group["eps"], nesterov=True)
-            apply_updates_(params, updates, group["lr"], group["weight_decay"])
+            # torch's fused Adam kernel with the Nesterov numerator folded in (functional.fused_adam_).
+            adam_step_(
+                self.state, params, grads, lr=group["lr"], beta1=beta1, beta2=beta2, eps=group["eps"],
+                weight_decay=group["weight_decay"], nesterov=True,
+            )  # fmt: skip
         return loss
 
 
