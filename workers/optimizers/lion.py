@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from workers.optimizers.base import HParams, OptimizerSpec, SearchSpace, decay_param_groups
-from workers.optimizers.functional import apply_updates_, state_buffers
+from workers.optimizers.functional import apply_updates_, scratch_buffers, state_buffers
 from workers.optimizers.nadamw import StateDtypeOptimizer, params_with_grads
 
 
@@ -51,7 +51,11 @@ class Lion(StateDtypeOptimizer):
             beta1, beta2 = group["betas"]
             ms = state_buffers(self.state, params, "exp_avg")
             # sign(b1 m + (1-b1) g), the interpolation as one lerp (equal up to rounding); sign(0) = 0 as jnp.sign.
-            updates = torch._foreach_lerp(ms, grads, 1 - beta1)
+            # Into a work buffer kept between steps: on a CPU a fresh model-sized tensor every step costs more
+            # than the passes (bench/optimizer_step.py, 2026-12-04; functional.scratch_buffers).
+            updates = scratch_buffers(self, params, "update")
+            torch._foreach_copy_(updates, ms)
+            torch._foreach_lerp_(updates, grads, 1 - beta1)
             torch._foreach_sign_(updates)
             torch._foreach_lerp_(ms, grads, 1 - beta2)
             apply_updates_(params, list(updates), group["lr"], group["weight_decay"])
