@@ -121,12 +121,21 @@ def _driver(db: Database, sweep_id: int) -> ExternalDriver:
     with db.session() as s:
         sweep = repo.get_sweep(s, sweep_id)
         if sweep is None:
+            with _DRIVERS_LOCK:
+                _DRIVERS.pop((db.url, sweep_id), None)  # deleted: nothing left to plan
             raise NotFound(f"no sweep {sweep_id}")
         if sweep.executor != "external":
             raise Conflict(
                 f"sweep {sweep_id} is run by a dispatcher (executor: {sweep.executor}), not by outside workers"
             )
+        terminal = sweep.status in SWEEP_TERMINAL
     with _DRIVERS_LOCK:
+        if terminal:
+            # A sweep that will not run again plans nothing more (suggest hands out nothing, a late report is
+            # refused by the trial's lease): its planner is dropped, so that a server that runs for months
+            # does not keep one per sweep it ever served; a passing call gets a throwaway one.
+            _DRIVERS.pop((db.url, sweep_id), None)
+            return ExternalDriver(db, sweep_id)
         driver = _DRIVERS.get((db.url, sweep_id))
         if driver is None or driver.db is not db:
             driver = ExternalDriver(db, sweep_id)

@@ -165,3 +165,20 @@ def test_phase_two_runs_on_custom_scales(db: Database) -> None:
     assert phase_two.status in ("converged", "exhausted") and phase_two.best_config is not None
     assert (phase_two.best_config["lr"], phase_two.best_config["wd"]) == (0.012, 0.2)
     assert phase_two.settings["non_embedding_params"] == 1_600_000
+
+
+def test_a_closed_or_deleted_sweep_keeps_no_planner(db: Database) -> None:
+    """A long-running server keeps one planner per open sweep, none per sweep it ever served."""
+    closed, deleted = _create(db, SPEC), _create(db, SPEC)
+    for sweep_id in (closed, deleted):
+        assert external.suggest(db, sweep_id, "w", 1, 600)["trials"]
+        assert (db.url, sweep_id) in external._DRIVERS
+    with db.session() as s:
+        assert repo.set_sweep_status(s, closed, ["queued", "running"], "cancelled")
+    assert external.suggest(db, closed, "w", 1, 600)["trials"] == []
+    assert (db.url, closed) not in external._DRIVERS
+    with db.session() as s:
+        assert repo.delete_sweep(s, deleted, ["queued", "running"]) is not None
+    with pytest.raises(external.NotFound):
+        external.suggest(db, deleted, "w", 1, 600)
+    assert (db.url, deleted) not in external._DRIVERS
