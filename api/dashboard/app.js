@@ -1498,7 +1498,7 @@ data: builtin
         )
       );
       bestBox.replaceChildren(bestConfigTable(cell, keys));
-      if (!copyBox.firstChild) copyBox.replaceChildren(copyButtons(cell) || "", h("p", {}, h("a", { href: `#/sweeps/${sweepId}/explore?cell=${encodeURIComponent(key)}`, id: "explore-cell", text: "Explore this cell: slice plots, parallel coordinates, importance →" })));
+      if (!copyBox.firstChild) copyBox.replaceChildren(copyButtons(cell, await trainerKeys(ctx, cell.optimizer)) || "", h("p", {}, h("a", { href: `#/sweeps/${sweepId}/explore?cell=${encodeURIComponent(key)}`, id: "explore-cell", text: "Explore this cell: slice plots, parallel coordinates, importance →" })));
       if (tokensPerStep === null && cell.best_trial_id) {
         try {
           const bt = await api(`/trials/${cell.best_trial_id}`, { signal: ctx.signal });
@@ -1965,11 +1965,25 @@ data: builtin
     for (const [k, v] of Object.entries(cell.best_config || {})) lines.push(`  ${k}: ${yamlValue(v)}`);
     return lines.join("\n") + "\n";
   }
-  function trainCommand(cell) {
-    const sets = Object.entries(cell.best_config || {}).map(([k, v]) => `--set ${k}=${typeof v === "string" ? JSON.stringify(v) : v}`);
-    return ["sweep-service train", `--scale ${cell.scale}`, `--optimizer ${cell.optimizer}`, `--chinchilla ${cell.chinchilla}`, ...sets].join(" ");
+  // `valid`: the trainer's hyperparameter names for this optimizer (GET /optimizers/{name}), or null when
+  // unknown. A best config imported from the paper's results also holds constants of the authors' code that our
+  // trainer has no setting for (nesterov, lr_schedule, ...): `train` would refuse them, so they are left out of
+  // the command and named in a trailing comment.
+  function trainCommand(cell, valid) {
+    const fmt = ([k, v]) => `${k}=${typeof v === "string" ? JSON.stringify(v) : v}`;
+    const entries = Object.entries(cell.best_config || {});
+    const kept = valid ? entries.filter(([k]) => valid.has(k)) : entries;
+    const left = valid ? entries.filter(([k]) => !valid.has(k)) : [];
+    const parts = ["sweep-service train", `--scale ${cell.scale}`, `--optimizer ${cell.optimizer}`, `--chinchilla ${cell.chinchilla}`, ...kept.map((e) => `--set ${fmt(e)}`)];
+    if (left.length) parts.push(`  # left out, not settings of this trainer: ${left.map(fmt).join(", ")}`);
+    return parts.join(" ");
   }
-  function copyButtons(cell) {
+  async function trainerKeys(ctx, optimizer) {
+    const got = await optional(`/optimizers/${encodeURIComponent(optimizer)}`, ctx.signal);
+    if (!got.data) return null;
+    return new Set(Object.values(got.data.hparams || {}).flatMap((hp) => Object.keys(hp)));
+  }
+  function copyButtons(cell, valid) {
     if (!cell.best_config) return null;
     const out = h("pre", { class: "copy-out", id: "copy-out", hidden: true });
     const copy = (text, what) => async (ev) => {
@@ -1990,7 +2004,7 @@ data: builtin
     return h(
       "div",
       { class: "copy-box" },
-      h("div", { class: "row" }, h("button", { type: "button", id: "copy-yaml", text: "Copy best config (YAML)", onclick: copy(configYaml(cell), "yaml") }), h("button", { type: "button", id: "copy-train", text: "Copy as sweep-service train", onclick: copy(trainCommand(cell), "train") })),
+      h("div", { class: "row" }, h("button", { type: "button", id: "copy-yaml", text: "Copy best config (YAML)", onclick: copy(configYaml(cell), "yaml") }), h("button", { type: "button", id: "copy-train", text: "Copy as sweep-service train", onclick: copy(trainCommand(cell, valid), "train") })),
       out
     );
   }
