@@ -7,6 +7,7 @@ so that a composite optimizer can mix rules per group. State is kept in float32 
 
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -26,6 +27,20 @@ def state_dtype_grad(p: torch.Tensor, copy: bool = False) -> torch.Tensor:
     return p.grad.to(dtype, copy=copy)
 
 
+def _global_norm_and_scale(grads: list[torch.Tensor], max_norm: float) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The joint L2 norm of `grads` and optax.clip_by_global_norm's factor (None when off: max_norm <= 0).
+
+    Norms in the gradients' own dtype: float64 reference tests need full precision, bf16 is upcast. The factor
+    is optax.clip_by_global_norm exactly (what Levanter calls): max_norm / norm when norm >= max_norm, else 1, no
+    epsilon (torch.nn.utils.clip_grad_norm_ divides by norm + 1e-6; tests/oracles compare against optax). It stays
+    a tensor: no host sync.
+    """
+    norms = [n.float() if n.dtype in (torch.bfloat16, torch.float16) else n for n in torch._foreach_norm(grads)]
+    norm = torch.linalg.vector_norm(torch.stack(norms))
+    scale = torch.where(norm < max_norm, torch.ones_like(norm), max_norm / norm) if max_norm > 0 else None
+    return norm, scale
+
+
 @torch.no_grad()
 def clip_by_global_norm_(grads: list[torch.Tensor], max_norm: float) -> torch.Tensor:
     """Scale `grads` in place so their joint L2 norm is at most `max_norm` (0 or less = off); returns the norm.
@@ -35,13 +50,8 @@ def clip_by_global_norm_(grads: list[torch.Tensor], max_norm: float) -> torch.Te
     """
     if not grads:
         return torch.zeros(())
-    # Norms in the gradients' own dtype: float64 reference tests need full precision, bf16 is upcast.
-    norms = [n.float() if n.dtype in (torch.bfloat16, torch.float16) else n for n in torch._foreach_norm(grads)]
-    norm = torch.linalg.vector_norm(torch.stack(norms))
-    if max_norm > 0:
-        # optax.clip_by_global_norm exactly (what Levanter calls): g * max_norm / norm when norm >= max_norm, no
-        # epsilon (torch.nn.utils.clip_grad_norm_ divides by norm + 1e-6; tests/oracles compare against optax).
-        scale = torch.where(norm < max_norm, torch.ones_like(norm), max_norm / norm)
+    norm, scale = _global_norm_and_scale(grads, max_norm)
+    if scale is not None:
         torch._foreach_mul_(grads, scale)
     return norm
 
@@ -54,10 +64,7 @@ def clip_by_global_norm_into_(grads: list[torch.Tensor], max_norm: float, out: l
     """
     if not grads:
         return torch.zeros(())
-    norms = [n.float() if n.dtype in (torch.bfloat16, torch.float16) else n for n in torch._foreach_norm(grads)]
-    norm = torch.linalg.vector_norm(torch.stack(norms))
-    # as clip_by_global_norm_ (optax, no epsilon); max_norm <= 0 (off) copies
-    scale = torch.where(norm < max_norm, torch.ones_like(norm), max_norm / norm) if max_norm > 0 else None
+    norm, scale = _global_norm_and_scale(grads, max_norm)  # max_norm <= 0 (off): a plain copy
     for g, o in zip(grads, out, strict=True):
         if scale is None:
             o.copy_(g)
@@ -77,6 +84,17 @@ def advance_steps(state: Mapping[torch.Tensor, dict[str, Any]], params: Sequence
         s["step"] = int(s.get("step", 0)) + 1
         steps.append(s["step"])
     return steps
+
+
+def adam_state(
+    state: Mapping[torch.Tensor, dict[str, Any]], params: Sequence[torch.Tensor]
+) -> tuple[list[int], list[torch.Tensor], list[torch.Tensor]]:
+    """Advance the step counters of `params` and return (steps, exp_avg buffers, exp_avg_sq buffers)."""
+    return (
+        advance_steps(state, params),
+        state_buffers(state, params, "exp_avg"),
+        state_buffers(state, params, "exp_avg_sq"),
+    )
 
 
 @torch.no_grad()
@@ -141,9 +159,7 @@ def advance_adam(
     params = list(params)
     if not params:  # _foreach ops reject empty lists (a group whose params all lack a gradient)
         return []
-    steps = advance_steps(state, params)
-    ms = state_buffers(state, params, "exp_avg")
-    vs = state_buffers(state, params, "exp_avg_sq")
+    steps, ms, vs = adam_state(state, params)
     return adam_directions(ms, vs, list(grads), steps, beta1, beta2, eps)
 
 
@@ -324,9 +340,7 @@ def adam_step_(
     params, grads = list(params), list(grads)
     if not params:
         return
-    steps = advance_steps(state, params)
-    ms = state_buffers(state, params, "exp_avg")
-    vs = state_buffers(state, params, "exp_avg_sq")
+    steps, ms, vs = adam_state(state, params)
     fused = fused_ok(params, grads, ms, vs)
     # The kernel takes its divisor in float32 only: float64 (reference tests) divides in its own pass, exactly.
     if grad_divisor is not None and not (fused and grads[0].dtype == torch.float32 and not nesterov):
@@ -348,14 +362,8 @@ def scratch_buffers(optimizer: torch.optim.Optimizer, params: Sequence[torch.Ten
     Reused every step because on CPU a fresh tensor the size of the model costs more than a pass over it (the
     allocator hands back new pages). Float32 zeros (float64 for float64 params), created on first use.
     """
-    store: dict[str, dict[torch.Tensor, torch.Tensor]] = optimizer.__dict__.setdefault("_scratch", {})
-    buffers = store.setdefault(key, {})
-    out = []
-    for p in params:
-        if p not in buffers:
-            buffers[p] = state_zeros(p)
-        out.append(buffers[p])
-    return out
+    store: defaultdict[torch.Tensor, dict[str, Any]] = optimizer.__dict__.setdefault("_scratch", defaultdict(dict))
+    return state_buffers(store, params, key)
 
 
 @torch.no_grad()
@@ -379,8 +387,6 @@ def adam_directions_into_(
         return []
     if not fused_ok(out, grads):
         return advance_adam(state, params, grads, beta1, beta2, eps)
-    steps = advance_steps(state, params)
-    ms = state_buffers(state, params, "exp_avg")
-    vs = state_buffers(state, params, "exp_avg_sq")
+    steps, ms, vs = adam_state(state, params)
     fused_adam_(out, grads, ms, vs, steps, lr=-1.0, beta1=beta1, beta2=beta2, eps=eps, weight_decay=-1.0)
     return out
