@@ -22,8 +22,11 @@ from workers.optimizers.kron import (
     DAMP_EPS,
     Kron,
     conj_b,
+    form_gram,
     norm_lower_bound,
     stacked_leaves,
+    triu_matmul,
+    triu_triu_matmul,
     update_probability,
 )
 
@@ -363,6 +366,62 @@ def test_triangular_pieces() -> None:
     for i in range(6):
         torch.testing.assert_close(bound[i], lower_bound_oracle(sym[i]))
     assert float(norm_lower_bound(torch.zeros(1, 3, 3))[0]) == 0.0
+
+
+def test_gram_is_formed_only_where_it_pays() -> None:
+    # P = Q^T Q costs n^3 once and saves n^2 x other per step: formed when interval x other > n.
+    assert not form_gram("tri", 1024, 256, 1.0)  # early phase, a 4:1 matrix's long side: Q^T (Q m)
+    assert form_gram("tri", 256, 1024, 1.0)  # its short side: P pays at once
+    assert not form_gram("tri", 256, 256, 1.0)  # square, factors changing every step: a tie, keep Q^T Q m
+    assert form_gram("tri", 1024, 256, 20.0)  # late phase (p = 0.05): both sides cached
+    assert form_gram("tri", 256, 256, math.inf)  # never updated again
+    assert form_gram("diag", 4096, 1, 1.0)  # q^2 is always cheap
+
+
+def test_both_ways_of_preconditioning_give_the_same_steps(monkeypatch: pytest.MonkeyPatch) -> None:
+    # An 18 x 4 matrix with updates every ~3rd step: its long side is applied as Q^T (Q m), its short side by a
+    # cached P (form_gram). Forcing P on both sides must give the same parameters (float64, rounding only).
+    gen = torch.Generator().manual_seed(11)
+    w0 = torch.randn(18, 4, dtype=torch.float64, generator=gen)
+    grads = stream([(18, 4)], 12, seed=12)
+    hp = dict(lr=0.05, beta1=0.9, preconditioner_lr=0.2, max_grad_norm=0.0, update_prob_flat_start=-1000)
+    w = w0.clone().requires_grad_()
+    mixed = run(Kron([w], preconditioner_update_probability=0.3, **hp), [w], grads)
+    monkeypatch.setattr("workers.optimizers.kron.form_gram", lambda *args: True)
+    w = w0.clone().requires_grad_()
+    always_p = run(Kron([w], preconditioner_update_probability=0.3, **hp), [w], grads)
+    for t in range(len(grads)):
+        torch.testing.assert_close(mixed[t][0], always_p[t][0], rtol=0, atol=1e-12, msg=f"step {t + 1}")
+    assert not torch.allclose(mixed[-1][0], w0)
+
+
+@pytest.mark.parametrize("n", [4, 7, 13, 32])
+def test_triangular_products_equal_dense_ones(monkeypatch: pytest.MonkeyPatch, n: int) -> None:
+    # Split down to 2 x 2 blocks (odd sizes split unevenly): every product must equal the dense one.
+    monkeypatch.setattr("workers.optimizers.kron.TRIANGULAR_SPLIT_MIN", 1)
+    gen = torch.Generator().manual_seed(n)
+    q = torch.triu(torch.randn(3, n, n, dtype=torch.float64, generator=gen))
+    b = torch.triu(torch.randn(3, n, n, dtype=torch.float64, generator=gen))
+    x = torch.randn(3, n, 5, dtype=torch.float64, generator=gen)
+    torch.testing.assert_close(triu_matmul(q, x), q @ x, rtol=0, atol=1e-12)
+    torch.testing.assert_close(triu_matmul(q, x, transpose=True), q.mT @ x, rtol=0, atol=1e-12)
+    strided = torch.randn(3, 5, n, dtype=torch.float64, generator=gen).mT  # a transposed view, as right_mul passes
+    torch.testing.assert_close(triu_matmul(q, strided), q @ strided, rtol=0, atol=1e-12)
+    torch.testing.assert_close(triu_triu_matmul(q, b), q @ b, rtol=0, atol=1e-12)
+    assert bool((torch.tril(triu_triu_matmul(q, b), diagonal=-1) == 0).all())
+
+
+def test_split_products_reach_the_oracle(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The whole optimizer with every triangular product split: still Levanter's Kron (the float64 oracle).
+    monkeypatch.setattr("workers.optimizers.kron.TRIANGULAR_SPLIT_MIN", 1)
+    gen = torch.Generator().manual_seed(13)
+    w = torch.randn(9, 6, dtype=torch.float64, generator=gen).requires_grad_()
+    grads = stream([(9, 6)], 6, seed=14, scale=3.0)
+    expected = kron_oracle([w], grads, lr=0.05, b1=0.9, wd=0.1, plr=0.2)
+    opt = Kron([w], lr=0.05, beta1=0.9, weight_decay=0.1, preconditioner_lr=0.2, max_grad_norm=0.0, **ALWAYS)
+    got = run(opt, [w], grads)
+    for t in range(len(grads)):
+        torch.testing.assert_close(got[t][0], expected[t][0], rtol=0, atol=1e-10, msg=f"step {t + 1}")
 
 
 def test_balance_keeps_the_preconditioner() -> None:
