@@ -15,14 +15,16 @@ which equals R up to rounding. ||u|| is floored at 1e-10 as in Marin's `scale_in
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
 from torch import nn
 
+from workers.optimizers import cpu_kernels
 from workers.optimizers.base import HParams, OptimizerSpec, SearchSpace, named_params_by_role
-from workers.optimizers.functional import adam_directions_into_, scratch_buffers
+from workers.optimizers.functional import adam_directions_into_, advance_steps, scratch_buffers, state_buffers
 from workers.optimizers.muon import RuleOptimizer, adam_rule
 
 # Marin's scale_invariant_update floors ||u|| and ||W'|| at 1e-10 (lib/levanter/.../adamh.py).
@@ -75,6 +77,9 @@ class AdamH(RuleOptimizer):
     Group keys: "adamh": lr, betas, eps; "adam": lr, betas, eps, weight_decay (0).
     """
 
+    # The AdamH part's clip is a factor folded into the moments pass (adamh_rule), not a copy of its gradients.
+    scaled_clip_rules = ("adamh",)
+
     def __init__(self, param_groups: Sequence[dict[str, Any]], *, max_grad_norm: float = 0.0) -> None:
         super().__init__(param_groups, max_grad_norm=max_grad_norm, clip_sets=[("adamh",), ("adam",)])
 
@@ -91,10 +96,46 @@ def adamh_rule(optimizer: torch.optim.Optimizer, group: dict[str, Any], params: 
     u comes from torch's fused Adam kernel into a reused buffer (functional.adam_directions_into_), the hyperball
     step from _foreach ops in place (hyperball_step_).
     """
+    scale = getattr(optimizer, "clip_scales", {}).get("adamh")  # the clip factor (scaled_clip_rules)
+    if _kernel_rule(optimizer, group, params, grads, 1.0 if scale is None else float(scale)):
+        return
+    if scale is not None:  # the clip as RuleOptimizer would have made it: g x factor into reused buffers
+        clipped = scratch_buffers(optimizer, params, "clipped_grad")
+        for g, c in zip(grads, clipped, strict=True):
+            torch.mul(g, scale, out=c)
+        grads = clipped
     beta1, beta2 = group["betas"]
     out = scratch_buffers(optimizer, params, "direction")
     directions = adam_directions_into_(optimizer.state, params, grads, out, beta1, beta2, group["eps"])
     hyperball_step_(params, directions, hyperball_radii(optimizer.state, params), group["lr"])
+
+
+def _kernel_rule(
+    optimizer: torch.optim.Optimizer, group: dict[str, Any], params: list, grads: list, grad_scale: float
+) -> bool:
+    """adamh_rule with cpu_kernels (float32 CPU tensors), two passes per weight: the clip factor `grad_scale`, the
+    moments, u (into the "direction" buffer), ||u||^2, W.u and ||W||^2 in one; W <- R (W - c u) / ||W - c u|| in
+    the other, with c = lr R / ||u||
+    and ||W - c u||^2 = ||W||^2 - 2 c W.u + c^2 ||u||^2 (the same norm as Marin's pass over W', up to rounding:
+    lr is small, so no cancellation). False when not taken (torch ops instead)."""
+    ms, vs = state_buffers(optimizer.state, params, "exp_avg"), state_buffers(optimizer.state, params, "exp_avg_sq")
+    kernels = cpu_kernels.kernels_for(params, grads, ms, vs)
+    if kernels is None:
+        return False
+    beta1, beta2 = group["betas"]
+    eps, lr = group["eps"], group["lr"]
+    steps, us = advance_steps(optimizer.state, params), scratch_buffers(optimizer, params, "direction")
+    bc1s, bc2ss = [1 - beta1**t for t in steps], [math.sqrt(1 - beta2**t) for t in steps]
+    sums = kernels.adamh_moments(grads, ms, vs, us, params, grad_scale, beta1, beta2, bc1s, bc2ss, eps)
+    coefs, rescales = [], []
+    for (uu, wu, ww), radius in zip(sums, hyperball_radii(optimizer.state, params), strict=True):
+        r = float(radius)
+        coef = lr * r / max(math.sqrt(uu), NORM_FLOOR)
+        new_norm = math.sqrt(max(ww - 2 * coef * wu + coef * coef * uu, 0.0))
+        coefs.append(coef)
+        rescales.append(r / max(new_norm, NORM_FLOOR))
+    kernels.adamh_apply(params, us, coefs, rescales)
+    return True
 
 
 def adam_part(roles: Mapping[str, list[tuple[str, nn.Parameter]]], hp: HParams) -> dict[str, Any]:

@@ -12,14 +12,22 @@ trainer's (Levanter puts `clip_by_global_norm` first in the chain). Decay mask a
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
 import torch
 from torch import nn
 
+from workers.optimizers import cpu_kernels
 from workers.optimizers.base import HParams, OptimizerSpec, SearchSpace, decay_param_groups
-from workers.optimizers.functional import adam_directions_into_, apply_updates_, scratch_buffers
+from workers.optimizers.functional import (
+    adam_directions_into_,
+    advance_steps,
+    apply_updates_,
+    scratch_buffers,
+    state_buffers,
+)
 from workers.optimizers.nadamw import StateDtypeOptimizer, params_with_grads
 
 
@@ -72,6 +80,8 @@ class CautiousAdamW(StateDtypeOptimizer):
             if not params:
                 continue
             beta1, beta2 = group["betas"]
+            if self._kernel_step(group, params, grads):
+                continue
             # u from torch's fused Adam kernel into a reused buffer, the mask in another (no model-sized
             # temporaries: on CPU a fresh one costs more than a pass), then one fused pass for decay and -lr.
             out = scratch_buffers(self, params, "direction")
@@ -79,6 +89,22 @@ class CautiousAdamW(StateDtypeOptimizer):
             cautious_mask_(updates, grads, group["eps"], scratch_buffers(self, params, "mask"))
             apply_updates_(params, updates, group["lr"], group["weight_decay"])
         return loss
+
+    def _kernel_step(self, group: dict[str, Any], params: list[torch.Tensor], grads: list[torch.Tensor]) -> bool:
+        """The same step in two passes per tensor with cpu_kernels (float32 CPU tensors); False when not taken."""
+        ms, vs = state_buffers(self.state, params, "exp_avg"), state_buffers(self.state, params, "exp_avg_sq")
+        kernels = cpu_kernels.kernels_for(params, grads, ms, vs)
+        if kernels is None:
+            return False
+        steps = advance_steps(self.state, params)
+        beta1, beta2 = group["betas"]
+        eps, lr, wd = group["eps"], group["lr"], group["weight_decay"]
+        us = scratch_buffers(self, params, "direction")  # u, written by the first pass, read by the second
+        bc1s, bc2ss = [1 - beta1**t for t in steps], [math.sqrt(1 - beta2**t) for t in steps]
+        counts = kernels.cautious_moments(grads, ms, vs, us, beta1, beta2, bc1s, bc2ss, eps)
+        scales = [1.0 / (count / g.numel() + eps) for count, g in zip(counts, grads, strict=True)]
+        kernels.cautious_apply(params, grads, us, lr, wd, scales)
+        return True
 
 
 def build(model: nn.Module, hp: HParams) -> torch.optim.Optimizer:

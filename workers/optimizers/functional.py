@@ -7,11 +7,14 @@ so that a composite optimizer can mix rules per group. State is kept in float32 
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
+
+from workers.optimizers import cpu_kernels
 
 
 def state_zeros(p: torch.Tensor) -> torch.Tensor:
@@ -39,6 +42,20 @@ def _global_norm_and_scale(grads: list[torch.Tensor], max_norm: float) -> tuple[
     norm = torch.linalg.vector_norm(torch.stack(norms))
     scale = torch.where(norm < max_norm, torch.ones_like(norm), max_norm / norm) if max_norm > 0 else None
     return norm, scale
+
+
+@torch.no_grad()
+def clip_factor(grads: list[torch.Tensor], max_norm: float) -> torch.Tensor:
+    """optax.clip_by_global_norm's factor for `grads` as a 0-d tensor: max_norm / norm when norm >= max_norm, else
+    1 (also when clipping is off, max_norm <= 0, or there are no gradients)."""
+    if not grads:
+        return torch.ones(())
+    kernels = cpu_kernels.kernels_for(grads) if max_norm > 0 else None
+    if kernels is not None:  # one vectorised read of the gradients (torch's per-tensor norms cost 4x as much)
+        norm = math.sqrt(kernels.sumsq(grads))
+        return torch.tensor(1.0 if norm < max_norm else max_norm / norm)
+    norm_t, scale = _global_norm_and_scale(grads, max_norm)
+    return torch.ones_like(norm_t) if scale is None else scale
 
 
 @torch.no_grad()

@@ -15,14 +15,16 @@ params). Decay mask as AdamW: matrices and lm_head decayed; embedding and norms 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
 import torch
 from torch import nn
 
+from workers.optimizers import cpu_kernels
 from workers.optimizers.base import HParams, OptimizerSpec, SearchSpace, decay_param_groups
-from workers.optimizers.functional import adam_step_, state_buffers
+from workers.optimizers.functional import adam_step_, advance_steps, state_buffers
 from workers.optimizers.nadamw import StateDtypeOptimizer, params_with_grads
 
 
@@ -67,6 +69,8 @@ class MarsAdamW(StateDtypeOptimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
+        if self._kernel_step():
+            return loss
         # Pass 1: c_t for every group (the clip needs all of them). c_t = g + k (g - g_{t-1}) = lerp(g_{t-1}, g, 1 + k)
         # is written over the prev_grad buffer (no model-sized temporary); g_t goes back into it after the step.
         per_group: list[tuple[dict[str, Any], list[torch.Tensor], list[torch.Tensor], list[torch.Tensor]]] = []
@@ -89,6 +93,36 @@ class MarsAdamW(StateDtypeOptimizer):
             )  # fmt: skip
             torch._foreach_copy_(cs, grads)
         return loss
+
+    def _kernel_step(self) -> bool:
+        """The same step with cpu_kernels (float32 CPU tensors): ||c|| in one pass over g and g_{t-1}, then c, Adam,
+        decay, -lr and g_{t-1} <- g in one more pass per tensor. False when not taken (torch ops instead)."""
+        Tensors = list[torch.Tensor]
+        work: list[tuple[dict[str, Any], Tensors, Tensors, Tensors, Tensors, Tensors]] = []
+        for group in self.param_groups:
+            params, grads = params_with_grads(group)
+            if params:
+                keys = ("prev_grad", "exp_avg", "exp_avg_sq")
+                prevs, ms, vs = (state_buffers(self.state, params, key) for key in keys)
+                work.append((group, params, grads, prevs, ms, vs))
+        kernels = cpu_kernels.kernels_for(*[ts for w in work for ts in w[1:]]) if work else None
+        if kernels is None:
+            return False
+        ks = [group["gamma"] * group["betas"][0] / (1 - group["betas"][0]) for group, *_ in work]
+        divisor = 1.0
+        if self.max_grad_norm > 0:
+            pairs = zip(work, ks, strict=True)
+            total = sum(kernels.mars_sumsq(grads, prevs, k) for (_, _, grads, prevs, *_), k in pairs)
+            divisor = max(1.0, (math.sqrt(total) + 1e-6) / self.max_grad_norm)  # clip_divisor's value
+        for (group, params, grads, prevs, ms, vs), k in zip(work, ks, strict=True):
+            beta1, beta2 = group["betas"]
+            steps = advance_steps(self.state, params)
+            bc1s, bc2ss = [1 - beta1**t for t in steps], [math.sqrt(1 - beta2**t) for t in steps]
+            kernels.mars_apply(
+                params, grads, prevs, ms, vs, k, divisor, beta1, beta2, bc1s, bc2ss, group["eps"], group["lr"],
+                group["weight_decay"],
+            )  # fmt: skip
+        return True
 
 
 def build(model: nn.Module, hp: HParams) -> torch.optim.Optimizer:

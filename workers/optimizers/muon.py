@@ -39,6 +39,7 @@ from workers.optimizers.functional import (
     adam_step_,
     apply_updates_,
     clip_by_global_norm_into_,
+    clip_factor,
     restore_state_dtypes,
     scratch_buffers,
     state_buffers,
@@ -56,8 +57,12 @@ class RuleOptimizer(torch.optim.Optimizer):
 
     `clip_sets` lists the rules whose gradients are clipped together by global norm (`max_grad_norm`, 0 = off):
     one joint norm per set, as one optax `clip_by_global_norm` per sub-chain of a `multi_transform`. Clipped
-    gradients are copies; `p.grad` is never modified.
+    gradients are copies; `p.grad` is never modified. A set made only of `scaled_clip_rules` gets no copies: its
+    rules receive the raw gradients and apply the factor `self.clip_scales[rule]` (0-d) themselves, where a
+    kernel can fold it into its own pass (AdamH with cpu_kernels).
     """
+
+    scaled_clip_rules: tuple[str, ...] = ()
 
     def __init__(
         self,
@@ -80,8 +85,13 @@ class RuleOptimizer(torch.optim.Optimizer):
         for group in self.param_groups:
             params = [p for p in group["params"] if p.grad is not None]
             per_group.append((params, [state_dtype_grad(p) for p in params]))
+        self.clip_scales: dict[str, torch.Tensor] = {}
         for rules in self.clip_sets if self.max_grad_norm > 0 else ():
             subset = [i for i, group in enumerate(self.param_groups) if group["rule"] in rules]
+            if all(rule in self.scaled_clip_rules for rule in rules):
+                scale = clip_factor([g for i in subset for g in per_group[i][1]], self.max_grad_norm)
+                self.clip_scales.update(dict.fromkeys(rules, scale))
+                continue
             params = [p for i in subset for p in per_group[i][0]]
             # Clipped gradients go to reused buffers (functional.scratch_buffers): p.grad stays the raw gradient.
             out = scratch_buffers(self, params, "clipped_grad")

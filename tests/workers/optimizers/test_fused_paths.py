@@ -33,6 +33,7 @@ def _train(name: str, steps: int = 8) -> list[torch.Tensor]:
 
 @pytest.mark.parametrize("name", OPTIMIZERS)
 def test_fused_paths_match_the_foreach_paths_in_float32(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SWEEP_CPU_KERNELS", "0")  # the torch-op paths (test_cpu_kernels checks the kernels)
     calls = {"fused": 0}
     real = torch._fused_adamw_
 
