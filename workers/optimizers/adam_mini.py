@@ -23,6 +23,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from workers.optimizers import cpu_kernels
 from workers.optimizers.base import HParams, OptimizerSpec, SearchSpace, is_decayed, named_params_by_role
 from workers.optimizers.functional import (
     adam_step_,
@@ -124,6 +125,11 @@ class AdamMini(torch.optim.Optimizer):
             second.append(state["exp_avg_sq"])
             steps.append(state["step"])
         if not params:
+            return
+        kernels = cpu_kernels.kernels_for(params, grads, moments, second)
+        if kernels is not None:  # the same step in one pass over each block (float32 CPU tensors)
+            bc1s, bias2s = [1 - beta1**t for t in steps], [1 - beta2**t for t in steps]
+            kernels.adam_mini_step(params, grads, moments, second, beta1, beta2, bc1s, bias2s, eps, lr, wd)
             return
         torch._foreach_lerp_(moments, grads, 1 - beta1)
         for p, g, m, v, step in zip(params, grads, moments, second, steps, strict=True):

@@ -1,5 +1,5 @@
-// One-pass CPU kernels for the elementwise optimizers whose rules need more than torch's fused Adam kernel
-// (Cautious, MARS, AdamH). Built on first use by workers/optimizers/cpu_kernels.py (torch.utils.cpp_extension);
+// One-pass CPU kernels for the elementwise optimizers whose rules torch has no fused kernel for (Cautious, MARS,
+// AdamH, Lion, Adam-mini). Built on first use by workers/optimizers/cpu_kernels.py (torch.utils.cpp_extension);
 // the Python paths built from torch ops remain the reference and the fallback.
 //
 // Why: with torch ops every extra operation is another pass over model-sized tensors (on the bench model a fused
@@ -135,7 +135,7 @@ void cautious_apply_range(float* __restrict P, const float* __restrict G, const 
 #pragma omp simd
   for (int64_t i = begin; i < end; ++i) {
     float u = U[i];
-    float kept = (u * G[i] > 0.0f) ? u : 0.0f;
+    float kept = u * ((u * G[i] > 0.0f) ? 1.0f : 0.0f);  // u x mask as Levanter: a NaN u stays NaN (NaN x 0)
     P[i] = P[i] * decay - step * kept;
   }
 }
@@ -284,6 +284,80 @@ void adamh_apply(const Tensors& p, const Tensors& u, const std::vector<double>& 
   });
 }
 
+// ---- Lion (optax scale_by_lion) ---------------------------------------------------------------------------------
+
+void lion_range(float* __restrict P, const float* __restrict G, float* __restrict M, float b1, float b2, float decay,
+                float step, int64_t begin, int64_t end) {
+#pragma omp simd
+  for (int64_t i = begin; i < end; ++i) {
+    float gi = G[i], mi = M[i];
+    float c = mi + (1.0f - b1) * (gi - mi);
+    // sign(c) as torch.sign / jnp.sign: 0 for 0, NaN for NaN (a diverged run must show it); single selects so
+    // the loop vectorises (a nested conditional left it scalar, 7x slower).
+    float u = (c > 0.0f ? 1.0f : 0.0f) - (c < 0.0f ? 1.0f : 0.0f);
+    u = (c != c) ? c : u;
+    M[i] = mi + (1.0f - b2) * (gi - mi);
+    P[i] = P[i] * decay - step * u;
+  }
+}
+
+// One pass: u = sign(lerp(m, g, 1 - b1)); m <- lerp(m, g, 1 - b2); p <- p (1 - lr wd) - lr u.
+void lion_step(const Tensors& p, const Tensors& g, const Tensors& m, double b1, double b2, double lr, double wd) {
+  const auto chunks = chunks_of(p);
+  const float fb1 = static_cast<float>(b1), fb2 = static_cast<float>(b2);
+  const float decay = static_cast<float>(1.0 - lr * wd), step = static_cast<float>(lr);
+  for_chunks(chunks, [&](const Chunk& c, int64_t) {
+    lion_range(f32(p[c.tensor]), f32(g[c.tensor]), f32(m[c.tensor]), fb1, fb2, decay, step, c.begin, c.end);
+  });
+}
+
+// ---- Adam-mini (one second moment per block) --------------------------------------------------------------------
+
+// Rows [first, last) of one tensor viewed as (n_blocks, block): m <- lerp(m, g, 1 - b1) and the row's mean g^2 into
+// v (b2 v + (1 - b2) mean); then, with the row still in cache, p <- p (1 - lr wd) - (lr / bc1) m / (sqrt(v / bc2)
+// + eps), as adam_mini's torch ops compute it.
+void adam_mini_rows(float* __restrict P, const float* __restrict G, float* __restrict M, float* __restrict V,
+                    int64_t block, int64_t first, int64_t last, float b1, float b2, float inv_bc2, float eps,
+                    float decay, float step) {
+  for (int64_t row = first; row < last; ++row) {
+    const int64_t begin = row * block, end = begin + block;
+    float sum = 0.0f;
+#pragma omp simd reduction(+ : sum)
+    for (int64_t i = begin; i < end; ++i) {
+      float gi = G[i];
+      M[i] = M[i] + (1.0f - b1) * (gi - M[i]);
+      sum += gi * gi;
+    }
+    const float v = b2 * V[row] + (1.0f - b2) * (sum / static_cast<float>(block));
+    V[row] = v;
+    const float scale = step / (std::sqrt(v * inv_bc2) + eps);
+#pragma omp simd
+    for (int64_t i = begin; i < end; ++i) {
+      P[i] = P[i] * decay - scale * M[i];
+    }
+  }
+}
+
+// One step of Adam-mini's blocked rule for every tensor: v[t] holds its (n_blocks, 1) second moments;
+// bc1s[t] = 1 - b1^step, bias2s[t] = 1 - b2^step (not its square root: the root is taken of v / bias2).
+void adam_mini_step(const Tensors& p, const Tensors& g, const Tensors& m, const Tensors& v, double b1, double b2,
+                    const std::vector<double>& bc1s, const std::vector<double>& bias2s, double eps, double lr,
+                    double wd) {
+  std::vector<Chunk> items;  // here: (tensor, first row, last row), about kGrain elements each
+  for (int64_t t = 0; t < static_cast<int64_t>(p.size()); ++t) {
+    const int64_t rows = v[t].numel(), block = p[t].numel() / rows;
+    const int64_t per_item = std::max<int64_t>(1, kGrain / std::max<int64_t>(1, block));
+    for (int64_t r = 0; r < rows; r += per_item) items.push_back({t, r, std::min(rows, r + per_item)});
+  }
+  const float decay = static_cast<float>(1.0 - lr * wd);
+  for_chunks(items, [&](const Chunk& c, int64_t) {
+    const int64_t t = c.tensor, block = p[t].numel() / v[t].numel();
+    adam_mini_rows(f32(p[t]), f32(g[t]), f32(m[t]), f32(v[t]), block, c.begin, c.end, static_cast<float>(b1),
+                   static_cast<float>(b2), static_cast<float>(1.0 / bias2s[t]), static_cast<float>(eps), decay,
+                   static_cast<float>(lr / bc1s[t]));
+  });
+}
+
 }  // namespace
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, module) {
@@ -294,4 +368,6 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, module) {
   module.def("sumsq", &sumsq);
   module.def("adamh_moments", &adamh_moments);
   module.def("adamh_apply", &adamh_apply);
+  module.def("lion_step", &lion_step);
+  module.def("adam_mini_step", &adam_mini_step);
 }

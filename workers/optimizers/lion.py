@@ -18,6 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from workers.optimizers import cpu_kernels
 from workers.optimizers.base import HParams, OptimizerSpec, SearchSpace, decay_param_groups
 from workers.optimizers.functional import apply_updates_, scratch_buffers, state_buffers
 from workers.optimizers.nadamw import StateDtypeOptimizer, params_with_grads
@@ -50,6 +51,10 @@ class Lion(StateDtypeOptimizer):
                 continue
             beta1, beta2 = group["betas"]
             ms = state_buffers(self.state, params, "exp_avg")
+            kernels = cpu_kernels.kernels_for(params, grads, ms)
+            if kernels is not None:  # the same step in one pass (float32 CPU tensors)
+                kernels.lion_step(params, grads, ms, beta1, beta2, group["lr"], group["weight_decay"])
+                continue
             # sign(b1 m + (1-b1) g), the interpolation as one lerp (equal up to rounding); sign(0) = 0 as jnp.sign.
             # Into a work buffer kept between steps: on a CPU a fresh model-sized tensor every step costs more
             # than the passes (bench/optimizer_step.py, 2026-12-04; functional.scratch_buffers).

@@ -113,7 +113,8 @@ class MarsAdamW(StateDtypeOptimizer):
         if self.max_grad_norm > 0:
             pairs = zip(work, ks, strict=True)
             total = sum(kernels.mars_sumsq(grads, prevs, k) for (_, _, grads, prevs, *_), k in pairs)
-            divisor = max(1.0, (math.sqrt(total) + 1e-6) / self.max_grad_norm)  # clip_divisor's value
+            divisor = (math.sqrt(total) + 1e-6) / self.max_grad_norm  # clip_divisor's value: at least 1, and
+            divisor = divisor if divisor > 1.0 or math.isnan(divisor) else 1.0  # NaN stays NaN (torch.clamp)
         for (group, params, grads, prevs, ms, vs), k in zip(work, ks, strict=True):
             beta1, beta2 = group["betas"]
             steps = advance_steps(self.state, params)

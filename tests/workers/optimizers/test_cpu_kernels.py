@@ -15,7 +15,7 @@ import torch
 from workers.model import SCALES, build_model
 from workers.optimizers import build, cpu_kernels, get_spec, resolve_hparams
 
-OPTIMIZERS = ("cautious", "mars", "adamh", "muonh")
+OPTIMIZERS = ("cautious", "mars", "adamh", "muonh", "lion", "adam_mini")
 
 
 class CountingKernels:
@@ -115,3 +115,28 @@ def test_switched_off_or_unbuildable_kernels_fall_back(monkeypatch: pytest.Monke
     assert cpu_kernels.load() is None  # remembered: no second build, no second warning
     params = _train("cautious", steps=2)
     assert all(bool(torch.isfinite(p).all()) for p in params)
+
+
+@pytest.mark.parametrize("name", OPTIMIZERS)
+def test_a_nan_gradient_spreads_as_with_torch_ops(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A diverged run must look diverged: where torch ops turn a NaN gradient into NaN parameters, so do the kernels.
+    def poisoned_step(kernels_on: bool) -> list[torch.Tensor]:
+        monkeypatch.setenv(cpu_kernels.ENV_SWITCH, "1" if kernels_on else "0")
+        torch.manual_seed(0)
+        model = build_model(SCALES["tiny-130k"])
+        opt = build(name, model, resolve_hparams(get_spec(name), "tiny", {}))
+        for p in model.parameters():
+            p.grad = torch.full_like(p, 0.01)
+        next(iter(model.parameters())).grad[0, 0] = float("nan")  # type: ignore[index]
+        opt.step()
+        return [torch.isfinite(p) for p in model.parameters()]
+
+    _kernels()
+    expected = poisoned_step(False)
+    got = poisoned_step(True)
+    assert not bool(got[0][0, 0]), "the poisoned element stayed finite"
+    if name == "lion":  # torch.sign(NaN) is 0 on CPU, jnp.sign(NaN) is NaN: the kernel follows optax
+        assert all(bool((g <= w).all()) for g, w in zip(got, expected, strict=True))  # NaN at least where torch ops
+        return
+    for g, w in zip(got, expected, strict=True):
+        assert torch.equal(g, w)
