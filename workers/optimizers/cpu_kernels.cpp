@@ -1,5 +1,5 @@
 // One-pass CPU kernels for the elementwise optimizers whose rules torch has no fused kernel for (Cautious, MARS,
-// AdamH, Lion, Adam-mini). Built on first use by workers/optimizers/cpu_kernels.py (torch.utils.cpp_extension);
+// AdamH, Lion, Adam-mini, Sophia-H's step). Built on first use by workers/optimizers/cpu_kernels.py (torch.utils.cpp_extension);
 // the Python paths built from torch ops remain the reference and the fallback.
 //
 // Why: with torch ops every extra operation is another pass over model-sized tensors (on the bench model a fused
@@ -358,6 +358,35 @@ void adam_mini_step(const Tensors& p, const Tensors& g, const Tensors& m, const 
   });
 }
 
+// ---- Sophia-H's step (Levanter scale_by_sophia) ----------------------------------------------------------------
+
+void sophia_range(float* __restrict P, const float* __restrict G, float* __restrict M, const float* __restrict H,
+                  float b1, float floor, float clip, float decay, float step, int64_t begin, int64_t end) {
+#pragma omp simd
+  for (int64_t i = begin; i < end; ++i) {
+    float m = M[i] + (1.0f - b1) * (G[i] - M[i]);
+    M[i] = m;
+    float h = H[i] < floor ? floor : H[i];  // clamp_min; selects keep a NaN (as torch.clamp), fmax would drop it
+    float u = m / h;
+    u = u < -clip ? -clip : u;
+    u = u > clip ? clip : u;
+    P[i] = P[i] * decay - step * u;
+  }
+}
+
+// One pass: m <- lerp(m, g, 1 - b1); u = clip(m / max(h, floor), -clip, clip); p <- p (1 - lr wd) - step u
+// (sophia.py folds the bias correction and gamma into floor, clip and step).
+void sophia_step(const Tensors& p, const Tensors& g, const Tensors& m, const Tensors& h, double b1, double floor,
+                 double clip, double lr, double wd, double step) {
+  const auto chunks = chunks_of(p);
+  const float fb1 = static_cast<float>(b1), ffloor = static_cast<float>(floor), fclip = static_cast<float>(clip);
+  const float decay = static_cast<float>(1.0 - lr * wd), fstep = static_cast<float>(step);
+  for_chunks(chunks, [&](const Chunk& c, int64_t) {
+    const int64_t t = c.tensor;
+    sophia_range(f32(p[t]), f32(g[t]), f32(m[t]), f32(h[t]), fb1, ffloor, fclip, decay, fstep, c.begin, c.end);
+  });
+}
+
 }  // namespace
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, module) {
@@ -370,4 +399,5 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, module) {
   module.def("adamh_apply", &adamh_apply);
   module.def("lion_step", &lion_step);
   module.def("adam_mini_step", &adam_mini_step);
+  module.def("sophia_step", &sophia_step);
 }

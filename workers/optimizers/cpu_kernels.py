@@ -1,10 +1,11 @@
-"""One-pass CPU kernels for Cautious, MARS and AdamH (cpu_kernels.cpp), built on first use, with a fallback.
+"""CPU kernels for the elementwise rules torch has no fused kernel for (cpu_kernels.cpp), built on first use.
 
-Each of these rules costs a fused AdamW step plus 2-5 passes of torch ops over model-sized tensors (measured on
-the bench model: Cautious, MARS and AdamH 3.5x a fused AdamW step); the kernels do the same arithmetic in two or
-three passes. `torch.utils.cpp_extension.load` compiles cpu_kernels.cpp with the machine's C++ compiler the first
-time (~40 s on the 2-core dev machine; ninja is a dependency of the project) into the torch extensions cache, keyed
-by the source and this CPU's instruction set, so later processes (Ray trials, tests) load it in milliseconds.
+Cautious, MARS, AdamH, Lion and Adam-mini each cost a fused AdamW step plus 2-5 passes of torch ops over
+model-sized tensors (measured on the bench model: 2.1-3.6x a fused AdamW step); the kernels do the same arithmetic
+in one or two passes. `torch.utils.cpp_extension.load` compiles cpu_kernels.cpp with the machine's C++ compiler
+the first time (~40 s on the 2-core dev machine; ninja is a dependency of the project) into the torch extensions
+cache, keyed by the source and this CPU's instruction set, so later processes (Ray trials, tests) load it in
+milliseconds.
 
 Setting: SWEEP_CPU_KERNELS=0 turns them off (torch ops everywhere). When the build fails (no compiler) the
 optimizers warn once and use their torch-op paths, which remain the reference: tests compare the two.
@@ -83,8 +84,9 @@ def _build() -> ModuleType | None:
         )
     except Exception as exc:  # no compiler, no ninja, a read-only cache: torch ops instead
         warnings.warn(
-            f"sweep-service: CPU optimizer kernels unavailable ({type(exc).__name__}: {exc}); Cautious, MARS and "
-            f"AdamH use torch ops (slower, same results). Set {ENV_SWITCH}=0 to skip the build.",
+            f"sweep-service: CPU optimizer kernels unavailable ({type(exc).__name__}: {exc}); Cautious, MARS, "
+            f"AdamH, Lion and Adam-mini use torch ops (slower, same results up to rounding). Set {ENV_SWITCH}=0 to "
+            "skip the build.",
             RuntimeWarning,
             stacklevel=3,
         )

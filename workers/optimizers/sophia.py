@@ -29,6 +29,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from workers.optimizers import cpu_kernels
 from workers.optimizers.base import HParams, OptimizerSpec, SearchSpace, decay_param_groups
 from workers.optimizers.functional import restore_state_dtypes, state_dtype_grad, state_zeros
 
@@ -155,13 +156,20 @@ class SophiaH(torch.optim.Optimizer):
             states = [self._state(p) for p in params]
             grads = [state_dtype_grad(p) for p in params]
             moments = [s["exp_avg"] for s in states]
-            torch._foreach_lerp_(moments, grads, 1 - beta1)
             # u = clip(m_hat / max(gamma h, eps), -1, 1) with m_hat = m / (1 - b1^t). With c = (1 - b1^t) gamma this
             # is clip(m / max(h, eps / gamma), -c, c) / c (clip(x / c, -1, 1) = clip(x, -c, c) / c for c > 0), so
             # the scale folds into the final step's alpha: two passes over the state fewer than the literal form.
             c = (1 - beta1**t) * group["gamma"]
             # The h this step divides by: the one from before an HVP taken for this step (Levanter's order).
             hessians = [s.pop("hessian_before", s["hessian"]) for s in states]
+            kernels = cpu_kernels.kernels_for(params, grads, moments, hessians)
+            if kernels is not None:  # the same step in one pass (float32 CPU tensors); the lerp is in it
+                kernels.sophia_step(
+                    params, grads, moments, hessians, beta1, group["eps"] / group["gamma"], CLIP_THRESHOLD * c, lr,
+                    wd, lr / c,
+                )  # fmt: skip
+                continue
+            torch._foreach_lerp_(moments, grads, 1 - beta1)
             denoms = torch._foreach_clamp_min(hessians, group["eps"] / group["gamma"])
             updates = torch._foreach_div(moments, denoms)
             torch._foreach_clamp_min_(updates, -CLIP_THRESHOLD * c)

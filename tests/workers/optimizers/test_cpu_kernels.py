@@ -15,7 +15,7 @@ import torch
 from workers.model import SCALES, build_model
 from workers.optimizers import build, cpu_kernels, get_spec, resolve_hparams
 
-OPTIMIZERS = ("cautious", "mars", "adamh", "muonh", "lion", "adam_mini")
+OPTIMIZERS = ("cautious", "mars", "adamh", "muonh", "lion", "adam_mini", "sophia")
 
 
 class CountingKernels:
@@ -63,8 +63,11 @@ def test_kernels_match_the_torch_op_paths(name: str, monkeypatch: pytest.MonkeyP
     counting.calls.clear()
     reference = _train(name)
     assert not counting.calls
+    # Sophia without an HVP has h = 0, so u = m / floor with a slope of 1 / floor where |m| < clip x floor: there a
+    # rounding difference in m (an FMA) moves an element by up to ~1e-5 (1 of 4096 at 8 steps). Elsewhere: rounding.
+    atol = 1e-4 if name == "sophia" else 2e-6
     for a, b in zip(fast, reference, strict=True):
-        torch.testing.assert_close(a, b, rtol=2e-5, atol=2e-6)
+        torch.testing.assert_close(a, b, rtol=2e-5, atol=atol)
 
 
 def test_the_clip_factor_reaches_the_kernels(monkeypatch: pytest.MonkeyPatch) -> None:
