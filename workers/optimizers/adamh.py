@@ -114,27 +114,27 @@ def _kernel_rule(
     optimizer: torch.optim.Optimizer, group: dict[str, Any], params: list, grads: list, grad_scale: float
 ) -> bool:
     """adamh_rule with cpu_kernels (float32 CPU tensors), two passes per weight: the clip factor `grad_scale`, the
-    moments, u (into the "direction" buffer), ||u||^2, W.u and ||W||^2 in one; W <- R (W - c u) / ||W - c u|| in
-    the other, with c = lr R / ||u||
-    and ||W - c u||^2 = ||W||^2 - 2 c W.u + c^2 ||u||^2 (the same norm as Marin's pass over W', up to rounding:
-    lr is small, so no cancellation). False when not taken (torch ops instead)."""
+    moments, ||u||^2, W.u and ||W||^2 in one; W <- R (W - c u) / ||W - c u|| in the other (u again from m and v),
+    with c = lr R / ||u|| and ||W - c u||^2 = ||W||^2 - 2 c W.u + c^2 ||u||^2: Marin's norm of W' up to rounding,
+    without a pass over W' (||W'||^2 = R^2 (1 - 2 lr cos + lr^2) cancels only when lr and the cosine both near 1).
+    False when not taken (torch ops instead)."""
     ms, vs = state_buffers(optimizer.state, params, "exp_avg"), state_buffers(optimizer.state, params, "exp_avg_sq")
     kernels = cpu_kernels.kernels_for(params, grads, ms, vs)
     if kernels is None:
         return False
     beta1, beta2 = group["betas"]
     eps, lr = group["eps"], group["lr"]
-    steps, us = advance_steps(optimizer.state, params), scratch_buffers(optimizer, params, "direction")
+    steps = advance_steps(optimizer.state, params)
     bc1s, bc2ss = [1 - beta1**t for t in steps], [math.sqrt(1 - beta2**t) for t in steps]
-    sums = kernels.adamh_moments(grads, ms, vs, us, params, grad_scale, beta1, beta2, bc1s, bc2ss, eps)
+    sums = kernels.adamh_moments(grads, ms, vs, params, grad_scale, beta1, beta2, bc1s, bc2ss, eps)
     coefs, rescales = [], []
-    for (uu, wu, ww), radius in zip(sums, hyperball_radii(optimizer.state, params), strict=True):
-        r = float(radius)
+    radii = torch.stack(hyperball_radii(optimizer.state, params)).tolist()  # one host read, not one per weight
+    for (uu, wu, ww), r in zip(sums, radii, strict=True):
         coef = lr * r / max(math.sqrt(uu), NORM_FLOOR)
         new_norm = math.sqrt(max(ww - 2 * coef * wu + coef * coef * uu, 0.0))
         coefs.append(coef)
         rescales.append(r / max(new_norm, NORM_FLOOR))
-    kernels.adamh_apply(params, us, coefs, rescales)
+    kernels.adamh_apply(params, ms, vs, bc1s, bc2ss, eps, coefs, rescales)
     return True
 
 

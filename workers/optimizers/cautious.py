@@ -99,11 +99,10 @@ class CautiousAdamW(StateDtypeOptimizer):
         steps = advance_steps(self.state, params)
         beta1, beta2 = group["betas"]
         eps, lr, wd = group["eps"], group["lr"], group["weight_decay"]
-        us = scratch_buffers(self, params, "direction")  # u, written by the first pass, read by the second
         bc1s, bc2ss = [1 - beta1**t for t in steps], [math.sqrt(1 - beta2**t) for t in steps]
-        counts = kernels.cautious_moments(grads, ms, vs, us, beta1, beta2, bc1s, bc2ss, eps)
+        counts = kernels.cautious_moments(grads, ms, vs, beta1, beta2, bc1s, bc2ss, eps)
         scales = [1.0 / (count / g.numel() + eps) for count, g in zip(counts, grads, strict=True)]
-        kernels.cautious_apply(params, grads, us, lr, wd, scales)
+        kernels.cautious_apply(params, grads, ms, vs, bc1s, bc2ss, eps, lr, wd, scales)
         return True
 
 

@@ -77,8 +77,9 @@ def _build() -> ModuleType | None:
             name=name,
             sources=[str(SOURCE)],
             # -fopenmp: at::parallel_for is OpenMP in torch's CPU builds (the extension shares torch's libgomp);
-            # -fno-math-errno lets sqrt vectorise.
-            extra_cflags=["-O3", "-march=native", "-fopenmp", "-fno-math-errno"],
+            # -fno-math-errno lets sqrt vectorise, -fno-trapping-math the masks (no code here reads FP exception
+            # flags; NaN and inf propagate exactly as without it).
+            extra_cflags=["-O3", "-march=native", "-fopenmp", "-fno-math-errno", "-fno-trapping-math"],
             extra_ldflags=["-fopenmp"],
             verbose=False,
         )

@@ -25,9 +25,12 @@ def state_zeros(p: torch.Tensor) -> torch.Tensor:
 
 def state_dtype_grad(p: torch.Tensor, copy: bool = False) -> torch.Tensor:
     """p.grad in the state dtype (float32, or float64 for float64 params); a fresh tensor when `copy`."""
-    assert p.grad is not None
+    g = p.grad
+    assert g is not None
     dtype = torch.float64 if p.dtype == torch.float64 else torch.float32
-    return p.grad.to(dtype, copy=copy)
+    if g.dtype is dtype and not copy:  # the common case, without a dispatcher call (every param, every step)
+        return g
+    return g.to(dtype, copy=copy)
 
 
 def _global_norm_and_scale(grads: list[torch.Tensor], max_norm: float) -> tuple[torch.Tensor, torch.Tensor | None]:

@@ -85,9 +85,9 @@ def test_counts_and_sums_are_exact_past_float_range() -> None:
     kernels = _kernels()
     n = 2**24 + 5
     g = torch.full((n,), 1e-3)
-    small = [torch.full((7,), -1e-3), torch.zeros(7), torch.zeros(7), torch.zeros(7)]
-    big = [g, torch.zeros(n), torch.zeros(n), torch.zeros(n)]
-    lists = [[b, s] for b, s in zip(big, small, strict=True)]  # g, m, v, u of two tensors
+    small = [torch.full((7,), -1e-3), torch.zeros(7), torch.zeros(7)]
+    big = [g, torch.zeros(n), torch.zeros(n)]
+    lists = [[b, s] for b, s in zip(big, small, strict=True)]  # g, m, v of two tensors
     counts = kernels.cautious_moments(*lists, 0.9, 0.95, [0.1, 0.1], [0.05**0.5] * 2, 1e-8)
     assert counts == [n, 7]  # u has g's sign everywhere
     x = torch.randn(3_000_001, generator=torch.Generator().manual_seed(3))
