@@ -25,6 +25,7 @@
 #include <cmath>
 #include <cstdint>
 #include <functional>
+#include <initializer_list>
 #include <vector>
 
 namespace {
@@ -96,6 +97,28 @@ std::vector<std::array<double, K>> per_tensor(const std::vector<Chunk>& chunks,
   return totals;
 }
 
+// Every list must hold contiguous float32 CPU tensors, as many as the first list, each with the first list's sizes
+// (`same_numel`; Adam-mini's second moments are per block). Checked before the parallel loop: data_ptr would throw
+// inside it, which OpenMP turns into an abort. cpu_kernels.py only calls with such lists; this is for misuse.
+void check(std::initializer_list<const Tensors*> lists, bool same_numel = true) {
+  const Tensors& first = **lists.begin();
+  for (const Tensors* list : lists) {
+    TORCH_CHECK(list->size() == first.size(), "cpu_kernels: tensor lists of different lengths");
+    for (size_t i = 0; i < list->size(); ++i) {
+      const torch::Tensor& t = (*list)[i];
+      TORCH_CHECK(t.device().is_cpu() && t.scalar_type() == at::kFloat && t.is_contiguous(),
+                  "cpu_kernels: every tensor must be a contiguous float32 CPU tensor");
+      TORCH_CHECK(!same_numel || t.numel() == first[i].numel(), "cpu_kernels: tensor sizes differ");
+    }
+  }
+}
+
+void check_scalars(const Tensors& tensors, std::initializer_list<const std::vector<double>*> lists) {
+  for (const auto* list : lists) {
+    TORCH_CHECK(list->size() == tensors.size(), "cpu_kernels: one scalar per tensor expected");
+  }
+}
+
 // ---- Cautious (Levanter scale_by_cautious) ---------------------------------------------------------------------
 
 float cautious_moments_range(const float* __restrict G, float* __restrict M, float* __restrict V, const Adam a,
@@ -117,6 +140,8 @@ float cautious_moments_range(const float* __restrict G, float* __restrict M, flo
 std::vector<int64_t> cautious_moments(const Tensors& g, const Tensors& m, const Tensors& v, double b1, double b2,
                                       const std::vector<double>& bc1s, const std::vector<double>& bc2ss,
                                       double eps) {
+  check({&g, &m, &v});
+  check_scalars(g, {&bc1s, &bc2ss});
   const auto chunks = chunks_of(g);
   std::vector<std::array<float, 1>> partial(chunks.size());
   for_chunks(chunks, [&](const Chunk& c, int64_t i) {
@@ -145,6 +170,8 @@ void cautious_apply_range(float* __restrict P, const float* __restrict G, const 
 void cautious_apply(const Tensors& p, const Tensors& g, const Tensors& m, const Tensors& v,
                     const std::vector<double>& bc1s, const std::vector<double>& bc2ss, double eps, double lr,
                     double wd, const std::vector<double>& mask_scales) {
+  check({&p, &g, &m, &v});
+  check_scalars(p, {&bc1s, &bc2ss, &mask_scales});
   const auto chunks = chunks_of(p);
   const float decay = static_cast<float>(1.0 - lr * wd);
   for_chunks(chunks, [&](const Chunk& c, int64_t) {
@@ -169,6 +196,7 @@ float mars_sumsq_range(const float* __restrict G, const float* __restrict Q, flo
 
 // Pass 1: the sum over all tensors of c^2, c = g + k (g - prev) (k = gamma b1 / (1 - b1)).
 double mars_sumsq(const Tensors& g, const Tensors& prev, double k) {
+  check({&g, &prev});
   const auto chunks = chunks_of(g);
   std::vector<std::array<float, 1>> partial(chunks.size());
   const float kf = static_cast<float>(k);
@@ -200,6 +228,8 @@ void mars_apply_range(float* __restrict P, const float* __restrict G, float* __r
 void mars_apply(const Tensors& p, const Tensors& g, const Tensors& prev, const Tensors& m, const Tensors& v, double k,
                 double divisor, double b1, double b2, const std::vector<double>& bc1s,
                 const std::vector<double>& bc2ss, double eps, double lr, double wd) {
+  check({&p, &g, &prev, &m, &v});
+  check_scalars(p, {&bc1s, &bc2ss});
   const auto chunks = chunks_of(p);
   const float kf = static_cast<float>(k), inv_div = static_cast<float>(1.0 / divisor);
   const float decay = static_cast<float>(1.0 - lr * wd), step = static_cast<float>(lr);
@@ -224,6 +254,7 @@ float sumsq_range(const float* __restrict X, int64_t begin, int64_t end) {
 
 // The sum over all tensors of x^2 (a global-norm clip's norm: one read of the gradients).
 double sumsq(const Tensors& x) {
+  check({&x});
   const auto chunks = chunks_of(x);
   std::vector<std::array<float, 1>> partial(chunks.size());
   for_chunks(chunks, [&](const Chunk& c, int64_t i) {
@@ -258,6 +289,8 @@ std::array<float, 3> adamh_moments_range(const float* __restrict G, float* __res
 std::vector<Sums3> adamh_moments(const Tensors& g, const Tensors& m, const Tensors& v, const Tensors& w,
                                  double grad_scale, double b1, double b2, const std::vector<double>& bc1s,
                                  const std::vector<double>& bc2ss, double eps) {
+  check({&g, &m, &v, &w});
+  check_scalars(g, {&bc1s, &bc2ss});
   const auto chunks = chunks_of(g);
   std::vector<std::array<float, 3>> partial(chunks.size());
   const float scale = static_cast<float>(grad_scale);
@@ -282,6 +315,8 @@ void adamh_apply_range(float* __restrict P, const float* __restrict M, const flo
 void adamh_apply(const Tensors& p, const Tensors& m, const Tensors& v, const std::vector<double>& bc1s,
                  const std::vector<double>& bc2ss, double eps, const std::vector<double>& coefs,
                  const std::vector<double>& rescales) {
+  check({&p, &m, &v});
+  check_scalars(p, {&bc1s, &bc2ss, &coefs, &rescales});
   const auto chunks = chunks_of(p);
   for_chunks(chunks, [&](const Chunk& c, int64_t) {
     const Adam a = adam(0.0, 0.0, bc1s[c.tensor], bc2ss[c.tensor], eps);
@@ -310,6 +345,7 @@ void lion_range(float* __restrict P, const float* __restrict G, float* __restric
 
 // One pass: u = sign(lerp(m, g, 1 - b1)); m <- lerp(m, g, 1 - b2); p <- p (1 - lr wd) - lr u.
 void lion_step(const Tensors& p, const Tensors& g, const Tensors& m, double b1, double b2, double lr, double wd) {
+  check({&p, &g, &m});
   const auto chunks = chunks_of(p);
   const float fb1 = static_cast<float>(b1), fb2 = static_cast<float>(b2);
   const float decay = static_cast<float>(1.0 - lr * wd), step = static_cast<float>(lr);
@@ -350,6 +386,12 @@ void adam_mini_rows(float* __restrict P, const float* __restrict G, float* __res
 void adam_mini_step(const Tensors& p, const Tensors& g, const Tensors& m, const Tensors& v, double b1, double b2,
                     const std::vector<double>& bc1s, const std::vector<double>& bias2s, double eps, double lr,
                     double wd) {
+  check({&p, &g, &m});
+  check({&p, &v}, /*same_numel=*/false);
+  check_scalars(p, {&bc1s, &bias2s});
+  for (size_t t = 0; t < p.size(); ++t) {
+    TORCH_CHECK(v[t].numel() > 0 && p[t].numel() % v[t].numel() == 0, "cpu_kernels: blocks must divide the tensor");
+  }
   std::vector<Chunk> items;  // here: (tensor, first row, last row), about kGrain elements each
   for (int64_t t = 0; t < static_cast<int64_t>(p.size()); ++t) {
     const int64_t rows = v[t].numel(), block = p[t].numel() / rows;
@@ -385,6 +427,7 @@ void sophia_range(float* __restrict P, const float* __restrict G, float* __restr
 // (sophia.py folds the bias correction and gamma into floor, clip and step).
 void sophia_step(const Tensors& p, const Tensors& g, const Tensors& m, const Tensors& h, double b1, double floor,
                  double clip, double lr, double wd, double step) {
+  check({&p, &g, &m, &h});
   const auto chunks = chunks_of(p);
   const float fb1 = static_cast<float>(b1), ffloor = static_cast<float>(floor), fclip = static_cast<float>(clip);
   const float decay = static_cast<float>(1.0 - lr * wd), fstep = static_cast<float>(step);

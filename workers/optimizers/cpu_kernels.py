@@ -64,7 +64,10 @@ def _build() -> ModuleType | None:
     from torch.utils.cpp_extension import _get_build_directory
     from torch.utils.cpp_extension import load as load_extension
 
-    name = f"sweep_cpu_kernels_{_cpu_signature()}"
+    # The source's hash in the name too: two checkouts (or versions) on one machine keep separate builds instead
+    # of rebuilding over each other in torch's shared cache.
+    source_hash = hashlib.sha1(SOURCE.read_bytes()).hexdigest()[:10] if SOURCE.exists() else "missing"
+    name = f"sweep_cpu_kernels_{_cpu_signature()}_{source_hash}"
     try:
         build_dir = Path(_get_build_directory(name, verbose=False))
         if not any(build_dir.glob("*.so")):

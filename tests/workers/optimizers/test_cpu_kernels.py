@@ -143,3 +143,19 @@ def test_a_nan_gradient_spreads_as_with_torch_ops(name: str, monkeypatch: pytest
         return
     for g, w in zip(got, expected, strict=True):
         assert torch.equal(g, w)
+
+
+def test_misuse_raises_instead_of_crashing() -> None:
+    # The kernels check their lists before the parallel loop (an exception inside it would abort the process).
+    kernels = _kernels()
+    x = torch.zeros(8)
+    with pytest.raises(RuntimeError, match="contiguous float32 CPU"):
+        kernels.sumsq([x.double()])
+    with pytest.raises(RuntimeError, match="contiguous float32 CPU"):
+        kernels.lion_step([torch.zeros(4, 4).mT], [torch.zeros(4, 4)], [torch.zeros(4, 4)], 0.9, 0.99, 1e-3, 0.0)
+    with pytest.raises(RuntimeError, match="different lengths"):
+        kernels.lion_step([x], [x, x], [x], 0.9, 0.99, 1e-3, 0.0)
+    with pytest.raises(RuntimeError, match="sizes differ"):
+        kernels.mars_sumsq([x], [torch.zeros(9)], 0.1)
+    with pytest.raises(RuntimeError, match="one scalar per tensor"):
+        kernels.cautious_moments([x], [x.clone()], [x.clone()], 0.9, 0.95, [0.1, 0.1], [0.2], 1e-8)
