@@ -384,7 +384,9 @@ def test_both_ways_of_preconditioning_give_the_same_steps(monkeypatch: pytest.Mo
     gen = torch.Generator().manual_seed(11)
     w0 = torch.randn(18, 4, dtype=torch.float64, generator=gen)
     grads = stream([(18, 4)], 12, seed=12)
-    hp = dict(lr=0.05, beta1=0.9, preconditioner_lr=0.2, max_grad_norm=0.0, update_prob_flat_start=-1000)
+    hp: dict[str, Any] = dict(
+        lr=0.05, beta1=0.9, preconditioner_lr=0.2, max_grad_norm=0.0, update_prob_flat_start=-1000
+    )
     w = w0.clone().requires_grad_()
     mixed = run(Kron([w], preconditioner_update_probability=0.3, **hp), [w], grads)
     monkeypatch.setattr("workers.optimizers.kron.form_gram", lambda *args: True)
