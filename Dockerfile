@@ -12,7 +12,7 @@ ENV PYTHONUNBUFFERED=1 \
 
 WORKDIR /app
 # g++: Cautious, MARS, AdamH, Lion and Adam-mini build their CPU kernels on first use (workers/optimizers/
-# cpu_kernels.py; without a compiler they fall back to slower torch ops).
+# _cpu_kernels.py; without a compiler they fall back to slower torch ops).
 RUN apt-get update && apt-get install -y --no-install-recommends g++ && rm -rf /var/lib/apt/lists/*
 RUN pip install --index-url "${TORCH_INDEX}" --extra-index-url https://pypi.org/simple "${TORCH_SPEC}"
 COPY pyproject.toml README.md ./

@@ -23,7 +23,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from workers.optimizers import cpu_kernels
+from workers.optimizers import _cpu_kernels as cpu_kernels
 from workers.optimizers.base import HParams, OptimizerSpec, SearchSpace, is_decayed, named_params_by_role
 from workers.optimizers.functional import (
     adam_step_,

@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from workers.optimizers import cpu_kernels
+from workers.optimizers import _cpu_kernels as cpu_kernels
 from workers.optimizers.base import HParams, OptimizerSpec, SearchSpace, named_params_by_role
 from workers.optimizers.functional import adam_directions_into_, advance_steps, scratch_buffers, state_buffers
 from workers.optimizers.muon import RuleOptimizer, adam_rule

@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from workers.optimizers import cpu_kernels
+from workers.optimizers import _cpu_kernels as cpu_kernels
 
 
 def state_zeros(p: torch.Tensor) -> torch.Tensor:

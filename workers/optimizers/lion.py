@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from workers.optimizers import cpu_kernels
+from workers.optimizers import _cpu_kernels as cpu_kernels
 from workers.optimizers.base import HParams, OptimizerSpec, SearchSpace, decay_param_groups
 from workers.optimizers.functional import apply_updates_, scratch_buffers, state_buffers
 from workers.optimizers.nadamw import StateDtypeOptimizer, params_with_grads

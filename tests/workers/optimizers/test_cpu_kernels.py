@@ -1,4 +1,4 @@
-"""The one-pass CPU kernels (workers/optimizers/cpu_kernels.cpp) against the torch-op paths they replace.
+"""The one-pass CPU kernels (workers/optimizers/_cpu_kernels.cpp) against the torch-op paths they replace.
 
 The torch-op paths are the reference: the optax oracles (tests/oracles, float64, which the kernels never take)
 and test_fused_paths check them. Here the same float32 training steps run both ways, with the global-norm clips
@@ -13,7 +13,8 @@ import pytest
 import torch
 
 from workers.model import SCALES, build_model
-from workers.optimizers import build, cpu_kernels, get_spec, resolve_hparams
+from workers.optimizers import _cpu_kernels as cpu_kernels
+from workers.optimizers import build, get_spec, resolve_hparams
 
 OPTIMIZERS = ("cautious", "mars", "adamh", "muonh", "lion", "adam_mini", "sophia")
 

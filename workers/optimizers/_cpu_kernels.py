@@ -1,8 +1,8 @@
-"""CPU kernels for the elementwise rules torch has no fused kernel for (cpu_kernels.cpp), built on first use.
+"""CPU kernels for the elementwise rules torch has no fused kernel for (_cpu_kernels.cpp), built on first use.
 
 Cautious, MARS, AdamH, Lion and Adam-mini each cost a fused AdamW step plus 2-5 passes of torch ops over
 model-sized tensors (measured on the bench model: 2.1-3.6x a fused AdamW step); the kernels do the same arithmetic
-in one or two passes. `torch.utils.cpp_extension.load` compiles cpu_kernels.cpp with the machine's C++ compiler
+in one or two passes. `torch.utils.cpp_extension.load` compiles _cpu_kernels.cpp with the machine's C++ compiler
 the first time (~40 s on the 2-core dev machine; ninja is a dependency of the project) into the torch extensions
 cache, keyed by the source and this CPU's instruction set, so later processes (Ray trials, tests) load it in
 milliseconds.
@@ -25,7 +25,7 @@ from types import ModuleType
 
 import torch
 
-SOURCE = Path(__file__).with_name("cpu_kernels.cpp")
+SOURCE = Path(__file__).with_name("_cpu_kernels.cpp")
 ENV_SWITCH = "SWEEP_CPU_KERNELS"
 
 _lock = threading.Lock()

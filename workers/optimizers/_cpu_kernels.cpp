@@ -1,6 +1,6 @@
 // One-pass CPU kernels for the elementwise optimizers whose rules torch has no fused kernel for (Cautious, MARS,
-// AdamH, Lion, Adam-mini, Sophia-H's step). Built on first use by workers/optimizers/cpu_kernels.py (torch.utils.cpp_extension);
-// the Python paths built from torch ops remain the reference and the fallback.
+// AdamH, Lion, Adam-mini, Sophia-H's step). Built on first use by workers/optimizers/_cpu_kernels.py
+// (torch.utils.cpp_extension); the Python paths built from torch ops remain the reference and the fallback.
 //
 // Why: with torch ops every extra operation is another pass over model-sized tensors (on the bench model a fused
 // AdamW step costs 2.1-2.6 ms, each extra in-place pass 0.5-1.5 ms), so Cautious, MARS and AdamH cost 3.5x a fused
@@ -13,7 +13,7 @@
 // Every entry point takes lists (one entry per parameter tensor) and runs one parallel loop over chunks of at most
 // 16384 elements of all of them: one call from Python and one fork/join per pass, not one per tensor (on the bench
 // model's 29 matrices the per-tensor calls cost a third of a step). Every tensor: float32, contiguous, on the CPU
-// (cpu_kernels.py checks). Reductions accumulate in float within a chunk (vectorised by `omp simd`) and in double
+// (_cpu_kernels.py checks). Reductions accumulate in float within a chunk (vectorised by `omp simd`) and in double
 // across chunks.
 
 #include <torch/extension.h>
@@ -99,7 +99,7 @@ std::vector<std::array<double, K>> per_tensor(const std::vector<Chunk>& chunks,
 
 // Every list must hold contiguous float32 CPU tensors, as many as the first list, each with the first list's sizes
 // (`same_numel`; Adam-mini's second moments are per block). Checked before the parallel loop: data_ptr would throw
-// inside it, which OpenMP turns into an abort. cpu_kernels.py only calls with such lists; this is for misuse.
+// inside it, which OpenMP turns into an abort. _cpu_kernels.py only calls with such lists; this is for misuse.
 void check(std::initializer_list<const Tensors*> lists, bool same_numel = true) {
   const Tensors& first = **lists.begin();
   for (const Tensors* list : lists) {
