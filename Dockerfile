@@ -11,7 +11,7 @@ ENV PYTHONUNBUFFERED=1 \
     SWEEP_HOME=/var/lib/sweep-service
 
 WORKDIR /app
-# g++: Cautious, MARS, AdamH, Lion and Adam-mini build their CPU kernels on first use (workers/optimizers/
+# g++: Cautious, MARS, AdamH, Lion, Adam-mini and Sophia build their CPU kernels on first use (workers/optimizers/
 # _cpu_kernels.py; without a compiler they fall back to slower torch ops).
 RUN apt-get update && apt-get install -y --no-install-recommends g++ && rm -rf /var/lib/apt/lists/*
 RUN pip install --index-url "${TORCH_INDEX}" --extra-index-url https://pypi.org/simple "${TORCH_SPEC}"

@@ -1,6 +1,6 @@
 """CPU kernels for the elementwise rules torch has no fused kernel for (_cpu_kernels.cpp), built on first use.
 
-Cautious, MARS, AdamH, Lion and Adam-mini each cost a fused AdamW step plus 2-5 passes of torch ops over
+Cautious, MARS, AdamH, Lion, Adam-mini and Sophia-H each cost a fused AdamW step plus 2-5 passes of torch ops over
 model-sized tensors (measured on the bench model: 2.1-3.6x a fused AdamW step); the kernels do the same arithmetic
 in one or two passes. `torch.utils.cpp_extension.load` compiles _cpu_kernels.cpp with the machine's C++ compiler
 the first time (~40 s on the 2-core dev machine; ninja is a dependency of the project) into the torch extensions
@@ -89,8 +89,8 @@ def _build() -> ModuleType | None:
     except Exception as exc:  # no compiler, no ninja, a read-only cache: torch ops instead
         warnings.warn(
             f"sweep-service: CPU optimizer kernels unavailable ({type(exc).__name__}: {exc}); Cautious, MARS, "
-            f"AdamH, Lion and Adam-mini use torch ops (slower, same results up to rounding). Set {ENV_SWITCH}=0 to "
-            "skip the build.",
+            f"AdamH, Lion, Adam-mini and Sophia-H use torch ops (slower, same results up to rounding). Set "
+            f"{ENV_SWITCH}=0 to skip the build.",
             RuntimeWarning,
             stacklevel=3,
         )
