@@ -54,6 +54,8 @@ def load() -> ModuleType | None:
     """The compiled kernels, building them on first use; None when switched off or the build failed (warned once)."""
     if not enabled():
         return None
+    if "module" in _loaded:  # every optimizer step lands here: no lock once built (a dict read is atomic)
+        return _loaded["module"]
     with _lock:
         if "module" not in _loaded:
             _loaded["module"] = _build()

@@ -24,7 +24,13 @@ from torch import nn
 
 from workers.optimizers import _cpu_kernels as cpu_kernels
 from workers.optimizers.base import HParams, OptimizerSpec, SearchSpace, named_params_by_role
-from workers.optimizers.functional import adam_directions_into_, advance_steps, scratch_buffers, state_buffers
+from workers.optimizers.functional import (
+    adam_directions_into_,
+    advance_steps,
+    bias_corrections,
+    scratch_buffers,
+    state_buffers,
+)
 from workers.optimizers.muon import RuleOptimizer, adam_rule
 
 # Marin's scale_invariant_update floors ||u|| and ||W'|| at 1e-10 (lib/levanter/.../adamh.py).
@@ -125,7 +131,7 @@ def _kernel_rule(
     beta1, beta2 = group["betas"]
     eps, lr = group["eps"], group["lr"]
     steps = advance_steps(optimizer.state, params)
-    bc1s, bc2ss = [1 - beta1**t for t in steps], [math.sqrt(1 - beta2**t) for t in steps]
+    bc1s, bc2ss = bias_corrections(steps, beta1, beta2)
     sums = kernels.adamh_moments(grads, ms, vs, params, grad_scale, beta1, beta2, bc1s, bc2ss, eps)
     coefs, rescales = [], []
     radii = torch.stack(hyperball_radii(optimizer.state, params)).tolist()  # one host read, not one per weight

@@ -12,7 +12,6 @@ trainer's (Levanter puts `clip_by_global_norm` first in the chain). Decay mask a
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from typing import Any
 
@@ -25,6 +24,7 @@ from workers.optimizers.functional import (
     adam_directions_into_,
     advance_steps,
     apply_updates_,
+    bias_corrections,
     scratch_buffers,
     state_buffers,
 )
@@ -99,7 +99,7 @@ class CautiousAdamW(StateDtypeOptimizer):
         steps = advance_steps(self.state, params)
         beta1, beta2 = group["betas"]
         eps, lr, wd = group["eps"], group["lr"], group["weight_decay"]
-        bc1s, bc2ss = [1 - beta1**t for t in steps], [math.sqrt(1 - beta2**t) for t in steps]
+        bc1s, bc2ss = bias_corrections(steps, beta1, beta2)
         counts = kernels.cautious_moments(grads, ms, vs, beta1, beta2, bc1s, bc2ss, eps)
         scales = [1.0 / (count / g.numel() + eps) for count, g in zip(counts, grads, strict=True)]
         kernels.cautious_apply(params, grads, ms, vs, bc1s, bc2ss, eps, lr, wd, scales)

@@ -117,6 +117,15 @@ def adam_state(
     )
 
 
+def bias_corrections(steps: Sequence[int], beta1: float, beta2: float) -> tuple[list[float], list[float]]:
+    """Adam's bias corrections per param as host floats: (1 - b1^t, sqrt(1 - b2^t)) for each step count t.
+
+    What the CPU kernels take (Cautious, MARS, AdamH): m_hat = m / (1 - b1^t), sqrt(v_hat) = sqrt(v) / sqrt(1 - b2^t),
+    the form torch.optim.AdamW uses (optax scale_by_adam up to rounding).
+    """
+    return [1 - beta1**t for t in steps], [math.sqrt(1 - beta2**t) for t in steps]
+
+
 @torch.no_grad()
 def adam_directions(
     ms: list[torch.Tensor],

@@ -24,7 +24,7 @@ from torch import nn
 
 from workers.optimizers import _cpu_kernels as cpu_kernels
 from workers.optimizers.base import HParams, OptimizerSpec, SearchSpace, decay_param_groups
-from workers.optimizers.functional import adam_step_, advance_steps, state_buffers
+from workers.optimizers.functional import adam_step_, advance_steps, bias_corrections, state_buffers
 from workers.optimizers.nadamw import StateDtypeOptimizer, params_with_grads
 
 
@@ -118,7 +118,7 @@ class MarsAdamW(StateDtypeOptimizer):
         for (group, params, grads, prevs, ms, vs), k in zip(work, ks, strict=True):
             beta1, beta2 = group["betas"]
             steps = advance_steps(self.state, params)
-            bc1s, bc2ss = [1 - beta1**t for t in steps], [math.sqrt(1 - beta2**t) for t in steps]
+            bc1s, bc2ss = bias_corrections(steps, beta1, beta2)
             kernels.mars_apply(
                 params, grads, prevs, ms, vs, k, divisor, beta1, beta2, bc1s, bc2ss, group["eps"], group["lr"],
                 group["weight_decay"],
