@@ -8,7 +8,7 @@ queries, not one per row.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import datetime
 from typing import Any, TypeVar
 
@@ -151,8 +151,9 @@ _LAST_TRIAL_ID = select(func.max(Trial.id)).where(Trial.sweep_id == bindparam("s
 
 @dataclass(frozen=True, slots=True)
 class ProgressCell:
-    """What a sweep's progress shows of a cell (sweep_service.service.sweeps.cells), in PROGRESS_CELL_COLUMNS order:
-    not its search space. Its settings are read for the seed noise (sweep_service.noise.summary)."""
+    """What a sweep's progress shows of a cell (sweep_service.service.sweeps.cells): not its search space; each
+    field is the `cells` column of its name (PROGRESS_CELL_COLUMNS). Its settings are read for the seed noise
+    (sweep_service.noise.summary)."""
 
     id: int
     sweep_id: int
@@ -170,22 +171,8 @@ class ProgressCell:
     settings: dict[str, Any]
 
 
-PROGRESS_CELL_COLUMNS = (
-    Cell.id,
-    Cell.sweep_id,
-    Cell.key,
-    Cell.optimizer,
-    Cell.scale,
-    Cell.chinchilla,
-    Cell.strategy,
-    Cell.status,
-    Cell.round,
-    Cell.best_loss,
-    Cell.best_config,
-    Cell.best_trial_id,
-    Cell.near_ties,
-    Cell.settings,
-)
+# The columns are the dataclass's fields, in its order (one list to keep, not two).
+PROGRESS_CELL_COLUMNS = tuple(getattr(Cell, field.name) for field in fields(ProgressCell))
 
 
 _PROGRESS_CELLS = select(*PROGRESS_CELL_COLUMNS).where(Cell.sweep_id == bindparam("sweep_id")).order_by(Cell.id)
