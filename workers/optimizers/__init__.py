@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
+from collections.abc import Sequence
 
 import torch
 from torch import nn
@@ -56,6 +57,16 @@ def build(name: str, model: nn.Module, hparams: HParams | None = None) -> torch.
     return spec.build(model, resolve_hparams(spec, family, hparams))
 
 
+def prepare_cpu_kernels(spec: OptimizerSpec, params: Sequence[torch.Tensor]) -> bool:
+    """Build (first use, ~40 s) or load the CPU kernels now if `spec`'s step will call them on `params`, so that
+    the build lands before a caller's clock starts, not inside the first step; True when they are ready."""
+    from workers.optimizers import _cpu_kernels
+
+    if not spec.cpu_kernels or not params or not _cpu_kernels.usable(params):
+        return False
+    return _cpu_kernels.load() is not None
+
+
 __all__ = [
     "REGISTRY",
     "HParam",
@@ -65,5 +76,6 @@ __all__ = [
     "SearchSpace",
     "build",
     "get_spec",
+    "prepare_cpu_kernels",
     "resolve_hparams",
 ]

@@ -271,4 +271,5 @@ SPEC = OptimizerSpec(
     ),
     clips_itself=True,
     reference="Levanter MiniConfig (stanford-crfm/levanter src/levanter/optim/adam_mini.py), v stored per block",
+    cpu_kernels=True,
 )

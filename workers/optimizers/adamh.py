@@ -103,7 +103,7 @@ def adamh_rule(optimizer: torch.optim.Optimizer, group: dict[str, Any], params: 
     step from _foreach ops in place (hyperball_step_).
     """
     scale = getattr(optimizer, "clip_scales", {}).get("adamh")  # the clip factor (scaled_clip_rules)
-    if _kernel_rule(optimizer, group, params, grads, 1.0 if scale is None else float(scale)):
+    if _kernel_rule(optimizer, group, params, grads, scale):
         return
     if scale is not None:  # the clip as RuleOptimizer would have made it: g x factor into reused buffers
         clipped = scratch_buffers(optimizer, params, "clipped_grad")
@@ -117,7 +117,11 @@ def adamh_rule(optimizer: torch.optim.Optimizer, group: dict[str, Any], params: 
 
 
 def _kernel_rule(
-    optimizer: torch.optim.Optimizer, group: dict[str, Any], params: list, grads: list, grad_scale: float
+    optimizer: torch.optim.Optimizer,
+    group: dict[str, Any],
+    params: list,
+    grads: list,
+    grad_scale: float | torch.Tensor | None,
 ) -> bool:
     """adamh_rule with cpu_kernels (float32 CPU tensors), two passes per weight: the clip factor `grad_scale`, the
     moments, ||u||^2, W.u and ||W||^2 in one; W <- R (W - c u) / ||W - c u|| in the other (u again from m and v),
@@ -128,6 +132,9 @@ def _kernel_rule(
     kernels = cpu_kernels.kernels_for(params, grads, ms, vs)
     if kernels is None:
         return False
+    # The clip factor as a host float only here, where every tensor is on the CPU: on CUDA it stays a device
+    # tensor (float() would wait for the GPU every step).
+    grad_scale = 1.0 if grad_scale is None else float(grad_scale)
     beta1, beta2 = group["betas"]
     eps, lr = group["eps"], group["lr"]
     steps = advance_steps(optimizer.state, params)
@@ -241,4 +248,5 @@ SPEC = OptimizerSpec(
     schedule="cosine",  # Levanter's default schedule, as in Marin's AdamH speedrun
     clips_itself=True,
     reference="Marin Levanter AdamHConfig (marin-community/marin lib/levanter/src/levanter/optim/adamh.py)",
+    cpu_kernels=True,
 )

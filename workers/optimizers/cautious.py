@@ -101,7 +101,8 @@ class CautiousAdamW(StateDtypeOptimizer):
         eps, lr, wd = group["eps"], group["lr"], group["weight_decay"]
         bc1s, bc2ss = bias_corrections(steps, beta1, beta2)
         counts = kernels.cautious_moments(grads, ms, vs, beta1, beta2, bc1s, bc2ss, eps)
-        scales = [1.0 / (count / g.numel() + eps) for count, g in zip(counts, grads, strict=True)]
+        # max(numel, 1): an empty tensor (count 0 of 0) has nothing to scale, and no 0 / 0.
+        scales = [1.0 / (count / max(g.numel(), 1) + eps) for count, g in zip(counts, grads, strict=True)]
         kernels.cautious_apply(params, grads, ms, vs, bc1s, bc2ss, eps, lr, wd, scales)
         return True
 
@@ -179,4 +180,5 @@ SPEC = OptimizerSpec(
     routing="all parameters: Cautious AdamW (mask per tensor on the Adam update); decayed: hidden matrices and "
     "lm_head; not decayed: embedding, norms; clipped by the trainer's global norm",
     reference="Levanter scale_by_cautious (stanford-crfm/levanter optim/cautious.py)",
+    cpu_kernels=True,
 )

@@ -135,4 +135,5 @@ SPEC = OptimizerSpec(
     routing="all parameters: Lion (sign of the interpolated momentum), decay lr*wd; decayed: hidden matrices and "
     "lm_head; not decayed: embedding, norms; clipped by the trainer's global norm",
     reference="optax scale_by_lion via Levanter LionConfig; lion-pytorch Lion (decoupled_weight_decay=False) agrees",
+    cpu_kernels=True,
 )

@@ -203,4 +203,5 @@ SPEC = OptimizerSpec(
     clips_itself=True,
     reference="Levanter scale_by_mars (stanford-crfm/levanter optim/mars.py); AGI-Arena/MARS mars-adamw differs "
     "(per-tensor clip, 1-D params on AdamW)",
+    cpu_kernels=True,
 )

@@ -154,4 +154,5 @@ SPEC = OptimizerSpec(
     schedule="linear",
     clips_itself=True,
     reference="Marin Levanter MuonHConfig (marin-community/marin lib/levanter/src/levanter/optim/muonh.py)",
+    cpu_kernels=True,
 )

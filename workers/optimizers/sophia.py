@@ -288,4 +288,5 @@ SPEC = OptimizerSpec(
     ),
     clips_itself=False,
     reference="Levanter SophiaHConfig (stanford-crfm/levanter src/levanter/optim/sophia.py)",
+    cpu_kernels=True,
 )

@@ -6,15 +6,23 @@ active, and the kernels must really be taken (a test that fails if they silently
 
 from __future__ import annotations
 
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 import pytest
 import torch
+from torch.utils.cpp_extension import _get_build_directory
 
+from workers import trainer
 from workers.model import SCALES, build_model
+from workers.optimizers import REGISTRY, build, get_spec, resolve_hparams
 from workers.optimizers import _cpu_kernels as cpu_kernels
-from workers.optimizers import build, get_spec, resolve_hparams
 
 OPTIMIZERS = ("cautious", "mars", "adamh", "muonh", "lion", "adam_mini", "sophia")
 
@@ -112,6 +120,7 @@ def test_switched_off_or_unbuildable_kernels_fall_back(monkeypatch: pytest.Monke
     monkeypatch.delenv(cpu_kernels.ENV_SWITCH)
     # A build that fails (here: a missing source) warns once and the optimizers keep working on torch ops.
     monkeypatch.setattr(cpu_kernels, "_loaded", {})
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path / "extensions"))  # not the real build's cache
     monkeypatch.setattr(cpu_kernels, "SOURCE", tmp_path / "missing.cpp")
     monkeypatch.setattr(cpu_kernels, "_cpu_signature", lambda: "missing-source-test")  # not the real build's dir
     with pytest.warns(RuntimeWarning, match="kernels unavailable"):
@@ -160,3 +169,111 @@ def test_misuse_raises_instead_of_crashing() -> None:
         kernels.mars_sumsq([x], [torch.zeros(9)], 0.1)
     with pytest.raises(RuntimeError, match="one scalar per tensor"):
         kernels.cautious_moments([x], [x.clone()], [x.clone()], 0.9, 0.95, [0.1, 0.1], [0.2], 1e-8)
+
+
+@pytest.mark.parametrize("name", sorted(REGISTRY))
+def test_the_spec_says_whether_the_step_calls_the_kernels(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    # OptimizerSpec.cpu_kernels decides whether the trainer builds them before its clock starts.
+    counting = CountingKernels(_kernels())
+    monkeypatch.setattr(cpu_kernels, "load", lambda: counting)
+    _train(name, steps=2)
+    assert bool(counting.calls) == get_spec(name).cpu_kernels, counting.calls
+
+
+def test_the_trainer_builds_the_kernels_before_its_clock_starts(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A trial process that has not loaded them yet: the build (~40 s the first time on a machine) must not land in
+    # the first timed step, where it would count as training time (tokens_per_second, train_seconds).
+    events: list[str] = []
+    real = _kernels()
+    monkeypatch.setattr(cpu_kernels, "_loaded", {})
+    factor = trainer.lr_factor
+
+    def build() -> ModuleType:
+        events.append("build")
+        return real
+
+    def timed_step(*args: Any, **kwargs: Any) -> float:  # the trainer's clock starts each step just before it
+        events.append("timed step")
+        return factor(*args, **kwargs)
+
+    monkeypatch.setattr(cpu_kernels, "_build", build)
+    monkeypatch.setattr(trainer, "lr_factor", timed_step)
+    trainer.train(trainer.RunConfig(optimizer="lion", scale="tiny-130k", chinchilla=0.1, max_steps=2, eval_every=2))
+    assert events[:2] == ["build", "timed step"] and events.count("build") == 1
+
+
+def _private_cache(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+    """A fresh process's view of a private torch extensions dir: the build directory of this source's kernels."""
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path))
+    monkeypatch.setattr(cpu_kernels, "_loaded", {})
+    return Path(_get_build_directory(cpu_kernels.build_name(), verbose=False))
+
+
+def _compiled_from(real: ModuleType, seen: list[Path], build_dir: Path) -> Any:
+    def compile_(name: str) -> ModuleType:  # stands in for torch's ninja build (~40 s): the real module
+        seen.extend(build_dir.iterdir())
+        return real
+
+    return compile_
+
+
+def test_a_killed_builder_never_hangs_the_next_one(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    # A builder killed mid-build leaves torch's lock file ("lock", a FileBaton that later builds wait on forever).
+    # Ours is an flock: while its holder lives the next process waits (here 0.5 s, then torch ops, warned); once the
+    # holder is killed -9 the kernel frees it, and the next build removes the dead builder's baton and goes on.
+    real = _kernels()
+    build_dir = _private_cache(monkeypatch, tmp_path)
+    (build_dir / "lock").write_text("")
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import fcntl, sys, time; f = open(sys.argv[1], 'a'); fcntl.flock(f, fcntl.LOCK_EX); "
+         "print('held', flush=True); time.sleep(600)", str(build_dir / "sweep-build.lock")],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        monkeypatch.setattr(cpu_kernels, "BUILD_WAIT_SECONDS", 0.5)
+        seen: list[Path] = []
+        monkeypatch.setattr(cpu_kernels, "_compile", _compiled_from(real, seen, build_dir))
+        with pytest.warns(RuntimeWarning, match="held the build lock"):
+            assert cpu_kernels.load() is None
+        assert not seen
+        holder.send_signal(signal.SIGKILL)
+        holder.wait(timeout=30)
+        monkeypatch.setattr(cpu_kernels, "_loaded", {})
+        assert cpu_kernels.load() is real
+        assert seen and build_dir / "lock" not in seen  # the baton was gone before the build started
+    finally:
+        holder.kill()
+        holder.wait(timeout=30)
+
+
+_FRESH_PROCESS = """
+import sys, torch
+from workers.optimizers import _cpu_kernels as kernels
+def compile_(name):
+    print("compiled", flush=True)
+    raise SystemExit(0)
+kernels._compile = compile_
+module = kernels.load()
+print(module.__file__, module.sumsq([torch.full((5,), 2.0)]))
+"""
+
+
+def test_a_finished_build_loads_without_a_compiler(tmp_path: Path) -> None:
+    # Every trial process after the first (a fresh process, as a Ray trial is): the .so is imported directly, with
+    # no ninja run and no torch file lock; a truncated one (a link cut short by kill -9) is built again.
+    real = _kernels()
+    assert real.__file__ is not None
+    env = {**os.environ, "TORCH_EXTENSIONS_DIR": str(tmp_path), "PYTHONPATH": str(Path(__file__).parents[3])}
+    library = tmp_path / cpu_kernels.build_name() / f"{cpu_kernels.build_name()}.so"
+    library.parent.mkdir()
+    shutil.copyfile(real.__file__, library)
+
+    def fresh_process() -> str:
+        done = subprocess.run([sys.executable, "-c", _FRESH_PROCESS], env=env, capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr[-2000:]
+        return done.stdout.strip()
+
+    assert fresh_process() == f"{library} 20.0"
+    library.write_bytes(b"\x7fELF cut short")
+    assert fresh_process() == "compiled" and not library.exists()
