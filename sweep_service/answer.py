@@ -193,7 +193,7 @@ def print_answer(database: Database, sweep_id: int, out: IO[str], n_boot: int = 
     data = load_sweep(database, sweep_id, with_curves=False)
     ours = answer_rows(data.trials, n_boot, data.noise)
     paper = answer_rows(load_paper_results(PAPER_RESULTS), n_boot=0)
-    print(f"Which optimizer trains fastest: speedup over {BASELINE} = D_eff / D (PAPER.md section 5);", file=out)
+    print(f"Which optimizer trains fastest: speedup over {BASELINE} = D_eff / D (docs/PAPER.md section 5);", file=out)
     print("± is the std of the best config's loss over its seeds, [..] a 95% bootstrap interval over seeds;", file=out)
     print("the paper's released results have one seed per cell, so no interval.", file=out)
     print(file=out)

@@ -264,7 +264,7 @@ def train(config: RunConfig, report: Report | None = None) -> RunResult:
     total_steps = plan_steps(cfg, config.chinchilla, batch_size)
     warmup = int(hp["warmup"])
     if warmup > 0 and warmup >= total_steps:
-        raise ValueError(f"warmup {warmup} is not less than the run's {total_steps} steps (PAPER.md section 2)")
+        raise ValueError(f"warmup {warmup} is not less than the run's {total_steps} steps (docs/PAPER.md section 2)")
     run_steps = min(total_steps, config.max_steps) if config.max_steps else total_steps
 
     if config.threads:
