@@ -24,6 +24,15 @@ class UsageError(Exception):
     """A mistake in the command line: printed as one line, exit status 2."""
 
 
+class NoDatabase(UsageError):
+    """A read-only command found no database file: never made by it (a mistyped path must not become one).
+    `named`: DATABASE_URL named the file (else it is the default under SWEEP_HOME)."""
+
+    def __init__(self, message: str, named: bool) -> None:
+        super().__init__(message)
+        self.named = named
+
+
 def parse_value(text: str) -> HParam:
     """A --set value: int, then float, then true/false, else the string itself."""
     for cast in (int, float):
@@ -191,9 +200,11 @@ IN_MEMORY_SQLITE = (
 def _database(create: bool = True) -> Any:
     """Open (and migrate) the configured database; a bad URL or an unreachable server is one UsageError line.
 
-    With create=False (the read-only commands: status, best, report), a SQLite file that DATABASE_URL names but
-    that does not exist is an error: a typo in the path must not read as a new, empty database, nor make its
-    directories. The default file under SWEEP_HOME is made by every command, as are DATABASE_URL's by the others.
+    With create=False (the read-only commands: status, best, export, report), a SQLite file that does not exist,
+    whether DATABASE_URL names it or it is the default under SWEEP_HOME, is NoDatabase: a typo in the path must not
+    read as a new, empty database, nor make its directories (`status` under SWEEP_HOME says "no sweeps yet" and
+    where it looked).
+    The other commands make it.
     """
     from sqlalchemy.exc import ArgumentError, DBAPIError
 
@@ -208,10 +219,11 @@ def _database(create: bool = True) -> Any:
         if sqlite_in_memory(url):
             raise UsageError(f"{where} {IN_MEMORY_SQLITE}")
         path = sqlite_file(url)
-        if not create and settings.database_url and path is not None and not path.exists():
-            raise UsageError(
+        if not create and path is not None and not path.exists():
+            raise NoDatabase(
                 f"no database at {where}: the file does not exist (sweep-service db upgrade, run, serve or "
-                "import-results makes one)"
+                "import-results makes one)",
+                named=bool(settings.database_url),
             )
         upgrade(url)
         return Database(url)
@@ -384,7 +396,13 @@ def cmd_status(args: argparse.Namespace) -> int:
     GET /sweeps and GET /sweeps/{id} (sweep_service.service.sweeps)."""
     from sweep_service.service import NotFound, sweeps
 
-    db = _database(create=False)
+    try:
+        db = _database(create=False)
+    except NoDatabase as exc:
+        if args.sweep_id is not None or exc.named:  # asked for a sweep, or for a file DATABASE_URL names
+            raise
+        print(f"no sweeps yet ({exc})")  # a fresh machine, or a mistyped SWEEP_HOME: says where it looked
+        return 0
     if args.sweep_id is not None:
         try:
             progress = sweeps.progress(db, args.sweep_id)

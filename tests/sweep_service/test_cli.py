@@ -323,17 +323,29 @@ def test_read_only_commands_make_no_database_that_database_url_names(
     assert main(["status"]) == 0 and capsys.readouterr().out.endswith("no sweeps yet\n")
 
 
-def test_read_only_commands_make_the_default_database(
+def test_read_only_commands_never_make_the_default_database(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    monkeypatch.setenv("SWEEP_HOME", str(tmp_path / "home"))
+    # A fresh machine, or a mistyped SWEEP_HOME: status says where it looked; the others are errors; none makes
+    # the file or its directory. `db upgrade` (or run, serve, import-results) does.
+    home = tmp_path / "home"
+    monkeypatch.setenv("SWEEP_HOME", str(home))
     monkeypatch.delenv("DATABASE_URL", raising=False)
     get_settings.cache_clear()
     try:
+        assert main(["status"]) == 0
+        out = capsys.readouterr().out
+        assert out.startswith("no sweeps yet (no database at ") and "(under SWEEP_HOME)" in out, out
+        assert str(home / "sweep-service.db") in out
+        for args in (["status", "1"], ["best"], ["export", "1"], ["report", "1"]):
+            assert main(args) == 2
+            assert capsys.readouterr().err.startswith("sweep-service: error: no database at "), args
+        assert not home.exists()
+        assert main(["db", "upgrade"]) == 0 and (home / "sweep-service.db").is_file()
+        capsys.readouterr()
         assert main(["status"]) == 0 and capsys.readouterr().out == "no sweeps yet\n"
     finally:
         get_settings.cache_clear()
-    assert (tmp_path / "home" / "sweep-service.db").is_file()
 
 
 @pytest.mark.parametrize(
