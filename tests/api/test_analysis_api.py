@@ -202,6 +202,11 @@ def test_flips_and_noise_intervals(client: TestClient, store: Any, db: Database)
     noisy = muon_row()
     assert noisy["interval_source"] == "noise_estimate"
     assert 2.4 < noisy["speedup_ci_low"] < noisy["speedup"] < noisy["speedup_ci_high"] < 3.2  # speedup 2.78
+    # the same interval as `sweep-service run`'s answer and the report (the use case's N_BOOT seeded draws)
+    from sweep_service.service import analysis as uc
+
+    same = next(r for r in uc.speedups(db, stored.sweep_id).rows if r.optimizer == "muon")
+    assert (noisy["speedup_ci_low"], noisy["speedup_ci_high"]) == (same.speedup_ci_low, same.speedup_ci_high)
 
 
 def test_sensitivity(client: TestClient, store: Any) -> None:
