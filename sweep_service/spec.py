@@ -51,6 +51,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -183,7 +184,14 @@ class SweepSpec(_Model):
     @field_validator("tolerance", mode="before")
     @classmethod
     def _tolerance_number(cls, value: Any) -> Any:
-        return value if value == "auto" else _number(value)
+        # One message for the field, not one per member of the union (pydantic's "constrained-float" and
+        # "literal['auto']" errors name its internals).
+        if value == "auto":
+            return value
+        number = _number(value)
+        if isinstance(number, bool) or not isinstance(number, int | float) or not 0 <= number < math.inf:
+            raise ValueError(f"a finite number >= 0 (the paper's 3e-3) or `auto`, not {value!r}")
+        return number
 
     @model_validator(mode="after")
     def _has_cells(self) -> SweepSpec:

@@ -70,6 +70,15 @@ def test_huge_numbers_and_wrong_types_name_their_field(client: TestClient) -> No
         assert field in [d["field"] for d in payload["errors"]], (field, payload)
 
 
+def test_a_bad_tolerance_is_one_error_naming_the_field(client: TestClient) -> None:
+    # tolerance is a number or "auto": one error for the field, not one per member of pydantic's union
+    for bad in (-1, "autox", "1e400", True):
+        status, payload = post_raw(client, json.dumps(quickstart(tolerance=bad)).encode())
+        assert status == 422 and [d["field"] for d in payload["errors"]] == ["tolerance"], (bad, payload)
+        assert "a finite number >= 0 (the paper's 3e-3) or `auto`" in payload["errors"][0]["message"], payload
+    assert post_raw(client, json.dumps(quickstart(tolerance="2e-3")).encode())[0] == 201  # YAML 1.1's string form
+
+
 def test_oversized_bodies_are_413(make_client: MakeClient) -> None:
     client = make_client(SWEEP_MAX_BODY_BYTES=2000)
     assert client.post("/sweeps", json=quickstart(name="fits")).status_code == 201
