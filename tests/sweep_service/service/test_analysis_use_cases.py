@@ -16,7 +16,6 @@ import pytest
 from fastapi.testclient import TestClient
 
 from api.app import create_app
-from api.routers.analysis import N_BOOT_API
 from db.migrate import upgrade
 from db.session import Database
 from sweep_service.importer import PAPER_RESULTS, import_results
@@ -69,7 +68,7 @@ def _json(value: Any) -> Any:
 
 
 def test_speedups_are_the_endpoints_numbers_on_the_paper_results(db: Database, client: TestClient, paper: int) -> None:
-    result = uc.speedups(db, paper, n_boot=N_BOOT_API)
+    result = uc.speedups(db, paper)  # the default draws: as the endpoint, `run` and the report
     assert result.sweep_id == paper and result.baseline == "adamw" and len(result.rows) == 134
     muon = next(r for r in result.rows if (r.optimizer, r.scale, r.chinchilla) == ("muon", "130m", 1.0))
     assert 1.2 < muon.speedup < 1.5 and muon.non_embedding_params == 134_217_728  # PAPER.md section 1: ~1.4x
@@ -78,7 +77,7 @@ def test_speedups_are_the_endpoints_numbers_on_the_paper_results(db: Database, c
     body = client.get(f"/sweeps/{paper}/speedups").json()
     assert body["rows"] == [_json(r) for r in result.rows]
 
-    other = uc.speedups(db, paper, baseline="muon", n_boot=N_BOOT_API)
+    other = uc.speedups(db, paper, baseline="muon")
     assert client.get(f"/sweeps/{paper}/speedups", params={"baseline": "muon"}).json()["rows"] == [
         _json(r) for r in other.rows
     ]
