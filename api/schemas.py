@@ -57,6 +57,14 @@ class CellProgress(BaseModel):
     best_trial_id: int | None
     near_ties: list[dict[str, Any]] = Field(description="configs within the tolerance of the best (paper: 3e-3)")
     noise: CellNoise | None = None
+    phase: int = Field(1, description="1, 2 or 3: the paper's phases (docs/PAPER.md section 4)")
+    decision: dict[str, Any] | None = Field(
+        None,
+        description="a Phase II/III cell's decision once made, else null. Phase II: `unstable` (the hyperparameters "
+        "it re-tunes), `stable` (the others, with the values every source cell's near-best set shares), `start` "
+        "(the config it starts from). Phase III: `prediction` (the config it runs), `method` (robust or paper) and "
+        "per hyperparameter `fits` (form, n_points, held-out error, raw value, fallback, note)",
+    )
 
 
 class BestSoFar(BaseModel):

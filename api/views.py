@@ -32,6 +32,17 @@ def finite(value: float | None) -> float | None:
     return float(value)
 
 
+def finite_json(value: Any) -> Any:
+    """`value` with every non-finite float inside it (a fit's raw prediction that overflowed) as None."""
+    if isinstance(value, float):
+        return finite(value)
+    if isinstance(value, dict):
+        return {k: finite_json(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [finite_json(v) for v in value]
+    return value
+
+
 def trial_counts(counts: sweeps.TrialCounts) -> TrialCounts:
     return TrialCounts(
         pending=counts.pending,
@@ -86,6 +97,8 @@ def cell_progress(cell: sweeps.CellProgress) -> CellProgress:
             tolerance=n.tolerance,
             tolerance_auto=n.tolerance_auto,
         ),
+        phase=cell.phase,
+        decision=finite_json(cell.decision),
     )
 
 

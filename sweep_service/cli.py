@@ -428,7 +428,26 @@ def cmd_status(args: argparse.Namespace) -> int:
     if args.sweep_id is not None:
         print()
         print_best_table(_table_rows(progress.cells))
+        decided = [c for c in progress.cells if c.decision]
+        if decided:
+            print("\nphase decisions (docs/PAPER.md section 4; GET /sweeps/ID has them as each cell's `decision`):")
+            for c in decided:
+                print(f"  {c.key}: {decision_text(c.phase, c.decision or {})}")
     return 0
+
+
+def decision_text(phase: int, decision: dict[str, Any]) -> str:
+    """One line for a Phase II or III cell's decision (sweep_service.service.sweeps.decision_of)."""
+    if phase == 2 or "unstable" in decision:
+        stable = ", ".join(f"{k} in {v}" for k, v in sorted((decision.get("stable") or {}).items()))
+        return f"phase 2: re-tunes {', '.join(decision.get('unstable') or []) or 'nothing'}; stable: {stable or '-'}"
+    config = ", ".join(f"{k}={_fmt(v)}" for k, v in sorted((decision.get("prediction") or {}).items()))
+    fits = []
+    for name, fit in sorted((decision.get("fits") or {}).items()):
+        error = fit.get("error")
+        text = f"{name} {fit.get('form')}" + (f" (error {error:.2g})" if isinstance(error, float) else "")
+        fits.append(text + (" [fallback]" if fit.get("fallback") else ""))
+    return f"phase 3 ({decision.get('method')}): runs {config}; fits: {', '.join(fits) or '-'}"
 
 
 def near_tie_text(n: int) -> str:

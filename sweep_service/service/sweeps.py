@@ -123,6 +123,8 @@ class CellProgress:
     best_trial_id: int | None
     near_ties: list[Any]
     noise: CellNoise
+    phase: int  # 1, 2 or 3 (PAPER.md section 4)
+    decision: dict[str, Any] | None  # a Phase II/III cell's decision once made (decision_of), else None
 
 
 @dataclass(frozen=True)
@@ -278,6 +280,7 @@ def eta(mean_finished_seconds: float | None, by_status: dict[str, int], max_conc
 
 
 def _cell(cell: queries.ProgressCell, by_status: dict[str, int]) -> CellProgress:
+    settings = cell.settings if isinstance(cell.settings, dict) else None
     return CellProgress(
         id=cell.id,
         key=cell.key,
@@ -292,8 +295,27 @@ def _cell(cell: queries.ProgressCell, by_status: dict[str, int]) -> CellProgress
         best_config=cell.best_config,
         best_trial_id=cell.best_trial_id,
         near_ties=list(cell.near_ties or []),
-        noise=CellNoise(**noise.summary(cell.settings if isinstance(cell.settings, dict) else None)),
+        noise=CellNoise(**noise.summary(settings)),
+        phase=int(settings.get("phase", 1)) if settings else 1,
+        decision=decision_of(settings),
     )
+
+
+# What sweep_service.phases decides for a cell, kept in its settings by the engine: Phase II the hyperparameters it
+# re-tunes (`unstable`), the `stable` ones with their common values and the `start` config; Phase III the
+# `prediction`, its `method` and per hyperparameter `fits` (form, points, held-out error, raw value, fallback).
+PHASE_TWO_DECISION = ("unstable", "stable", "start")
+PHASE_THREE_DECISION = ("prediction", "method", "fits")
+
+
+def decision_of(settings: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A Phase II or III cell's decision from its settings, None before it is made (or for a Phase I cell)."""
+    if not settings:
+        return None
+    for keys in (PHASE_TWO_DECISION, PHASE_THREE_DECISION):
+        if keys[0] in settings:
+            return {k: settings[k] for k in keys if k in settings}
+    return None
 
 
 def _cells(s: Session, sweep_id: int, stats: queries.SweepTrialStats) -> list[CellProgress]:

@@ -8,11 +8,14 @@ from typing import Any
 import pandas as pd
 import pytest
 
+from api import views
 from db import repository as repo
 from db.migrate import upgrade
 from db.session import Database
+from sweep_service.cli import decision_text
 from sweep_service.engine import SweepDriver
 from sweep_service.phases import phase_three, phase_two
+from sweep_service.service import sweeps
 from sweep_service.spec import Space, SpecError, plan_document
 from tests.sweep_service.fake_sweep import WD, drive, new_sweep, spec
 from workers.model import get_scale, non_embedding_params
@@ -150,6 +153,19 @@ def test_a_sweep_runs_phase_one_then_two_then_three(tmp_path: Any) -> None:
         three_trials = repo.trials_of_cell(s, three.id)
         assert all(t.round == 1 for t in three_trials)
         assert len(three_trials) == 1 + (len(LADDER) - 1) + (len(WD) - 1)
+    # What was decided is shown, not only stored: the cells of `status ID` and GET /sweeps/{id}, and a line each.
+    shown = {c.key: c for c in sweeps.cells(db, sweep_id)}
+    assert shown["adamw/tiny-130k/1"].phase == 1 and shown["adamw/tiny-130k/1"].decision is None
+    assert shown["adamw/tiny-300k/2"].phase == 2 and shown["adamw/tiny-300k/2"].decision == {
+        "unstable": ["lr"], "stable": two.settings["stable"], "start": two.settings["start"]
+    }  # fmt: skip
+    decided = shown["adamw/tiny-520k/1"]
+    assert decided.phase == 3 and decided.decision is not None
+    assert decided.decision["prediction"] == prediction and decided.decision["method"] == "robust"
+    assert views.cell_progress(decided).decision == decided.decision
+    assert decision_text(2, shown["adamw/tiny-300k/2"].decision or {}).startswith("phase 2: re-tunes lr; stable: wd")
+    line = decision_text(3, decided.decision)
+    assert line.startswith("phase 3 (robust): runs ") and "wd=0.1" in line and "wd constant" in line, line
 
 
 def test_phase_cells_are_validated() -> None:
