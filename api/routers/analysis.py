@@ -17,7 +17,7 @@ import numpy as np
 from fastapi import APIRouter, Query
 from pydantic import BeforeValidator
 
-from api.deps import DatabaseDep, Guarded, IdPath, unknown_name
+from api.deps import MAX_ID, DatabaseDep, Guarded, IdPath, unknown_name
 from api.schemas import (
     FlipRow,
     FlipsResponse,
@@ -249,6 +249,15 @@ def predict(
         uc.Method,
         Query(description="robust (default: never outside [min/2, 2 x max] of the cells) or paper (the authors' fit)"),
     ] = "robust",
+    sweep: Annotated[
+        int | None,
+        Query(
+            ge=1,
+            le=MAX_ID,
+            description="fit only this sweep's cells (every family unless `family` is given): e.g. an external "
+            "sweep's own model at its custom scales, which would otherwise join the catalog family nearest in size",
+        ),
+    ] = None,
 ) -> PredictResponse:
     """Predicted hyperparameters of `optimizer` for a model of `params` non-embedding parameters trained at
     `chinchilla` x 20 x N tokens (PAPER.md section 4, Phase III), from the best configs of every finished cell of
@@ -260,7 +269,7 @@ def predict(
     takes for the optimizer are predicted: the others (imported results carry e.g. lr_schedule or nesterov) are
     listed in `dropped`."""
     with _query_names():
-        result = uc.predict(db, optimizer, params, chinchilla, snap=snap, family=family, method=method)
+        result = uc.predict(db, optimizer, params, chinchilla, snap=snap, family=family, method=method, sweep_id=sweep)
     return PredictResponse(
         optimizer=result.optimizer,
         non_embedding_params=result.non_embedding_params,

@@ -21,6 +21,7 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
+from db import repository as repo
 from db import results
 from db.session import Database
 from sweep_service import analysis, catalog, ranking
@@ -408,11 +409,13 @@ def predict(
     snap: bool = False,
     family: str | None = None,
     method: Method = "robust",
+    sweep_id: int | None = None,
 ) -> Prediction:
     """Predicted hyperparameters of `optimizer` for a model of `params` non-embedding parameters trained at
     `chinchilla` x 20 x N tokens (PAPER.md section 4, Phase III), from the best configs of every finished cell of
     the optimizer, in every sweep (imported ones too), of one model family (default: that of the catalog scale
-    nearest to `params`). `method="paper"` is the authors' procedure (the 12 cells of the three smallest sizes x
+    nearest to `params`); with `sweep_id`, of that sweep only (every family, unless `family` is given).
+    `method="paper"` is the authors' procedure (the 12 cells of the three smallest sizes x
     1-8x, a raw power law over the 10 middle ones, the last held out; unrounded). `method="robust"` ranks
     constant, nearest-cell, log-linear and bounded power law forms by leave-one-cell-out error, gives each value
     an interval from those residuals, and replaces a value outside [min/2, 2 x max] of the cells by the nearest
@@ -427,7 +430,13 @@ def predict(
     target_family = family or catalog.family_of("", float(params))
     assert target_family is not None  # params >= 1 is a usable N
     with db.session() as s:
+        if sweep_id is not None and repo.get_sweep(s, sweep_id) is None:
+            raise NotFound(f"no sweep {sweep_id}")
         trials = results.finished_trials(s, catalog.scale_params(), optimizer)
+    if sweep_id is not None:  # one sweep's cells only (e.g. an external sweep's own model and custom scales)
+        trials = trials[trials["sweep_id"] == sweep_id]
+        if trials.empty:
+            raise NotFound(f"no finished trials of {optimizer!r} in sweep {sweep_id}")
     if trials.empty:
         raise NotFound(
             f"no finished trials of {optimizer!r} in any sweep: run a sweep, or import results "
@@ -438,7 +447,8 @@ def predict(
         catalog.family_of(str(sc), float(n)) for sc, n in zip(best["scale"], best["non_embedding_params"], strict=True)
     ]
     usable = best[
-        (best["family"] == target_family)
+        # within one sweep every cell is the same model (its custom scales are not a catalog family's)
+        ((best["family"] == target_family) | (sweep_id is not None and family is None))
         & best["best_config"].map(lambda c: isinstance(c, dict))
         & best["non_embedding_params"].map(lambda n: math.isfinite(n) and n > 0)
     ]

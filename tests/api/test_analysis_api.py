@@ -169,6 +169,22 @@ def test_predict_says_when_it_cannot(client: TestClient, paper: int, store: Any)
         assert client.get("/predict", params={"optimizer": "muon", "params": 10**9, **bad}).status_code == 422, bad
 
 
+def test_predict_from_one_sweep(client: TestClient, store: Any) -> None:
+    # Two sweeps of lion at the same tiny scales (e.g. two different models): `sweep=` fits one of them only.
+    a = store({f"lion/{sc}/1": [T({"lr": 1e-3}, loss=3.0)] for sc in ("tiny-130k", "tiny-300k")})
+    b = store({f"lion/{sc}/1": [T({"lr": 4e-3}, loss=3.0)] for sc in ("tiny-130k", "tiny-300k")})
+    params = {"optimizer": "lion", "params": 400_000}
+    both = client.get("/predict", params=params).json()
+    assert both["sweeps_used"] == [a.sweep_id, b.sweep_id]
+    for stored, lr in ((a, 1e-3), (b, 4e-3)):
+        one = client.get("/predict", params={**params, "sweep": stored.sweep_id}).json()
+        assert one["sweeps_used"] == [stored.sweep_id] and one["config"]["lr"] == pytest.approx(lr)
+    r = client.get("/predict", params={**params, "sweep": 999_999})
+    assert r.status_code == 404 and r.json()["detail"] == "no sweep 999999"
+    r = client.get("/predict", params={**params, "sweep": 0})
+    assert r.status_code == 422 and r.json()["errors"][0]["loc"] == ["query", "sweep"]
+
+
 def test_flips_and_noise_intervals(client: TestClient, store: Any, db: Database) -> None:
     """GET /flips from the best trials' eval curves; GET /speedups uses a cell's recorded seed noise."""
     from db import repository as repo
