@@ -78,6 +78,8 @@ class Base(DeclarativeBase):
 
 class Sweep(Base):
     __tablename__ = "sweeps"
+    # SQLite: an id is never handed out twice (deleting the newest row would free it); migration 0005.
+    __table_args__ = ({"sqlite_autoincrement": True},)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(200))
@@ -104,7 +106,7 @@ class Cell(Base):
     """One (optimizer, scale, chinchilla multiple) to tune; a sweep is a set of cells."""
 
     __tablename__ = "cells"
-    __table_args__ = (UniqueConstraint("sweep_id", "key"),)
+    __table_args__ = (UniqueConstraint("sweep_id", "key"), {"sqlite_autoincrement": True})  # migration 0005
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     sweep_id: Mapped[int] = mapped_column(ForeignKey("sweeps.id", ondelete="CASCADE"), index=True)
@@ -147,6 +149,7 @@ class Trial(Base):
             "started_at",
             "finished_at",
         ),
+        {"sqlite_autoincrement": True},  # ids never handed out twice on SQLite: migration 0005
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
