@@ -280,7 +280,7 @@ def test_openapi_documents_the_analysis_endpoints(client: TestClient) -> None:
         ref = op["responses"]["200"]["content"]["application/json"]["schema"]["$ref"]
         assert ref.endswith("/" + schema) and op["description"] and "404" in op["responses"]
     params = {p["name"] for p in paths["/predict"]["get"]["parameters"]}
-    assert params == {"optimizer", "params", "chinchilla", "snap", "family", "method"}
+    assert params == {"optimizer", "params", "chinchilla", "snap", "family", "method", "sweep"}
 
 
 def test_tokens_are_required_when_set(make_client: MakeClient, paper: int) -> None:
