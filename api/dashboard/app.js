@@ -1493,9 +1493,12 @@ data: builtin
           h("div", {}, h("span", { class: "k", text: "D" }), `${fmtNum(cell.chinchilla)}× Chinchilla`),
           h("div", {}, h("span", { class: "k", text: "strategy" }), cell.strategy),
           h("div", {}, h("span", { class: "k", text: "round" }), String(cell.round)),
+          cell.phase > 1 ? h("div", {}, h("span", { class: "k", text: "phase" }), String(cell.phase)) : null,
           h("div", {}, h("span", { class: "k", text: "trials" }), progressBar(cell.trials)),
           total > items.length ? h("div", { class: "muted", text: `showing the first ${items.length} of ${total} trials` }) : null
-        )
+        ),
+        // (replaceChildren is the DOM's: it would draw a null child as the text "null")
+        ...(cell.decision ? [h("p", { id: "phase-decision", text: decisionText(cell.phase, cell.decision) })] : [])
       );
       bestBox.replaceChildren(bestConfigTable(cell, keys));
       if (!copyBox.firstChild) copyBox.replaceChildren(copyButtons(cell, await trainerKeys(ctx, cell.optimizer)) || "", h("p", {}, h("a", { href: `#/sweeps/${sweepId}/explore?cell=${encodeURIComponent(key)}`, id: "explore-cell", text: "Explore this cell: slice plots, parallel coordinates, importance →" })));
@@ -1564,6 +1567,17 @@ data: builtin
         refresh();
       });
     }
+  }
+
+  // A Phase II/III cell's decision (GET /sweeps/{id} `decision`), as `sweep-service status ID` prints it.
+  function decisionText(phase, d) {
+    if (phase === 2 || "unstable" in d) {
+      const stable = Object.entries(d.stable || {}).map(([k, v]) => `${k} in ${JSON.stringify(v)}`).join(", ");
+      return `Phase II (PAPER.md section 4): re-tunes ${(d.unstable || []).join(", ") || "nothing"}; stable: ${stable || "-"}.`;
+    }
+    const config = Object.entries(d.prediction || {}).map(([k, v]) => `${k}=${fmtNum(v)}`).join(", ");
+    const fits = Object.entries(d.fits || {}).map(([k, f]) => `${k} ${f.form}${typeof f.error === "number" ? ` (held-out error ${fmtNum(f.error)})` : ""}${f.fallback ? " [fallback: the nearest cell's value]" : ""}`);
+    return `Phase III (${d.method}): runs the predicted config ${config || "-"}; fits: ${fits.join(", ") || "-"}.`;
   }
 
   function bestConfigTable(cell, searched) {

@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from db import repository as repo
 from db.session import Database
 from tests.api.api_builders import T, store_sweep
 from tests.browser.test_dashboard import set_spec, severe_console_errors, view_ready, wait
@@ -50,7 +51,20 @@ def _grid_sweep(url: str) -> int:
             ]
             for key, shift in (("adamw/130m/1", 0.0), ("muon/130m/1", -0.05), ("adamw/130m/2", -0.08))
         }
-        return store_sweep(db, cells, name="grid", status="completed").sweep_id
+        stored = store_sweep(db, cells, name="grid", status="completed")
+        # adamw/130m/2 as a Phase III cell with its decision (sweep_service.phases.phase_three's record)
+        decision = {
+            "phase": 3,
+            "prediction": {"lr": 4e-3, "wd": 0.1, "warmup": 100},
+            "method": "robust",
+            "fits": {
+                "lr": {"form": "log_linear", "n_points": 4, "error": 0.12, "raw": 4e-3, "fallback": False, "note": ""},
+                "wd": {"form": "constant", "n_points": 4, "error": None, "raw": 0.1, "fallback": True, "note": ""},
+            },
+        }
+        with db.session() as s:
+            repo.update_cell(s, stored.cells["adamw/130m/2"], settings={"tolerance": 3e-3, **decision})
+        return stored.sweep_id
     finally:
         db.dispose()
 
@@ -104,6 +118,7 @@ def test_new_views_on_real_data_at_desktop_and_phone_sizes(driver: Any, start_se
                 (f"#/sweeps/{paper}/explore?optimizer=muon", "sweep-explore"),
                 (f"#/sweeps/{grid}/explore?cell=adamw/130m/1", "sweep-explore"),
                 (f"#/sweeps/{grid}/cells/adamw%2F130m%2F1", "cell"),
+                (f"#/sweeps/{grid}/cells/adamw%2F130m%2F2", "cell"),
                 (f"#/sweeps/{grid}/trials", "sweep-trials"),
                 (f"#/sweeps/{grid}/speedup", "sweep-speedup"),
                 (f"#/trials/{best_trial}", "trial"),
@@ -188,7 +203,12 @@ def _check(driver: Any, hash_: str, paper: int, grid: int, has_flips: bool) -> N
         assert js("return document.querySelectorAll('#parallel polyline').length;") == 12
         bars = js("return [...document.querySelectorAll('#importance .bar text')].map(t => t.textContent);")
         assert bars[0] == "lr", bars
+    elif "/cells/adamw%2F130m%2F2" in hash_:  # a Phase III cell: its decision under the header
+        text = js("return document.getElementById('phase-decision').textContent;")
+        assert text.startswith("Phase III (robust): runs the predicted config lr=0.004, wd=0.1, warmup=100"), text
+        assert "lr log_linear (held-out error 0.12)" in text and "wd constant [fallback" in text, text
     elif "/cells/" in hash_:
+        assert js("return document.getElementById('phase-decision');") is None  # a Phase I cell: none
         js("document.getElementById('copy-train').click();")
         out = wait(driver, "return document.getElementById('copy-out').textContent;")
         assert out.startswith("sweep-service train --scale 130m --optimizer adamw") and "--set lr=" in out
