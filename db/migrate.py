@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+from collections.abc import Iterator
 from pathlib import Path
 
 from alembic import command
@@ -18,7 +21,29 @@ def alembic_config(url: str) -> Config:
 
 
 def upgrade(url: str, revision: str = "head") -> None:
-    command.upgrade(alembic_config(url), revision)
+    with _migration_lock(url):
+        command.upgrade(alembic_config(url), revision)
+
+
+@contextlib.contextmanager
+def _migration_lock(url: str) -> Iterator[None]:
+    """One migrating process at a time per SQLite file: every command and the server upgrade on start, and two
+    that both read version N before either wrote N+1 would both run N+1 (the second then fails: "expected to
+    match one row"). An flock on `<file>.migrate-lock`, released by the kernel even if its holder is killed.
+    PostgreSQL: Alembic's own transaction and version row are enough (no file)."""
+    from db.session import sqlite_file
+
+    path = sqlite_file(url)
+    if path is None:
+        yield
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_name(path.name + ".migrate-lock"), "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def current(url: str) -> str | None:

@@ -189,8 +189,12 @@ class SweepSpec(_Model):
         if value == "auto":
             return value
         number = _number(value)
-        if isinstance(number, bool) or not isinstance(number, int | float) or not 0 <= number < math.inf:
-            raise ValueError(f"a finite number >= 0 (the paper's 3e-3) or `auto`, not {value!r}")
+        try:  # float(): an int too large for one (YAML's 10**400) overflows
+            ok = not isinstance(number, bool) and isinstance(number, int | float) and 0 <= float(number) < math.inf
+        except OverflowError:
+            ok = False
+        if not ok:
+            raise ValueError(f"a finite number >= 0 (the paper's 3e-3) or `auto`, not {repr(value)[:40]}")
         return number
 
     @model_validator(mode="after")

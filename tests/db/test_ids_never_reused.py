@@ -3,6 +3,11 @@ somebody else's sweep after a delete (SQLite gave the next row max(id) + 1 and r
 
 from __future__ import annotations
 
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 
 from sqlalchemy import create_engine, text
@@ -98,3 +103,87 @@ def test_the_downgrade_keeps_every_row(tmp_path: Path) -> None:
     with db.session() as s:
         assert s.execute(text("SELECT count(*) FROM sweep_trials")).scalar() == 2
     db.dispose()
+
+
+def _old_database(path: Path, trials: int = 50) -> str:
+    """A 0004 database with one sweep, one cell and `trials` trials."""
+    url = f"sqlite:///{path}"
+    upgrade(url, "0004")
+    db = Database(url)
+    _sweep_with_trials(db, "old", trials)
+    db.dispose()
+    return url
+
+
+def _state(url: str) -> tuple[str | None, list[str], int]:
+    engine = create_engine(url)
+    with engine.connect() as conn:
+        tables = sorted(str(r[0]) for r in conn.execute(text("SELECT name FROM sqlite_master WHERE type='table'")))
+        rows = int(conn.execute(text("SELECT count(*) FROM sweep_trials")).scalar() or 0)
+    engine.dispose()
+    return current(url), tables, rows
+
+
+# Run in a child process: the copy fails (or, with "sleep", waits to be killed) at its last rename.
+_FAILING_UPGRADE = """
+import sqlite3, sys, time
+from sqlalchemy.engine import default
+from db.migrate import upgrade
+execute = default.DefaultDialect.do_execute
+def do_execute(self, cursor, statement, parameters, context=None):
+    if statement.startswith("ALTER TABLE _alembic_tmp_sweep_trials RENAME"):
+        if sys.argv[2] == "sleep":
+            print("copying", flush=True)
+            time.sleep(600)
+        raise sqlite3.OperationalError("disk I/O error (injected)")
+    return execute(self, cursor, statement, parameters, context)
+default.DefaultDialect.do_execute = do_execute
+upgrade(sys.argv[1])
+"""
+
+
+def test_a_copy_that_fails_or_is_killed_half_way_changes_nothing(tmp_path: Path) -> None:
+    # The copy is one transaction: whatever stops it (an error, kill -9), the database stays at 0004 as it was,
+    # with no temporary table left, and the next start migrates it.
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])}
+    for how in ("fail", "sleep"):
+        url = _old_database(tmp_path / f"{how}.db")
+        before = _state(url)
+        child = subprocess.Popen(
+            [sys.executable, "-c", _FAILING_UPGRADE, url, how], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            text=True,
+        )  # fmt: skip
+        if how == "sleep":
+            assert child.stdout is not None and child.stdout.readline().strip() == "copying"
+            child.send_signal(signal.SIGKILL)
+        _, err = child.communicate(timeout=120)
+        assert child.returncode != 0 and (how == "sleep" or "disk I/O error (injected)" in err), err[-500:]
+        assert _state(url) == before and before[0] == "0004" and before[2] == 50, how
+        upgrade(url)
+        assert _state(url) == ("0005", sorted([*before[1], "sqlite_sequence"]), 50), how
+
+
+def test_rows_orphaned_before_the_migration_do_not_block_it(tmp_path: Path) -> None:
+    # e.g. a sweep deleted from the sqlite3 shell, whose foreign keys are off by default: its cell stays behind
+    url = _old_database(tmp_path / "orphan.db")
+    raw = sqlite3.connect(tmp_path / "orphan.db")
+    raw.execute("DELETE FROM sweeps")
+    raw.commit()
+    raw.close()
+    upgrade(url)
+    assert _state(url)[0] == "0005"
+
+
+def test_processes_starting_at_once_migrate_once(tmp_path: Path) -> None:
+    # Every command and the server upgrade on start: three at once all succeed (a file lock serialises them).
+    url = _old_database(tmp_path / "race.db", trials=2000)
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])}
+    code = "import sys; from db.migrate import upgrade; upgrade(sys.argv[1])"
+    children = [
+        subprocess.Popen([sys.executable, "-c", code, url], env=env, stderr=subprocess.PIPE, text=True)
+        for _ in range(3)
+    ]
+    for child in children:
+        _, err = child.communicate(timeout=120)
+        assert child.returncode == 0, err[-1000:]
+    assert _state(url)[0] == "0005" and _state(url)[2] == 2000
