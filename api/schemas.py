@@ -393,7 +393,10 @@ class PredictResponse(BaseModel):
     optimizer: str
     non_embedding_params: int
     chinchilla: float
-    family: str = Field(description="model family whose cells were fitted (and whose grid snaps)")
+    family: str = Field(
+        description='model family whose cells were fitted (and whose grid snaps); "custom" for one sweep\'s cells '
+        "(`sweep`) that are not one catalog family's presets: nothing snaps, every name in their configs is fitted"
+    )
     snap: bool
     config: dict[str, HParamValue | None] = Field(description="the predicted hyperparameters")
     fits: list[HparamFitOut]

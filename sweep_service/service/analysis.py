@@ -401,6 +401,10 @@ def _check_target(optimizer: str, params: int, chinchilla: float, family: str | 
         raise Invalid("method", f"must be one of {', '.join(METHODS)}")
 
 
+# The family /predict reports for one sweep's cells that are not one catalog family's presets (sweep_id).
+CUSTOM_FAMILY = "custom"
+
+
 def predict(
     db: Database,
     optimizer: str,
@@ -446,9 +450,16 @@ def predict(
     best["family"] = [
         catalog.family_of(str(sc), float(n)) for sc, n in zip(best["scale"], best["non_embedding_params"], strict=True)
     ]
+    # One sweep without `family`: all its cells. Their family is the catalog's where every scale is one family's
+    # preset; otherwise (an external sweep's custom scales, or mixed families) CUSTOM_FAMILY: no catalog grid to
+    # snap to and no trainer whose names to keep (an outside trainer has its own).
+    whole_sweep = sweep_id is not None and family is None
+    if whole_sweep:
+        own = {str(f) for f in best["family"]}
+        presets = set(best["scale"].astype(str)) <= set(catalog.scale_families())
+        target_family = own.pop() if presets and len(own) == 1 else CUSTOM_FAMILY
     usable = best[
-        # within one sweep every cell is the same model (its custom scales are not a catalog family's)
-        ((best["family"] == target_family) | (sweep_id is not None and family is None))
+        ((best["family"] == target_family) | whole_sweep)
         & best["best_config"].map(lambda c: isinstance(c, dict))
         & best["non_embedding_params"].map(lambda n: math.isfinite(n) and n > 0)
     ]
@@ -466,8 +477,8 @@ def predict(
         )
     # Imported results carry names our trainer does not take (the paper's Muon and Scion configs hold
     # lr_schedule, its Adam-family ones nesterov): a config with them would be rejected by resolve_hparams.
-    known = _trainer_names(optimizer, target_family)
     present = list(dict.fromkeys(k for c in usable["best_config"] for k in c))
+    known = set(present) if target_family == CUSTOM_FAMILY else _trainer_names(optimizer, target_family)
     dropped = sorted(n for n in present if n not in known)
     try:
         fits = analysis.fit_hparam_scaling(
@@ -478,7 +489,9 @@ def predict(
 
     notes: list[str] = []
     grid: dict[str, list[Any]] | None = None
-    if snap:
+    if snap and target_family == CUSTOM_FAMILY:
+        notes.append(f"sweep {sweep_id}'s scales are not one catalog family's: no grid to snap to, values unsnapped")
+    elif snap:
         grid = _grid(optimizer, target_family)
         if grid is None:
             notes.append(f"{optimizer} has no {target_family} grid: values are not snapped")

@@ -179,6 +179,12 @@ def test_predict_from_one_sweep(client: TestClient, store: Any) -> None:
     for stored, lr in ((a, 1e-3), (b, 4e-3)):
         one = client.get("/predict", params={**params, "sweep": stored.sweep_id}).json()
         assert one["sweeps_used"] == [stored.sweep_id] and one["config"]["lr"] == pytest.approx(lr)
+    assert one["family"] == "tiny"  # every cell a tiny preset: the tiny family, its grid and trainer names
+    # a sweep over two families (or an outside trainer's custom scales): no catalog family, no grid to snap to
+    mixed = store({"lion/tiny-130k/1": [T({"lr": 1e-3}, loss=3.0)], "lion/130m/1": [T({"lr": 5e-3}, loss=3.0)]})
+    got = client.get("/predict", params={**params, "sweep": mixed.sweep_id, "snap": True}).json()
+    assert got["family"] == "custom" and got["sweeps_used"] == [mixed.sweep_id] and "no grid to snap to" in got["note"]
+    assert 1e-3 <= got["config"]["lr"] <= 5e-3
     r = client.get("/predict", params={**params, "sweep": 999_999})
     assert r.status_code == 404 and r.json()["detail"] == "no sweep 999999"
     r = client.get("/predict", params={**params, "sweep": 0})
