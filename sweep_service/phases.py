@@ -64,6 +64,11 @@ def phase_two(
     return PhaseDecision(Space(grid, baseline, fixed), record)
 
 
+def _finite_or_none(value: Any) -> Any:
+    """`value`, or None for a float that is not finite (settings are stored as JSON)."""
+    return None if isinstance(value, float) and not math.isfinite(value) else value
+
+
 def phase_three(
     space: Space,
     trials: pd.DataFrame,
@@ -96,8 +101,9 @@ def phase_three(
             name: {
                 "form": fit.form,
                 "n_points": fit.n_points,
-                "error": None if math.isnan(fit.error) else fit.error,
-                "raw": predictions[name].raw,
+                # JSON-safe: PostgreSQL's json type refuses NaN and Infinity (a fit's error can be +inf)
+                "error": _finite_or_none(fit.error),
+                "raw": _finite_or_none(predictions[name].raw),
                 "fallback": predictions[name].fallback,
                 "note": predictions[name].note,
             }

@@ -115,6 +115,31 @@ def test_phase_three_recovers_a_power_law_with_enough_cells() -> None:
     assert paper.space.baseline["lr"] == 3e-3  # the continuation of the halving, snapped to the grid
 
 
+def test_a_phase_three_record_is_strict_json(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The record goes into the cell's settings (JSON): PostgreSQL's json type refuses NaN and Infinity, and a
+    # robust fit's error can be +inf (scaling._loo_error when a form fails); its raw prediction can overflow.
+    import dataclasses
+    import json
+
+    from sweep_service import scaling
+
+    fit = scaling.fit_hparam_scaling
+
+    def unbounded(*args: Any, **kwargs: Any) -> Any:
+        return {k: dataclasses.replace(v, error=math.inf) for k, v in fit(*args, **kwargs).items()}
+
+    monkeypatch.setattr(scaling, "fit_hparam_scaling", unbounded)
+    rows = [
+        {"optimizer": "adamw", "scale": scale, "chinchilla": 1.0, "config": {"lr": lr, "wd": 0.1}, "loss": 3.0,
+         "status": "completed", "non_embedding_params": non_embedding_params(get_scale(scale))}
+        for scale, lr in (("tiny-130k", 2.4e-2), ("tiny-300k", 1.2e-2))
+    ]  # fmt: skip
+    n = non_embedding_params(get_scale("tiny-520k"))
+    decision = phase_three(SPACE, pd.DataFrame(rows), "adamw", n, 1.0, ablation=False, tolerance=3e-3)
+    json.dumps(decision.record, allow_nan=False)  # raises on NaN or Infinity
+    assert all(f["error"] is None for f in decision.record["fits"].values())
+
+
 def test_a_sweep_runs_phase_one_then_two_then_three(tmp_path: Any) -> None:
     url = f"sqlite:///{tmp_path / 'phases.db'}"
     upgrade(url)
