@@ -91,8 +91,11 @@ def sweep_trials(s: Session, sweep_id: int, scale_params: Mapping[str, int]) -> 
     return _frame([(t, c, sw) for t, c, sw in s.execute(q).all()], scale_params)
 
 
-def finished_trials(s: Session, scale_params: Mapping[str, int], optimizer: str | None = None) -> pd.DataFrame:
-    """Finished trials (completed, diverged) of every sweep, imported ones too; optionally one optimizer's."""
+def finished_trials(
+    s: Session, scale_params: Mapping[str, int], optimizer: str | None = None, sweep_id: int | None = None
+) -> pd.DataFrame:
+    """Finished trials (completed, diverged) of every sweep, imported ones too; optionally one optimizer's, one
+    sweep's."""
     q = (
         select(Trial, Cell, Sweep)
         .join(Cell, Trial.cell_id == Cell.id)
@@ -102,6 +105,8 @@ def finished_trials(s: Session, scale_params: Mapping[str, int], optimizer: str 
     )
     if optimizer is not None:
         q = q.where(Cell.optimizer == optimizer)
+    if sweep_id is not None:
+        q = q.where(Trial.sweep_id == sweep_id)
     return _frame([(t, c, sw) for t, c, sw in s.execute(q).all()], scale_params)
 
 

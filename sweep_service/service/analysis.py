@@ -436,11 +436,10 @@ def predict(
     with db.session() as s:
         if sweep_id is not None and repo.get_sweep(s, sweep_id) is None:
             raise NotFound(f"no sweep {sweep_id}")
-        trials = results.finished_trials(s, catalog.scale_params(), optimizer)
-    if sweep_id is not None:  # one sweep's cells only (e.g. an external sweep's own model and custom scales)
-        trials = trials[trials["sweep_id"] == sweep_id]
-        if trials.empty:
-            raise NotFound(f"no finished trials of {optimizer!r} in sweep {sweep_id}")
+        # with sweep_id, one sweep's cells only (e.g. an external sweep's own model and custom scales)
+        trials = results.finished_trials(s, catalog.scale_params(), optimizer, sweep_id)
+    if trials.empty and sweep_id is not None:
+        raise NotFound(f"no finished trials of {optimizer!r} in sweep {sweep_id}")
     if trials.empty:
         raise NotFound(
             f"no finished trials of {optimizer!r} in any sweep: run a sweep, or import results "
